@@ -26,6 +26,7 @@ class ImageReadError(LandsightError, OSError):
     Args:
         path: The file that failed, as given.
         reason: A short human-readable reason ("zero-byte file", "truncated JPEG", ...).
+
     """
 
     def __init__(self, path: str, reason: str) -> None:

@@ -1,0 +1,5 @@
+"""``python -m landsight``."""
+
+from landsight.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The ``landsight`` command line: parse, call the Python API, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from landsight.errors import LandsightError
+
+app = typer.Typer(
+    help="Transfer learning on imagery, aerial imagery first.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+BackboneOpt = Annotated[str, typer.Option(help="timm model name, 'alexnet' or 'torchvision/<name>'.")]
+WeightsOpt = Annotated[
+    str, typer.Option(help="'imagenet', 'none' (random, explicit) or a .safetensors / state-dict file.")
+]
+BandsOpt = Annotated[str | None, typer.Option(help="1-based bands to read, e.g. '1,2,3' (default RGB).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _bands(value: str | None) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(int(b) for b in value.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--bands must be comma-separated integers, got {value!r}") from exc
+
+
+def _weights(value: str) -> str | None:
+    return None if value.lower() == "none" else value
+
+
+def _print_skipped(skipped: list[Any], where: Path | None = None) -> None:
+    if not skipped:
+        return
+    console.print(f"[yellow]skipped {len(skipped)} unreadable image(s)[/yellow]" + (f" (listed in {where})" if where else ""))
+    for path, reason in list(skipped)[:10]:
+        console.print(f"  [yellow]{path}[/yellow]: {reason}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write.")] = Path("model.landsight"),
+    test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
+    backbone: BackboneOpt = "tf_efficientnet_lite0",
+    weights: WeightsOpt = "imagenet",
+    bands: BandsOpt = None,
+    head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
+    c: Annotated[str, typer.Option("--C", help="logreg inverse regularisation, or 'auto' (cross-validated).")] = "1.0",
+    no_standardize: Annotated[bool, typer.Option(help="logreg without feature standardisation.")] = False,
+    n_estimators: Annotated[int, typer.Option(help="forest trees.")] = 300,
+    max_depth: Annotated[int | None, typer.Option(help="forest depth limit.")] = None,
+    balanced: Annotated[bool, typer.Option(help="Class weights inversely proportional to frequency.")] = False,
+    test_size: Annotated[float, typer.Option(help="Held-out fraction of DATA (stratified).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the head.")] = 0,
+    class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    no_cache: Annotated[bool, typer.Option(help="Do not read or write the feature cache.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
+    from landsight.evaluate import metrics_table
+    from landsight.train import train as train_api
+
+    result = train_api(
+        data,
+        out=out,
+        test=test,
+        backbone=backbone,
+        weights=_weights(weights),
+        bands=_bands(bands),
+        head=head,
+        C=c if c == "auto" else _float(c, "--C"),
+        standardize=not no_standardize,
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        class_weight="balanced" if balanced else None,
+        test_size=test_size,
+        random_state=seed,
+        class_names=class_names,
+        batch_size=batch_size,
+        device=device,
+        cache=not no_cache,
+        progress=not quiet,
+    )
+    _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
+    if result.metrics:
+        console.print(metrics_table(result.metrics))
+    console.print(f"trained on {result.n_train} images, tested on {result.n_test}; bundle: [bold]{result.bundle_path}[/bold]")
+
+
+def _float(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{name} must be a number or 'auto', got {value!r}") from exc
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
+    data: Annotated[str, typer.Argument(help="Labelled images (class folders, map file, zip).")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json and the confusion matrix.")] = Path("evaluation"),
+    class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
+    batch_size: BatchOpt = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a bundle on labelled images."""
+    from landsight.evaluate import evaluate as evaluate_api
+    from landsight.evaluate import metrics_table
+
+    metrics = evaluate_api(bundle, data, out=out, class_names=class_names, batch_size=batch_size, progress=not quiet)
+    _print_skipped([(s["path"], s["reason"]) for s in metrics["skipped"]])
+    console.print(metrics_table(metrics))
+    console.print(f"metrics and confusion matrix in [bold]{out}[/bold]")
+
+
+@app.command()
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
+    inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
+    out: Annotated[Path, typer.Option(help="Output .parquet or .csv; re-running resumes.")] = Path("predictions.parquet"),
+    batch_size: BatchOpt = 32,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict images with a bundle; bad images give rows with an error."""
+    from landsight.predict import predict as predict_api
+
+    df = predict_api(bundle, inputs, out=out, batch_size=batch_size, progress=not quiet)
+    errors = df[df["error"] != ""]
+    _print_skipped(list(zip(errors["path"], errors["error"], strict=True)))
+    counts = df.loc[df["error"] == "", "predicted"].value_counts()
+    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    console.print(f"{len(df)} rows in [bold]{out}[/bold]")
+
+
+@app.command()
+def featurize(
+    inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
+    out: Annotated[Path, typer.Option(help="Output .parquet (path + one feature vector per image).")] = Path("features.parquet"),
+    backbone: BackboneOpt = "tf_efficientnet_lite0",
+    weights: WeightsOpt = "imagenet",
+    bands: BandsOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Featurize images with a pretrained backbone into a Parquet table."""
+    import pandas as pd
+
+    from landsight.data.catalog import list_images
+    from landsight.featurize import featurize as featurize_api
+
+    feats = featurize_api(
+        list_images(inputs), backbone, weights=_weights(weights), bands=_bands(bands),
+        batch_size=batch_size, device=device, progress=not quiet,
+    )
+    pd.DataFrame({"path": feats.paths, "sha256": feats.sha256, "features": list(feats.X)}).to_parquet(out, index=False)
+    _print_skipped(feats.failures)
+    console.print(f"{feats.X.shape[0]} x {feats.X.shape[1]} features ({feats.n_cached} from cache) in [bold]{out}[/bold]")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the bundle and predictions.")] = Path("landsight-demo"),
+    head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
+    quiet: QuietOpt = False,
+) -> None:
+    """Train, evaluate and predict on the real EuroSAT sample shipped in the package."""
+    from landsight.demo import demo as demo_api
+    from landsight.evaluate import metrics_table
+
+    result = demo_api(out, head=head, progress=not quiet)
+    console.print(metrics_table(result.metrics))
+    console.print(f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]")
+    console.print(f"bundle:       {result.bundle_path}")
+    console.print(f"metrics:      {result.bundle_path / 'metrics.json'}, {result.bundle_path / 'confusion_matrix.png'}")
+    console.print(f"predictions:  {result.predictions_path}")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning landsight errors into one-line messages."""
+    try:
+        app()
+    except LandsightError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None

@@ -1,0 +1,613 @@
+"""Catalogs: tables of labelled images built from folders, map files or zip archives.
+
+A catalog is a :class:`pandas.DataFrame` with columns ``path`` (str, absolute) and ``label``
+(str), sorted by ``(label, path)`` with a fresh ``RangeIndex``. :func:`split_catalog` adds a
+``split`` column.
+
+Accepted sources for :func:`build_catalog`:
+
+* **class folders**: ``root/<label>/**/<image>`` (one sub-folder per class, searched
+  recursively; hidden files and folders are ignored). A root holding exactly one sub-folder
+  that itself holds sub-folders is descended into (zips often wrap one top folder).
+* **map file** (``.csv``, ``.tsv``, ``.txt``, ``.map``): one ``path,label`` or
+  ``path<TAB>label`` row per image (delimiter sniffed, optional ``path,label`` header, relative
+  paths resolved against the map file's folder). CNTK style ``path<TAB>class_index`` rows take
+  their names from ``class_names``, a text file with one class name per line (line i = class i).
+* **zip archive**: safely extracted (:func:`safe_extract`), then a map file at its top level,
+  class folders, or flat files named ``<label>.<anything>.<ext>`` (Kaggle dogs-vs-cats
+  ``train.zip``: ``cat.123.jpg`` -> ``cat``): the label is the text before the first ``.``.
+
+Example:
+    >>> catalog = build_catalog("EuroSAT/")  # doctest: +SKIP
+    >>> split_catalog(catalog, test_size=0.2, val_size=0.1).split.value_counts()  # doctest: +SKIP
+
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from landsight.cache import cache_dir
+from landsight.data.readers import IMAGE_EXTENSIONS
+from landsight.errors import DataNotFoundError, LandsightValueError, UnsafeArchiveError
+
+__all__ = [
+    "MAP_EXTENSIONS",
+    "build_catalog",
+    "check_test_labels",
+    "list_images",
+    "safe_extract",
+    "split_catalog",
+    "validate_catalog",
+]
+
+MAP_EXTENSIONS: frozenset[str] = frozenset({".csv", ".tsv", ".txt", ".map"})
+"""Extensions of map files (``path,label`` rows) accepted by :func:`build_catalog`."""
+
+_LIST_EXTENSIONS = frozenset({".txt", ".lst"})
+_PATH_HEADERS = {"path", "file", "filename", "filepath", "image", "image_path"}
+_LABEL_HEADERS = {"label", "class", "class_name", "class_index", "category"}
+_EXTRACTED_MARKER = ".landsight-extracted"
+_LAYOUTS = (
+    "expected a folder with one sub-folder per class (root/<label>/<image>), a map file "
+    "(.csv/.tsv/.txt/.map with 'path,label' rows) or a .zip archive of either"
+)
+
+
+def build_catalog(
+    source: str | Path,
+    *,
+    class_names: str | Path | None = None,
+    extract_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Build a catalog of labelled images from class folders, a map file or a zip archive.
+
+    See the module docstring for the accepted layouts. The result is checked with
+    :func:`validate_catalog`, so it always holds at least two classes.
+
+    Args:
+        source: A folder of class sub-folders, a map file or a ``.zip`` archive.
+        class_names: Text file with one class name per line (line i names class i), used when
+            the map file's labels are integer class indices (CNTK form). A relative path that
+            does not exist is also looked up inside the extracted zip.
+        extract_dir: Where a zip is extracted. Default:
+            ``<cache>/extracted/<first 16 hex of the zip's sha256>`` (cache:
+            :func:`landsight.cache.cache_dir`, ``$LANDSIGHT_CACHE_DIR`` or
+            ``~/.cache/landsight``); an earlier complete extraction is reused.
+
+    Returns:
+        DataFrame with columns ``path`` (absolute str) and ``label`` (str), sorted by
+        ``(label, path)``.
+
+    Raises:
+        DataNotFoundError: ``source``, ``class_names`` or a path listed in a map file is missing.
+        LandsightValueError: The layout is not recognised, a class folder is empty, a map file
+            row is malformed, or there are fewer than two classes.
+        UnsafeArchiveError: A zip member would land outside the extraction folder.
+
+    Example:
+        >>> build_catalog("data/eurosat_rgb").label.nunique()  # doctest: +SKIP
+        10
+
+    """
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise DataNotFoundError(f"source {str(source)!r} does not exist; {_LAYOUTS}")
+    if src.is_dir():
+        root = _descend(src)
+        catalog = _from_class_folders(root)
+    elif src.suffix.lower() == ".zip" or zipfile.is_zipfile(src):
+        digest = _sha256(src)
+        dest = (
+            Path(extract_dir) if extract_dir is not None else cache_dir("extracted") / digest[:16]
+        )
+        root = _extract(src, dest, digest)
+        catalog = _from_extracted(root, class_names)
+    elif src.suffix.lower() in MAP_EXTENSIONS:
+        catalog = _from_map_file(src, class_names)
+    else:
+        raise LandsightValueError(f"source {str(source)!r} is not a supported source: {_LAYOUTS}")
+    validate_catalog(catalog, source=str(source))
+    return catalog
+
+
+def validate_catalog(catalog: pd.DataFrame, *, source: str) -> None:
+    """Check that a catalog can train a classifier.
+
+    Args:
+        catalog: DataFrame with columns ``path`` and ``label``.
+        source: Where the catalog came from, for the error message.
+
+    Raises:
+        LandsightValueError: Columns are missing, the catalog is empty, or it holds fewer than
+            two classes.
+
+    """
+    missing = [c for c in ("path", "label") if c not in catalog.columns]
+    if missing:
+        raise LandsightValueError(
+            f"catalog from {source!r} lacks column(s) {missing}; a catalog needs columns "
+            "'path' and 'label' (build one with build_catalog)"
+        )
+    if len(catalog) == 0:
+        raise LandsightValueError(
+            f"catalog from {source!r} is empty: needs at least two classes, found 0; {_LAYOUTS}"
+        )
+    classes = sorted(catalog["label"].astype(str).unique())
+    if len(classes) < 2:
+        raise LandsightValueError(
+            f"catalog needs at least two classes, found {len(classes)}: {classes} in {source!r}; "
+            "add a sub-folder (or map-file rows) for each other class"
+        )
+
+
+def check_test_labels(train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """Check that every label of a test catalog also occurs in the train catalog.
+
+    Args:
+        train: Train catalog (column ``label``).
+        test: Test catalog (column ``label``).
+
+    Raises:
+        LandsightValueError: The test catalog has labels the train catalog lacks.
+
+    """
+    known = set(train["label"].astype(str))
+    unseen = sorted(set(test["label"].astype(str)) - known)
+    if unseen:
+        raise LandsightValueError(
+            f"test labels {unseen} do not occur in the train catalog (train classes: "
+            f"{sorted(known)}); rename the test class folders to match, or add training images"
+        )
+
+
+def split_catalog(
+    catalog: pd.DataFrame,
+    *,
+    test_size: float = 0.2,
+    val_size: float = 0.0,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Add a stratified, seeded ``split`` column ("train", "val" or "test") to a catalog.
+
+    Args:
+        catalog: Catalog with a ``label`` column.
+        test_size: Fraction of all rows for "test", in [0, 1); 0 gives no test rows.
+        val_size: Fraction of all rows for "val", in [0, 1); ``test_size + val_size < 1``.
+        random_state: Seed; the same seed and catalog give the same split.
+
+    Returns:
+        A copy of ``catalog`` (same row order) with a ``split`` column.
+
+    Raises:
+        LandsightValueError: A fraction is out of range, or a class has too few images to
+            appear in every requested split.
+
+    Example:
+        >>> split_catalog(catalog, test_size=0.2, random_state=0)  # doctest: +SKIP
+
+    """
+    for name, value in (("test_size", test_size), ("val_size", val_size)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+            raise LandsightValueError(
+                f"{name} must be a fraction of the whole catalog in [0, 1), e.g. 0.2; got {value!r}"
+            )
+    if test_size + val_size >= 1:
+        raise LandsightValueError(
+            f"test_size + val_size must be below 1 to leave training rows; got test_size="
+            f"{test_size!r}, val_size={val_size!r}"
+        )
+    out = catalog.copy()
+    out["split"] = "train"
+    if test_size == 0 and val_size == 0:
+        return out
+    labels = out["label"].astype(str).to_numpy()
+    needed = 1 + (test_size > 0) + (val_size > 0)
+    counts = pd.Series(labels).value_counts()
+    small = counts[counts < needed]
+    if len(small):
+        name, count = small.index[0], int(small.iloc[0])
+        raise LandsightValueError(
+            f"class {name!r} has only {count} image(s); a stratified train/"
+            f"{'val/' if val_size else ''}{'test' if test_size else ''} split needs at least "
+            f"{needed} per class; add images, merge or drop the class, or lower test_size/val_size"
+        )
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(out))
+    try:
+        rest = index
+        if test_size > 0:
+            rest, test_idx = train_test_split(
+                index, test_size=test_size, stratify=labels, random_state=random_state
+            )
+            out.iloc[test_idx, out.columns.get_loc("split")] = "test"
+        if val_size > 0:
+            _, val_idx = train_test_split(
+                rest,
+                test_size=val_size / (1 - test_size),
+                stratify=labels[rest],
+                random_state=random_state,
+            )
+            out.iloc[val_idx, out.columns.get_loc("split")] = "val"
+    except ValueError as exc:
+        raise LandsightValueError(
+            f"cannot split {len(out)} images of {len(counts)} classes with test_size="
+            f"{test_size!r}, val_size={val_size!r}: {exc}; use larger fractions or more images"
+        ) from exc
+    return out
+
+
+def list_images(source: str | Path) -> list[str]:
+    """List unlabelled images for prediction.
+
+    Args:
+        source: A folder (searched recursively, hidden entries skipped), a glob pattern
+            (``*``, ``?``, ``[``; ``**`` matches folders recursively), a list file (``.txt`` or
+            ``.lst``: one path per line, relative to the list file; blank lines and ``#``
+            comments skipped) or a single image file.
+
+    Returns:
+        Sorted absolute paths. Folders and globs keep only files with an extension in
+        :data:`~landsight.data.readers.IMAGE_EXTENSIONS`; a list file keeps its order.
+
+    Raises:
+        DataNotFoundError: Nothing matches, or a listed path is missing.
+        LandsightValueError: ``source`` is a file that is neither an image nor a list file.
+
+    Example:
+        >>> list_images("scenes/**/*.tif")  # doctest: +SKIP
+
+    """
+    path = Path(source).expanduser()
+    text = str(source)
+    if path.is_dir():
+        found = sorted(_walk_images(path))
+    elif path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS:
+            found = [os.path.abspath(path)]
+        elif suffix in _LIST_EXTENSIONS:
+            found = _read_list_file(path)
+        else:
+            raise LandsightValueError(
+                f"source {text!r} is neither an image ({sorted(IMAGE_EXTENSIONS)}) nor a list "
+                "file (.txt/.lst, one path per line); pass a folder, a glob or a list file"
+            )
+    elif any(ch in text for ch in "*?["):
+        found = sorted(
+            os.path.abspath(p)
+            for p in glob.glob(os.path.expanduser(text), recursive=True)
+            if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    else:
+        raise DataNotFoundError(
+            f"source {text!r} does not exist; pass a folder, a glob pattern, a list file or an "
+            "image file"
+        )
+    if not found:
+        raise DataNotFoundError(
+            f"no images found in {text!r} (extensions: {sorted(IMAGE_EXTENSIONS)}); check the "
+            "path or pattern"
+        )
+    return found
+
+
+def safe_extract(archive: str | Path, dest: str | Path) -> Path:
+    """Extract a zip archive into ``dest``, refusing members that would escape it.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components
+    and symlink members raise :class:`~landsight.errors.UnsafeArchiveError` ("zip slip").
+    Members are extracted to a temporary sibling folder that is renamed to ``dest`` only when
+    complete, so an interrupted extraction is never reused. When ``dest`` already holds a
+    complete extraction of the same archive (same sha256), it is returned as is.
+
+    Args:
+        archive: The ``.zip`` file.
+        dest: Folder to create; must not exist, be empty, or hold this archive's extraction.
+
+    Returns:
+        ``dest`` as a Path.
+
+    Raises:
+        DataNotFoundError: ``archive`` does not exist.
+        LandsightValueError: ``archive`` is not a zip file, or ``dest`` holds other files.
+        UnsafeArchiveError: A member would be written outside ``dest`` or is a symlink.
+
+    """
+    archive = Path(archive)
+    if not archive.is_file():
+        raise DataNotFoundError(f"archive {str(archive)!r} does not exist; check the path")
+    return _extract(archive, Path(dest), _sha256(archive))
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> None:
+    base = dest.resolve()
+    for info in zf.infolist():
+        name = info.filename
+        posix = PurePosixPath(name.replace("\\", "/"))
+        is_link = stat.S_ISLNK(info.external_attr >> 16)
+        absolute = posix.is_absolute() or (len(name) > 1 and name[1] == ":")
+        target = (base / posix).resolve()
+        if is_link or absolute or ".." in posix.parts or not target.is_relative_to(base):
+            what = "is a symlink" if is_link else f"would be written outside {str(dest)!r}"
+            raise UnsafeArchiveError(
+                f"archive {str(archive)!r} member {name!r} {what}; refusing to extract (zip "
+                "slip). Re-create the archive with plain files at relative paths"
+            )
+
+
+def _extract(archive: Path, dest: Path, digest: str) -> Path:
+    marker = dest / _EXTRACTED_MARKER
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return dest
+    if not zipfile.is_zipfile(archive):
+        raise LandsightValueError(
+            f"archive {str(archive)!r} is not a zip file; pass a .zip archive or the extracted "
+            "folder"
+        )
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise LandsightValueError(
+            f"extract_dir {str(dest)!r} already exists and holds other files; pass an empty or "
+            "new folder"
+        )
+    with zipfile.ZipFile(archive) as zf:
+        _check_members(zf, archive, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.part-", dir=dest.parent))
+        try:
+            zf.extractall(tmp)
+            (tmp / _EXTRACTED_MARKER).write_text(digest + "\n")
+            if dest.exists():
+                dest.rmdir()  # empty (checked above)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if marker.is_file() and marker.read_text().strip() == digest:
+                return dest  # a concurrent extraction of the same archive won the race
+            raise
+    return dest
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _is_image(name: str) -> bool:
+    return not _hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Visible sub-folders, image files and map files directly in ``folder`` (sorted)."""
+    subdirs, images, maps = [], [], []
+    for entry in sorted(folder.iterdir()):
+        if _hidden(entry.name):
+            continue
+        if entry.is_dir():
+            subdirs.append(entry)
+        elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(entry)
+        elif entry.is_file() and entry.suffix.lower() in MAP_EXTENSIONS:
+            maps.append(entry)
+    return subdirs, images, maps
+
+
+def _walk_images(folder: Path) -> Iterable[str]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        for name in filenames:
+            if _is_image(name):
+                yield os.path.abspath(os.path.join(dirpath, name))
+
+
+def _descend(root: Path) -> Path:
+    """Step into single wrapper folders: one sub-folder that itself holds sub-folders."""
+    while True:
+        subdirs, images, _ = _scan(root)
+        if len(subdirs) == 1 and not images and _scan(subdirs[0])[0]:
+            root = subdirs[0]
+        else:
+            return root
+
+
+def _from_class_folders(root: Path) -> pd.DataFrame:
+    subdirs, images, _ = _scan(root)
+    if images:
+        examples = [p.name for p in images[:3]]
+        raise LandsightValueError(
+            f"folder {str(root)!r} holds images directly ({examples}...) instead of class "
+            f"sub-folders; {_LAYOUTS}. Move each class's images into root/<label>/"
+        )
+    if not subdirs:
+        raise LandsightValueError(f"folder {str(root)!r} holds no class sub-folders; {_LAYOUTS}")
+    rows = []
+    for sub in subdirs:
+        paths = sorted(_walk_images(sub))
+        if not paths:
+            raise LandsightValueError(
+                f"class folder {str(sub)!r} holds no images (extensions: "
+                f"{sorted(IMAGE_EXTENSIONS)}); add images or remove the folder"
+            )
+        rows.extend((p, sub.name) for p in paths)
+    return _frame(rows)
+
+
+def _frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["path", "label"]).astype({"path": str, "label": str})
+    return frame.sort_values(["label", "path"], kind="stable").reset_index(drop=True)
+
+
+def _looks_like_map(path: Path) -> bool:
+    """Tell whether one of the first two data rows starts with an image path (not a README)."""
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            rows = [line for line in fh if line.strip() and not line.lstrip().startswith("#")]
+            rows = rows[:2]
+    except (OSError, UnicodeDecodeError):
+        return False
+    for line in rows:
+        delimiter = _sniff(line)
+        if delimiter is not None:
+            first = line.split(delimiter, 1)[0].strip().strip('"')
+            if Path(first).suffix.lower() in IMAGE_EXTENSIONS:
+                return True
+    return False
+
+
+def _sniff(line: str) -> str | None:
+    for delimiter in ("\t", ",", ";", "|"):
+        if delimiter in line:
+            return delimiter
+    return None
+
+
+def _from_extracted(root: Path, class_names: str | Path | None) -> pd.DataFrame:
+    wrapped: Path | None = None
+    while True:
+        subdirs, images, maps = _scan(root)
+        maps = [m for m in maps if _looks_like_map(m)]
+        if len(subdirs) == 1 and not images and not maps:
+            wrapped, root = root, subdirs[0]
+            continue
+        break
+    if class_names is not None:
+        names = Path(class_names).expanduser()
+        if not names.exists() and not names.is_absolute() and (root / names).exists():
+            class_names = root / names
+    if len(maps) > 1:
+        raise LandsightValueError(
+            f"archive folder {str(root)!r} holds several map files {[m.name for m in maps]}; "
+            "keep one map file at the top level of the zip"
+        )
+    if maps:
+        return _from_map_file(maps[0], class_names)
+    if subdirs:
+        return _from_class_folders(root)
+    if images and all("." in p.stem for p in images):
+        return _frame([(os.path.abspath(p), p.name.split(".", 1)[0]) for p in images])
+    if images and wrapped is not None:
+        return _from_class_folders(wrapped)  # a single class folder: reported by validation
+    if images:
+        bad = [p.name for p in images if "." not in p.stem][:3]
+        raise LandsightValueError(
+            f"zip holds loose images whose names carry no label (e.g. {bad}); name them "
+            f"'<label>.<id>.<ext>' (like 'cat.12.jpg') or {_LAYOUTS}"
+        )
+    raise LandsightValueError(f"zip extracted to {str(root)!r} holds no images; {_LAYOUTS}")
+
+
+def _from_map_file(path: Path, class_names: str | Path | None) -> pd.DataFrame:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LandsightValueError(f"cannot read map file {str(path)!r}: {exc}") from exc
+    numbered = [
+        (i + 1, line)
+        for i, line in enumerate(lines)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not numbered:
+        raise LandsightValueError(f"map file {str(path)!r} is empty; add 'path,label' rows")
+    delimiter = _sniff(numbered[0][1])
+    if delimiter is None:
+        raise LandsightValueError(
+            f"map file {str(path)!r} line {numbered[0][0]}: no delimiter found in "
+            f"{numbered[0][1]!r}; write 'path,label' or 'path<TAB>label' rows"
+        )
+    rows: list[tuple[str, str]] = []
+    for (lineno, line), fields in zip(
+        numbered, csv.reader((line for _, line in numbered), delimiter=delimiter), strict=True
+    ):
+        fields = [f.strip() for f in fields]
+        while fields and not fields[-1]:
+            fields.pop()
+        if len(fields) != 2 or not all(fields):
+            raise LandsightValueError(
+                f"map file {str(path)!r} line {lineno}: expected 2 fields 'path{delimiter}label', "
+                f"got {line!r}"
+            )
+        if not rows and fields[0].lower() in _PATH_HEADERS and fields[1].lower() in _LABEL_HEADERS:
+            continue  # header row
+        rows.append((fields[0], fields[1]))
+    if not rows:
+        raise LandsightValueError(f"map file {str(path)!r} has a header but no rows")
+    labels = [label for _, label in rows]
+    if class_names is not None:
+        names = _read_class_names(Path(class_names).expanduser())
+        if not all(label.lstrip("-").isdigit() for label in labels):
+            raise LandsightValueError(
+                f"class_names {str(class_names)!r} was given but map file {str(path)!r} has "
+                "non-integer labels; pass class_names only with integer class indices"
+            )
+        bad = sorted({int(label) for label in labels if not 0 <= int(label) < len(names)})
+        if bad:
+            raise LandsightValueError(
+                f"map file {str(path)!r} uses class indices {bad} but class_names "
+                f"{str(class_names)!r} names only {len(names)} classes (0..{len(names) - 1})"
+            )
+        labels = [names[int(label)] for label in labels]
+    base = path.parent
+    paths = [os.path.abspath(base / Path(p).expanduser()) for p, _ in rows]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise DataNotFoundError(
+            f"map file {str(path)!r} lists {len(missing)} missing file(s), e.g. {missing[:5]}; "
+            "relative paths are resolved against the map file's folder"
+        )
+    return _frame(list(zip(paths, labels, strict=True)))
+
+
+def _read_class_names(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataNotFoundError(
+            f"class_names file {str(path)!r} does not exist; pass a text file with one class "
+            "name per line"
+        )
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names or not all(names):
+        raise LandsightValueError(
+            f"class_names file {str(path)!r} must hold one non-empty class name per line "
+            "(line i = class i)"
+        )
+    return names
+
+
+def _read_list_file(path: Path) -> list[str]:
+    base = path.parent
+    found = []
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            found.append(os.path.abspath(base / Path(entry).expanduser()))
+    missing = [p for p in found if not os.path.isfile(p)]
+    if missing:
+        raise DataNotFoundError(
+            f"list file {str(path)!r} names {len(missing)} missing file(s), e.g. {missing[:5]}; "
+            "relative paths are resolved against the list file's folder"
+        )
+    return found

@@ -1,0 +1,295 @@
+"""Decode one image (JPEG, PNG, TIFF/GeoTIFF, ...) into an (H, W, C) uint8 array.
+
+This is the only module that opens rasters. TIFF and GeoTIFF files (recognised by their magic
+bytes, not their extension) go through rasterio, which handles multiband, 16-bit and float data
+and keeps the georeference; everything else goes through Pillow. ``rasterio`` is imported lazily
+so that ``import landsight.data.readers`` needs only NumPy and Pillow.
+
+Example:
+    >>> from landsight.data.readers import read_image
+    >>> image = read_image("tile.tif", bands=(1, 2, 3, 4))  # doctest: +SKIP
+    >>> image.array.shape, image.array.dtype, image.crs  # doctest: +SKIP
+    ((260, 260, 4), dtype('uint8'), 'EPSG:26917')
+
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from landsight.errors import DataNotFoundError, ImageReadError, LandsightValueError
+
+__all__ = ["IMAGE_EXTENSIONS", "RasterImage", "decode_image", "read_image"]
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+)
+"""File extensions (lower case, with the dot) that landsight treats as images."""
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
+
+
+@dataclass(frozen=True, eq=False)
+class RasterImage:
+    """A decoded image and, for GeoTIFFs, where it lies on the Earth.
+
+    Attributes:
+        array: Pixels of shape (H, W, C), dtype uint8 (C = 3 by default, or ``len(bands)``).
+        bounds: ``(left, bottom, right, top)`` in units of ``crs``; None when the file carries
+            no coordinate reference system.
+        crs: ``"EPSG:<code>"`` when the CRS has an EPSG code, its WKT otherwise; None when the
+            file has no CRS.
+
+    """
+
+    array: np.ndarray
+    bounds: tuple[float, float, float, float] | None = None
+    crs: str | None = None
+
+
+def read_image(path: str | Path, bands: Sequence[int] | None = None) -> RasterImage:
+    """Read an image file into an (H, W, C) uint8 array.
+
+    Args:
+        path: Image file (JPEG, PNG, TIFF/GeoTIFF, BMP, GIF, WebP, ...).
+        bands: 1-based band indices to keep, as in rasterio (``(1, 2, 3)`` = R, G, B of a
+            4-band NAIP tile, ``(1, 2, 3, 4)`` keeps NIR). None gives 3-channel RGB.
+
+    Returns:
+        The decoded :class:`RasterImage`; see :func:`decode_image`.
+
+    Raises:
+        DataNotFoundError: ``path`` does not exist.
+        ImageReadError: The file cannot be read or decoded, or a band is out of range.
+        LandsightValueError: ``bands`` is not a non-empty sequence of positive integers.
+
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(
+            f"image file {str(path)!r} does not exist; check the path (relative paths are "
+            f"resolved against the current folder {str(Path.cwd())!r})"
+        )
+    if path.is_dir():
+        raise ImageReadError(str(path), "is a folder, not an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(str(path), f"cannot read the file: {exc}") from exc
+    return decode_image(data, str(path), bands)
+
+
+def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> RasterImage:
+    """Decode the bytes of an image file into an (H, W, C) uint8 array.
+
+    TIFFs (by magic bytes) are decoded with rasterio and keep ``bounds`` and ``crs`` when the
+    file has a CRS; if rasterio fails, Pillow is tried before giving up. Other formats are
+    decoded with Pillow, fully loaded (so truncated files are detected) and rotated upright
+    according to their EXIF orientation.
+
+    With ``bands=None`` the result is 3-channel RGB: grayscale is replicated to 3 channels,
+    palette images are expanded, alpha is dropped, CMYK is converted, and multiband rasters keep
+    bands 1, 2, 3. Data that is not uint8 (16-bit, float) is mapped to uint8 by a per-band
+    2-98 percentile linear stretch (see :func:`_to_uint8`).
+
+    Args:
+        data: The file's bytes.
+        name: The file's path or name, used in error messages only.
+        bands: 1-based band indices to keep, in the order given. None gives RGB.
+
+    Returns:
+        RasterImage whose ``array`` has shape (H, W, C), dtype uint8.
+
+    Raises:
+        ImageReadError: Empty, unidentified, truncated or corrupt data, a decompression bomb,
+            or a band index above the file's band count.
+        LandsightValueError: ``bands`` is not a non-empty sequence of positive integers.
+
+    Example:
+        >>> decode_image(Path("a.png").read_bytes(), "a.png").array.shape  # doctest: +SKIP
+        (64, 64, 3)
+
+    """
+    band_list = _check_bands(bands)
+    if len(data) == 0:
+        raise ImageReadError(name, "zero-byte file")
+    if data[:4] in _TIFF_MAGIC:
+        try:
+            return _decode_rasterio(data, name, band_list)
+        except _BandError as exc:
+            raise ImageReadError(name, str(exc)) from None
+        except ImageReadError:
+            raise
+        except _NotForRasterio:
+            pass  # e.g. CMYK TIFF: Pillow converts it properly
+        except Exception as exc:  # noqa: BLE001 - rasterio raises many types; try Pillow
+            try:
+                return _decode_pil(data, name, band_list)
+            except ImageReadError:
+                raise ImageReadError(name, f"truncated or corrupt: {exc}") from exc
+    return _decode_pil(data, name, band_list)
+
+
+class _BandError(Exception):
+    """A requested band is out of range (internal; re-raised as ImageReadError)."""
+
+
+class _NotForRasterio(Exception):
+    """The TIFF is better decoded by Pillow (internal)."""
+
+
+def _check_bands(bands: Sequence[int] | None) -> list[int] | None:
+    if bands is None:
+        return None
+    if isinstance(bands, int | str | bytes) or not isinstance(bands, Sequence) or not bands:
+        raise LandsightValueError(
+            f"bands must be a non-empty sequence of 1-based band indices such as (1, 2, 3); "
+            f"got {bands!r}"
+        )
+    out = []
+    for band in bands:
+        if isinstance(band, bool) or not isinstance(band, int | np.integer) or band < 1:
+            raise LandsightValueError(
+                f"bands must hold 1-based band indices (1 = first band), as in rasterio; got "
+                f"{bands!r}"
+            )
+        out.append(int(band))
+    return out
+
+
+def _select(array: np.ndarray, bands: list[int] | None) -> np.ndarray:
+    """Pick channels from an (H, W, C) array: RGB by default, else the 1-based ``bands``."""
+    count = array.shape[2]
+    if bands is None:
+        if count >= 3:
+            return array[:, :, :3]
+        return np.repeat(array[:, :, :1], 3, axis=2)  # gray (or gray + alpha) -> RGB
+    bad = [b for b in bands if b > count]
+    if bad:
+        raise _BandError(
+            f"band {bad[0]} requested but the file has {count} band(s); use indices 1..{count}"
+        )
+    return array[:, :, [b - 1 for b in bands]]
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Map an (H, W, C) array of any dtype to uint8.
+
+    uint8 passes through unchanged (bool becomes 0/255). Anything else is stretched linearly
+    per band so that its 2nd percentile maps to 0 and its 98th to 255 (values outside are
+    clipped); NaN and infinities become 0 and a constant band becomes all zeros.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    out = np.zeros(array.shape, dtype=np.uint8)
+    for c in range(array.shape[2]):
+        band = array[:, :, c].astype(np.float64)
+        finite = np.isfinite(band)
+        if not finite.any():
+            continue
+        lo, hi = np.percentile(band[finite], [2, 98])
+        if hi <= lo:
+            continue
+        scaled = np.clip((band - lo) / (hi - lo) * 255.0, 0, 255)
+        out[:, :, c] = np.where(finite, np.round(scaled), 0).astype(np.uint8)
+    return out
+
+
+def _decode_rasterio(data: bytes, name: str, bands: list[int] | None) -> RasterImage:
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.io.MemoryFile(data) as memfile, memfile.open() as src:
+            interp = tuple(src.colorinterp)
+            if bands is None and interp[:4] == (
+                ColorInterp.cyan,
+                ColorInterp.magenta,
+                ColorInterp.yellow,
+                ColorInterp.black,
+            ):
+                raise _NotForRasterio
+            _check_bomb(src.width * src.height, name)
+            if src.count == 0:
+                raise _BandError("the file has no bands")
+            if bands is None and src.count == 1 and interp[0] == ColorInterp.palette:
+                lut = np.zeros((256, 3), dtype=np.uint8)
+                for index, rgba in src.colormap(1).items():
+                    if 0 <= index < 256:
+                        lut[index] = rgba[:3]
+                array = lut[src.read(1).astype(np.intp).clip(0, 255)]
+            else:
+                wanted = bands if bands is not None else [1, 2, 3] if src.count >= 3 else [1]
+                bad = [b for b in wanted if b > src.count]
+                if bad:
+                    raise _BandError(
+                        f"band {bad[0]} requested but the file has {src.count} band(s); "
+                        f"use indices 1..{src.count}"
+                    )
+                array = np.moveaxis(src.read(wanted), 0, -1)  # (C, H, W) -> (H, W, C)
+                if bands is None and array.shape[2] == 1:
+                    array = np.repeat(array, 3, axis=2)
+            bounds: tuple[float, float, float, float] | None = None
+            crs: str | None = None
+            if src.crs is not None:
+                epsg = src.crs.to_epsg()
+                crs = f"EPSG:{epsg}" if epsg is not None else src.crs.to_wkt()
+                bounds = tuple(float(v) for v in src.bounds)  # type: ignore[assignment]
+    return RasterImage(np.ascontiguousarray(_to_uint8(array)), bounds, crs)
+
+
+def _check_bomb(pixels: int, name: str) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > 2 * limit:
+        raise ImageReadError(
+            name,
+            f"decompression bomb: {pixels} pixels exceeds the limit of {2 * limit} "
+            "(raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted)",
+        )
+
+
+def _decode_pil(data: bytes, name: str, bands: list[int] | None) -> RasterImage:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            image: Any = ImageOps.exif_transpose(img)
+            image = _normalise_mode(image)
+            array = np.asarray(image)
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(name, "not an image (unidentified format)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(name, f"truncated or corrupt: {exc}") from exc
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+    try:
+        array = _select(array, bands)
+    except _BandError as exc:
+        raise ImageReadError(name, str(exc)) from None
+    return RasterImage(np.ascontiguousarray(_to_uint8(array)))
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    """Bring a Pillow image to a mode NumPy understands band by band."""
+    mode = img.mode
+    if mode in {"L", "LA", "RGB", "RGBA", "I", "F"} or mode.startswith("I;16"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode in {"P", "PA"}:
+        has_alpha = mode == "PA" or "transparency" in img.info
+        return img.convert("RGBA" if has_alpha else "RGB")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX, ...

@@ -1,0 +1,197 @@
+"""Evaluation of a classifier on labelled held-out images: metrics, confusion matrix, worst errors.
+
+Metrics follow scikit-learn's definitions: precision = TP / (TP + FP), recall = TP / (TP + FN)
+(the seed notebook divided by the wrong total), F1 their harmonic mean, balanced accuracy the
+mean per-class recall.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from landsight.bundle import Bundle
+
+
+def compute_metrics(
+    y_true: Sequence[str],
+    proba: np.ndarray,
+    classes: Sequence[str],
+    *,
+    paths: Sequence[str] | None = None,
+    n_wrong: int = 20,
+) -> dict[str, Any]:
+    """Compute classification metrics from true labels and predicted probabilities.
+
+    Args:
+        y_true: True class names, length N; each must be in ``classes``.
+        proba: ``(N, n_classes)`` float probabilities, columns in ``classes`` order.
+        classes: Class names.
+        paths: Image paths, length N, for the list of most confidently wrong images.
+        n_wrong: How many confidently wrong images to list.
+
+    Returns:
+        JSON-ready dict: ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``,
+        ``per_class`` (name -> precision, recall, f1, support), ``confusion_matrix``
+        (``labels`` and ``matrix``: rows true, columns predicted) and
+        ``most_confident_wrong`` (path, true, predicted, confidence; most confident first).
+
+    Raises:
+        LandsightValueError: Shapes disagree or a label is not among ``classes``.
+
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
+    classes = list(classes)
+    proba = np.asarray(proba)
+    if proba.ndim != 2 or proba.shape != (len(y_true), len(classes)):
+        raise LandsightValueError(
+            f"proba must have shape (n_samples, n_classes) = ({len(y_true)}, {len(classes)}), got {proba.shape}"
+        )
+    unknown = sorted(set(y_true) - set(classes))
+    if unknown:
+        raise LandsightValueError(f"labels {unknown!r} are not among the model's classes {classes!r}")
+    if len(y_true) == 0:
+        raise LandsightValueError("no images to evaluate")
+    pred_idx = proba.argmax(axis=1)
+    y_pred = [classes[i] for i in pred_idx]
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
+    wrong = [i for i in range(len(y_true)) if y_pred[i] != y_true[i]]
+    wrong.sort(key=lambda i: -float(proba[i, pred_idx[i]]))
+    return {
+        "n": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(np.mean(f)),
+        "per_class": {
+            c: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
+            for k, c in enumerate(classes)
+        },
+        "confusion_matrix": {"labels": classes, "matrix": cm.tolist()},
+        "most_confident_wrong": [
+            {
+                "path": paths[i] if paths is not None else str(i),
+                "true": y_true[i],
+                "predicted": y_pred[i],
+                "confidence": float(proba[i, pred_idx[i]]),
+            }
+            for i in wrong[:n_wrong]
+        ],
+    }
+
+
+def write_evaluation(metrics: dict[str, Any], out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
+    """Write ``metrics.json``, ``confusion_matrix.json`` and ``confusion_matrix.png``.
+
+    Args:
+        metrics: From :func:`compute_metrics` (extra keys are kept in ``metrics.json``).
+        out_dir: Folder to write into (created).
+        title: Title of the confusion-matrix figure.
+
+    Returns:
+        Name -> path of each file written.
+
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"metrics": out / "metrics.json", "confusion_json": out / "confusion_matrix.json"}
+    files["metrics"].write_text(json.dumps(metrics, indent=2))
+    files["confusion_json"].write_text(json.dumps(metrics["confusion_matrix"], indent=2))
+    labels = metrics["confusion_matrix"]["labels"]
+    cm = np.asarray(metrics["confusion_matrix"]["matrix"])
+    size = max(5.0, 0.55 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(cm, display_labels=labels).plot(
+        ax=ax, cmap="Blues", xticks_rotation="vertical", colorbar=False, values_format="d"
+    )
+    ax.set_title(title or f"accuracy {metrics['accuracy']:.1%}, n = {metrics['n']}")
+    fig.tight_layout()
+    files["confusion_png"] = out / "confusion_matrix.png"
+    fig.savefig(files["confusion_png"], dpi=110)
+    plt.close(fig)
+    return files
+
+
+def metrics_table(metrics: dict[str, Any]) -> Table:
+    """Render per-class metrics and the totals as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=f"accuracy {metrics['accuracy']:.2%} · balanced {metrics['balanced_accuracy']:.2%} · n={metrics['n']}")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in metrics["per_class"].items():
+        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    return table
+
+
+def evaluate(
+    bundle: str | Path | Bundle,
+    data: str | Path,
+    *,
+    out: str | Path | None = None,
+    class_names: str | Path | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a bundle on labelled images.
+
+    Args:
+        bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
+        data: Labelled images in any catalog form (class folders, map file, zip).
+        out: Folder for ``metrics.json`` and the confusion matrix (nothing written if None).
+        class_names: Class-names file for a CNTK-style map file with class indices.
+        batch_size: Images per forward pass.
+        progress: Show a progress bar.
+
+    Returns:
+        The metrics dict of :func:`compute_metrics`, plus ``skipped`` (path, reason) for
+        images that could not be read.
+
+    Raises:
+        LandsightValueError: A label of ``data`` is not among the bundle's classes (raised
+            before any image is decoded).
+
+    """
+    from landsight.bundle import Bundle, load_bundle
+    from landsight.data.catalog import build_catalog
+
+    model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    catalog = build_catalog(data, class_names=class_names)
+    unseen = sorted(set(catalog["label"]) - set(model.classes))
+    if unseen:
+        raise LandsightValueError(
+            f"labels {unseen!r} in {str(data)!r} were not seen in training; the bundle knows {model.classes!r}"
+        )
+    preds = model.predict(list(catalog["path"]), batch_size=batch_size, progress=progress)
+    ok = (preds["error"] == "").to_numpy()
+    proba = preds.loc[ok, [f"prob_{c}" for c in model.classes]].to_numpy(dtype=np.float32)
+    metrics = compute_metrics(
+        list(catalog["label"][ok]), proba, model.classes, paths=list(preds["path"][ok])
+    )
+    metrics["skipped"] = [
+        {"path": p, "reason": e} for p, e in zip(preds["path"][~ok], preds["error"][~ok], strict=True)
+    ]
+    if out is not None:
+        write_evaluation(metrics, out)
+    return metrics

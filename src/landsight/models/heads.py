@@ -1,0 +1,124 @@
+"""Classic heads on frozen features: scikit-learn logistic regression and random forest.
+
+Heads are plain scikit-learn estimators (``fit`` returns self, fitted state ends in ``_``), so
+skl2onnx converts them to ONNX for the bundle. Nothing here is ever pickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from landsight.errors import LandsightValueError
+
+HEADS = ("logreg", "forest")
+HeadKind = Literal["logreg", "forest"]
+
+
+def make_head(
+    kind: str = "logreg",
+    *,
+    C: float | str = 1.0,
+    standardize: bool = True,
+    max_iter: int = 2000,
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    class_weight: str | None = None,
+    random_state: int = 0,
+    n_jobs: int | None = None,
+) -> Any:
+    """Build an unfitted head.
+
+    Args:
+        kind: ``"logreg"``: multinomial logistic regression (lbfgs), optionally after feature
+            standardisation; ``"forest"``: random forest.
+        C: Inverse L2 regularisation strength of ``logreg`` (> 0), or ``"auto"`` to choose it
+            by 5-fold stratified cross-validation over ``logspace(-3, 2, 6)``
+            (``LogisticRegressionCV``).
+        standardize: ``logreg`` only: z-score each feature first (``StandardScaler``).
+        max_iter: ``logreg`` solver iterations.
+        n_estimators: ``forest`` trees.
+        max_depth: ``forest`` maximum tree depth (``None`` = unlimited).
+        class_weight: ``None`` or ``"balanced"`` (weights inversely proportional to class
+            frequency, for imbalanced classes).
+        random_state: Seed.
+        n_jobs: Parallel jobs (``None`` = 1, ``-1`` = all cores).
+
+    Returns:
+        A scikit-learn estimator (a ``Pipeline`` for ``logreg``).
+
+    Raises:
+        LandsightValueError: Unknown ``kind``, ``C`` not positive, bad ``class_weight``.
+
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if class_weight not in (None, "balanced"):
+        raise LandsightValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    if kind == "logreg":
+        if C == "auto":
+            import numpy as np
+
+            clf: Any = LogisticRegressionCV(
+                Cs=list(np.logspace(-3, 2, 6)),
+                cv=5,
+                max_iter=max_iter,
+                class_weight=class_weight,
+                random_state=random_state,
+                n_jobs=n_jobs,
+            )
+        else:
+            try:
+                c_value = float(C)
+            except (TypeError, ValueError):
+                c_value = -1.0
+            if not c_value > 0:
+                raise LandsightValueError(
+                    f"The 'C' parameter of the logreg head must be a float in the range (0, inf] "
+                    f"or 'auto'. Got {C!r} instead."
+                )
+            clf = LogisticRegression(
+                C=c_value, max_iter=max_iter, class_weight=class_weight, random_state=random_state
+            )
+        return make_pipeline(StandardScaler(), clf) if standardize else make_pipeline(clf)
+    if kind == "forest":
+        if n_estimators < 1:
+            raise LandsightValueError(f"n_estimators must be >= 1, got {n_estimators!r}")
+        return RandomForestClassifier(
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            class_weight=class_weight,
+            random_state=random_state,
+            n_jobs=n_jobs,
+        )
+    raise LandsightValueError(f"unknown head {kind!r}; choose one of {list(HEADS)}")
+
+
+def describe_head(head: Any) -> dict[str, Any]:
+    """Return a JSON-ready description of a fitted head (kind and key parameters).
+
+    Args:
+        head: A fitted estimator from :func:`make_head`.
+
+    Returns:
+        ``{"kind": ..., "params": {...}}``; for ``C="auto"`` the chosen ``C``.
+
+    """
+    final = head.steps[-1][1] if hasattr(head, "steps") else head
+    name = type(final).__name__
+    if name.startswith("LogisticRegression"):
+        params: dict[str, Any] = {
+            "C": float(final.C_[0]) if hasattr(final, "C_") else float(final.C),
+            "standardize": hasattr(head, "steps") and len(head.steps) > 1,
+            "class_weight": final.class_weight,
+            "cross_validated_C": hasattr(final, "C_"),
+        }
+        return {"kind": "logreg", "estimator": name, "params": params}
+    params = {
+        "n_estimators": final.n_estimators,
+        "max_depth": final.max_depth,
+        "class_weight": final.class_weight,
+    }
+    return {"kind": "forest", "estimator": name, "params": params}

@@ -1,0 +1,244 @@
+"""Job 1: frozen pretrained features + a logistic-regression or random-forest head, to a bundle.
+
+The chain: catalog -> checks (before any heavy work) -> stratified split -> featurize (cached) ->
+fit the head on the training split -> evaluate on the held-out split -> bundle (one ONNX graph,
+backbone and head) with ``metrics.json``, the confusion matrix and the list of skipped files.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+from landsight.models.backbones import DEFAULT_BACKBONE
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        bundle_path: The bundle folder.
+        metrics: Held-out metrics (see :func:`landsight.evaluate.compute_metrics`); empty when
+            ``test_size=0`` and no ``test`` data was given.
+        n_train: Training images used.
+        n_test: Test images used.
+        skipped: ``(path, reason)`` of images that could not be read.
+        head: The fitted scikit-learn head (in memory only; never pickled).
+        test_paths: The held-out images that were evaluated.
+
+    """
+
+    bundle_path: Path
+    metrics: dict[str, Any]
+    n_train: int
+    n_test: int
+    skipped: list[tuple[str, str]]
+    head: Any
+    test_paths: list[str]
+
+
+def train(
+    data: str | Path,
+    *,
+    out: str | Path = "model.landsight",
+    test: str | Path | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | Path | None = "imagenet",
+    bands: tuple[int, ...] | None = None,
+    head: str = "logreg",
+    C: float | str = 1.0,
+    standardize: bool = True,
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    class_weight: str | None = None,
+    test_size: float = 0.2,
+    random_state: int = 0,
+    class_names: str | Path | None = None,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    device: str = "auto",
+    cache: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a classifier on frozen backbone features and write a model bundle.
+
+    Args:
+        data: Labelled images: a folder of class folders, a CSV/TSV map file, or a zip of either
+            (see :func:`landsight.data.catalog.build_catalog`).
+        out: Bundle folder to write (``*.landsight``).
+        test: Separate labelled test images; when given, ``test_size`` is ignored and all of
+            ``data`` is used for training.
+        backbone: Backbone registry name (default ``tf_efficientnet_lite0``, offline weights).
+        weights: ``"imagenet"``, a weights file, or ``None`` (random; explicit only).
+        bands: 1-based bands to read (default R, G, B).
+        head: ``"logreg"`` or ``"forest"``.
+        C: Logistic-regression inverse regularisation, or ``"auto"`` (cross-validated).
+        standardize: Standardise features before logistic regression.
+        n_estimators: Random-forest trees.
+        max_depth: Random-forest depth limit.
+        class_weight: ``None`` or ``"balanced"``.
+        test_size: Fraction of ``data`` held out for testing, stratified (0 = none).
+        random_state: Seed of the split and the head.
+        class_names: Class-names file for CNTK-style map files with class indices.
+        batch_size: Images per forward pass.
+        num_workers: Decoding threads.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        cache: Use the Parquet feature cache.
+        progress: Show progress bars.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        LandsightValueError: Fewer than two classes, an empty class, a test label unseen in
+            training, bad parameters (all before featurization), or a class left without
+            readable images.
+        WeightsUnavailableError: The backbone's weights cannot be had.
+
+    Example:
+        >>> result = train("eurosat/", out="eurosat.landsight", head="logreg")  # doctest: +SKIP
+        >>> result.metrics["accuracy"]  # doctest: +SKIP
+
+    """
+    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
+    from landsight.featurize import featurize
+    from landsight.models.heads import describe_head, make_head
+
+    started = time.perf_counter()
+    if not 0 <= test_size < 1:
+        raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
+    estimator = make_head(  # validates head parameters before any heavy work
+        head,
+        C=C,
+        standardize=standardize,
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        class_weight=class_weight,
+        random_state=random_state,
+    )
+    catalog = build_catalog(data, class_names=class_names)
+    if test is not None:
+        test_catalog = build_catalog(test, class_names=class_names)
+        check_test_labels(catalog, test_catalog)
+        catalog = catalog.assign(split="train")
+        catalog = _concat(catalog, test_catalog.assign(split="test"))
+    elif test_size > 0:
+        catalog = split_catalog(catalog, test_size=test_size, random_state=random_state)
+    else:
+        catalog = catalog.assign(split="train")
+    classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
+
+    features = featurize(
+        list(catalog["path"]),
+        backbone,
+        weights=weights,
+        bands=bands,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        cache=cache,
+        progress=progress,
+    )
+    by_path = catalog.set_index("path")
+    labels = np.asarray(by_path.loc[features.paths, "label"], dtype=object)
+    splits = np.asarray(by_path.loc[features.paths, "split"], dtype=object)
+    is_train = splits == "train"
+    left = set(labels[is_train])
+    lost = [c for c in classes if c not in left]
+    if lost:
+        raise LandsightValueError(
+            f"classes {lost!r} have no readable training images left after skipping "
+            f"{len(features.failures)} unreadable file(s); see the reasons: {features.failures[:5]!r}"
+        )
+    estimator.fit(features.X[is_train], labels[is_train])
+    head_classes = [str(c) for c in estimator.classes_]
+
+    metrics: dict[str, Any] = {}
+    is_test = splits == "test"
+    test_paths = [p for p, t in zip(features.paths, is_test, strict=True) if t]
+    if test_paths:
+        from landsight.evaluate import compute_metrics
+
+        proba = estimator.predict_proba(features.X[is_test])
+        metrics = compute_metrics(list(labels[is_test]), proba, head_classes, paths=test_paths)
+    bundle_path = _write_classifier_bundle(
+        out,
+        features=features,
+        head=estimator,
+        classes=head_classes,
+        metrics=metrics,
+        meta={
+            "head": describe_head(estimator),
+            "data": {
+                "source": str(data),
+                "test_source": str(test) if test is not None else None,
+                "fingerprint": features.fingerprint(list(labels)),
+                "n_train": int(is_train.sum()),
+                "n_test": int(is_test.sum()),
+                "n_skipped": len(features.failures),
+                "test_size": test_size if test is None else None,
+                "random_state": random_state,
+            },
+            "training_seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    return TrainResult(
+        bundle_path, metrics, int(is_train.sum()), int(is_test.sum()), features.failures, estimator, test_paths
+    )
+
+
+def _concat(a: Any, b: Any) -> Any:
+    import pandas as pd
+
+    return pd.concat([a, b], ignore_index=True)
+
+
+def _write_classifier_bundle(
+    out: str | Path,
+    *,
+    features: Any,
+    head: Any,
+    classes: list[str],
+    metrics: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
+    """Merge backbone and head into one ONNX graph and write the bundle with its reports."""
+    import onnx
+
+    from landsight.bundle import write_bundle
+    from landsight.evaluate import write_evaluation
+    from landsight.models.onnx_graph import head_to_onnx, merge_backbone_head
+
+    bb = features.backbone
+    graph = merge_backbone_head(onnx.load(str(features.extractor.onnx_path)), head_to_onnx(head, bb.num_features))
+    summary = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n") if k in metrics}
+    path = write_bundle(
+        out,
+        model=graph,
+        meta={
+            "classes": classes,
+            "preprocessing": bb.preprocessing.to_dict(),
+            "backbone": {
+                "name": bb.name,
+                "weights": bb.weights,
+                "weights_digest": bb.weights_digest,
+                "num_features": bb.num_features,
+            },
+            "metrics": summary,
+            **meta,
+        },
+    )
+    if metrics:
+        write_evaluation(metrics, path)
+    with open(path / "skipped.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(features.failures)
+    return path
