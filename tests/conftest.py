@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Offline and isolated: no hub retries, a fresh feature/model cache per test session.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LANDSIGHT_CACHE_DIR", tempfile.mkdtemp(prefix="landsight-test-cache-"))
 SHARED_DATA = Path(os.environ.get("LANDSIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -19,7 +23,27 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Point landsight's feature/model cache at a per-session temporary folder."""
-    os.environ.setdefault("LANDSIGHT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+CLASSES = ("Forest", "River", "SeaLake")
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Class folders of 12 real EuroSAT tiles each (3 classes), from the package's own sample."""
+    from landsight.data.sample import eurosat_sample
+
+    root = tmp_path_factory.mktemp("eurosat_small")
+    for cls in CLASSES:
+        (root / cls).mkdir()
+        for n in range(1, 13):
+            name = f"{cls}_{n}.jpg"
+            (root / cls / name).write_bytes((eurosat_sample() / cls / name).read_bytes())
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A logreg bundle trained once per session on ``small_dataset`` (25 % held out)."""
+    from landsight.train import train
+
+    out = tmp_path_factory.mktemp("bundles") / "small.landsight"
+    return train(small_dataset, out=out, test_size=0.25, progress=False)

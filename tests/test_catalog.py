@@ -85,9 +85,7 @@ def test_single_wrapper_folder_is_descended(class_dir: Path, tmp_path: Path) -> 
         (".map", ";", False, True),
     ],
 )
-def test_map_file(
-    class_dir: Path, suffix: str, delimiter: str, header: bool, relative: bool
-) -> None:
+def test_map_file(class_dir: Path, suffix: str, delimiter: str, header: bool, relative: bool) -> None:
     lines = [f"path{delimiter}label"] if header else []
     for path in _images(class_dir):
         shown = path.relative_to(class_dir).as_posix() if relative else str(path)
@@ -100,9 +98,7 @@ def test_map_file(
 def test_cntk_map_with_class_names(class_dir: Path, tmp_path: Path) -> None:
     index = {name: i for i, name in enumerate(sorted(CLASSES))}
     map_file = class_dir / "train_map.txt"
-    map_file.write_text(
-        "".join(f"{p.relative_to(class_dir)}\t{index[p.parent.name]}\n" for p in _images(class_dir))
-    )
+    map_file.write_text("".join(f"{p.relative_to(class_dir)}\t{index[p.parent.name]}\n" for p in _images(class_dir)))
     names = tmp_path / "classes.txt"
     names.write_text("\n".join(sorted(CLASSES)) + "\n")
     catalog = build_catalog(map_file, class_names=names)
@@ -132,9 +128,7 @@ def test_map_file_malformed_row(class_dir: Path) -> None:
         build_catalog(map_file)
 
 
-def test_zip_of_class_folders_is_extracted_to_cache_and_reused(
-    class_dir: Path, tmp_path: Path
-) -> None:
+def test_zip_of_class_folders_is_extracted_to_cache_and_reused(class_dir: Path, tmp_path: Path) -> None:
     archive = _zip(class_dir, tmp_path / "eurosat.zip", prefix="EuroSAT/")
     first = build_catalog(archive)
     _assert_catalog(first)
@@ -152,9 +146,7 @@ def test_zip_with_map_file(class_dir: Path, tmp_path: Path) -> None:
         "".join(f"{p.relative_to(class_dir)}\t{index[p.parent.name]}\n" for p in _images(class_dir))
     )
     (class_dir / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    (class_dir / "README.txt").write_text(
-        "EuroSAT sample, see https://github.com/phelber/EuroSAT\n"
-    )
+    (class_dir / "README.txt").write_text("EuroSAT sample, see https://github.com/phelber/EuroSAT\n")
     archive = _zip(class_dir, tmp_path / "cntk.zip")
     catalog = build_catalog(archive, class_names="classes.txt", extract_dir=tmp_path / "out")
     _assert_catalog(catalog)
@@ -229,9 +221,7 @@ def test_missing_and_unsupported_sources(tmp_path: Path) -> None:
 def test_zip_slip_is_rejected(shared_data: Path, tmp_path: Path, member: str) -> None:
     archive = tmp_path / "evil.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr(
-            "Forest/Forest_1.jpg", (shared_data / "eurosat_rgb/Forest/Forest_1.jpg").read_bytes()
-        )
+        zf.writestr("Forest/Forest_1.jpg", (shared_data / "eurosat_rgb/Forest/Forest_1.jpg").read_bytes())
         zf.writestr(zipfile.ZipInfo(member), b"payload")
     dest = tmp_path / "box" / "out"
     before = sorted(tmp_path.rglob("*"))
@@ -269,9 +259,7 @@ def test_safe_extract_checks(class_dir: Path, tmp_path: Path) -> None:
 
 def test_split_is_stratified_and_seeded(shared_data: Path, tmp_path: Path) -> None:
     rows = [
-        (str(shared_data / "eurosat_rgb" / c / f"{c}_{n}.jpg"), c)
-        for c in ("Forest", "River")
-        for n in range(1, 21)
+        (str(shared_data / "eurosat_rgb" / c / f"{c}_{n}.jpg"), c) for c in ("Forest", "River") for n in range(1, 21)
     ]
     catalog = pd.DataFrame(rows, columns=["path", "label"])
     a = split_catalog(catalog, test_size=0.2, val_size=0.1, random_state=3)

@@ -179,9 +179,7 @@ def _truncated_jpeg(shared_data: Path) -> bytes:
     ],
     ids=["zero-byte", "text-renamed-jpg", "truncated-jpeg", "truncated-tiff"],
 )
-def test_bad_files_raise_image_read_error(
-    shared_data: Path, tmp_path: Path, make: object, reason: str
-) -> None:
+def test_bad_files_raise_image_read_error(shared_data: Path, tmp_path: Path, make: object, reason: str) -> None:
     path = tmp_path / "bad.jpg"
     path.write_bytes(make(shared_data))  # type: ignore[operator]
     with pytest.raises(ImageReadError) as info:

@@ -44,7 +44,9 @@ def _weights(value: str) -> str | None:
 def _print_skipped(skipped: list[Any], where: Path | None = None) -> None:
     if not skipped:
         return
-    console.print(f"[yellow]skipped {len(skipped)} unreadable image(s)[/yellow]" + (f" (listed in {where})" if where else ""))
+    console.print(
+        f"[yellow]skipped {len(skipped)} unreadable image(s)[/yellow]" + (f" (listed in {where})" if where else "")
+    )
     for path, reason in list(skipped)[:10]:
         console.print(f"  [yellow]{path}[/yellow]: {reason}")
 
@@ -99,7 +101,9 @@ def train(
     _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
     if result.metrics:
         console.print(metrics_table(result.metrics))
-    console.print(f"trained on {result.n_train} images, tested on {result.n_test}; bundle: [bold]{result.bundle_path}[/bold]")
+    console.print(
+        f"trained on {result.n_train} images, tested on {result.n_test}; bundle: [bold]{result.bundle_path}[/bold]"
+    )
 
 
 def _float(value: str, name: str) -> float:
@@ -132,7 +136,9 @@ def evaluate(
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
-    out: Annotated[Path, typer.Option(help="Output .parquet or .csv; re-running resumes.")] = Path("predictions.parquet"),
+    out: Annotated[Path, typer.Option(help="Output .parquet or .csv; re-running resumes.")] = Path(
+        "predictions.parquet"
+    ),
     batch_size: BatchOpt = 32,
     quiet: QuietOpt = False,
 ) -> None:
@@ -150,7 +156,9 @@ def predict(
 @app.command()
 def featurize(
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
-    out: Annotated[Path, typer.Option(help="Output .parquet (path + one feature vector per image).")] = Path("features.parquet"),
+    out: Annotated[Path, typer.Option(help="Output .parquet (path + one feature vector per image).")] = Path(
+        "features.parquet"
+    ),
     backbone: BackboneOpt = "tf_efficientnet_lite0",
     weights: WeightsOpt = "imagenet",
     bands: BandsOpt = None,
@@ -165,12 +173,19 @@ def featurize(
     from landsight.featurize import featurize as featurize_api
 
     feats = featurize_api(
-        list_images(inputs), backbone, weights=_weights(weights), bands=_bands(bands),
-        batch_size=batch_size, device=device, progress=not quiet,
+        list_images(inputs),
+        backbone,
+        weights=_weights(weights),
+        bands=_bands(bands),
+        batch_size=batch_size,
+        device=device,
+        progress=not quiet,
     )
     pd.DataFrame({"path": feats.paths, "sha256": feats.sha256, "features": list(feats.X)}).to_parquet(out, index=False)
     _print_skipped(feats.failures)
-    console.print(f"{feats.X.shape[0]} x {feats.X.shape[1]} features ({feats.n_cached} from cache) in [bold]{out}[/bold]")
+    console.print(
+        f"{feats.X.shape[0]} x {feats.X.shape[1]} features ({feats.n_cached} from cache) in [bold]{out}[/bold]"
+    )
 
 
 @app.command()
@@ -185,7 +200,9 @@ def demo(
 
     result = demo_api(out, head=head, progress=not quiet)
     console.print(metrics_table(result.metrics))
-    console.print(f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]")
+    console.print(
+        f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]"
+    )
     console.print(f"bundle:       {result.bundle_path}")
     console.print(f"metrics:      {result.bundle_path / 'metrics.json'}, {result.bundle_path / 'confusion_matrix.png'}")
     console.print(f"predictions:  {result.predictions_path}")

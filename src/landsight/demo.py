@@ -56,4 +56,3 @@ def demo(out_dir: str | Path = "landsight-demo", *, head: str = "logreg", progre
         preds_path.unlink()
     preds = predict(result.bundle_path, test_list, out=preds_path, progress=progress)
     return DemoResult(result.bundle_path, result.metrics, preds_path, preds)
-

@@ -137,7 +137,9 @@ def metrics_table(metrics: dict[str, Any]) -> Table:
     """Render per-class metrics and the totals as a rich table."""
     from rich.table import Table
 
-    table = Table(title=f"accuracy {metrics['accuracy']:.2%} · balanced {metrics['balanced_accuracy']:.2%} · n={metrics['n']}")
+    table = Table(
+        title=f"accuracy {metrics['accuracy']:.2%} · balanced {metrics['balanced_accuracy']:.2%} · n={metrics['n']}"
+    )
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, m in metrics["per_class"].items():
@@ -186,9 +188,7 @@ def evaluate(
     preds = model.predict(list(catalog["path"]), batch_size=batch_size, progress=progress)
     ok = (preds["error"] == "").to_numpy()
     proba = preds.loc[ok, [f"prob_{c}" for c in model.classes]].to_numpy(dtype=np.float32)
-    metrics = compute_metrics(
-        list(catalog["label"][ok]), proba, model.classes, paths=list(preds["path"][ok])
-    )
+    metrics = compute_metrics(list(catalog["label"][ok]), proba, model.classes, paths=list(preds["path"][ok]))
     metrics["skipped"] = [
         {"path": p, "reason": e} for p, e in zip(preds["path"][~ok], preds["error"][~ok], strict=True)
     ]

@@ -110,9 +110,7 @@ def build_catalog(
         catalog = _from_class_folders(root)
     elif src.suffix.lower() == ".zip" or zipfile.is_zipfile(src):
         digest = _sha256(src)
-        dest = (
-            Path(extract_dir) if extract_dir is not None else cache_dir("extracted") / digest[:16]
-        )
+        dest = Path(extract_dir) if extract_dir is not None else cache_dir("extracted") / digest[:16]
         root = _extract(src, dest, digest)
         catalog = _from_extracted(root, class_names)
     elif src.suffix.lower() in MAP_EXTENSIONS:
@@ -142,9 +140,7 @@ def validate_catalog(catalog: pd.DataFrame, *, source: str) -> None:
             "'path' and 'label' (build one with build_catalog)"
         )
     if len(catalog) == 0:
-        raise LandsightValueError(
-            f"catalog from {source!r} is empty: needs at least two classes, found 0; {_LAYOUTS}"
-        )
+        raise LandsightValueError(f"catalog from {source!r} is empty: needs at least two classes, found 0; {_LAYOUTS}")
     classes = sorted(catalog["label"].astype(str).unique())
     if len(classes) < 2:
         raise LandsightValueError(
@@ -230,9 +226,7 @@ def split_catalog(
     try:
         rest = index
         if test_size > 0:
-            rest, test_idx = train_test_split(
-                index, test_size=test_size, stratify=labels, random_state=random_state
-            )
+            rest, test_idx = train_test_split(index, test_size=test_size, stratify=labels, random_state=random_state)
             out.iloc[test_idx, out.columns.get_loc("split")] = "test"
         if val_size > 0:
             _, val_idx = train_test_split(
@@ -294,13 +288,11 @@ def list_images(source: str | Path) -> list[str]:
         )
     else:
         raise DataNotFoundError(
-            f"source {text!r} does not exist; pass a folder, a glob pattern, a list file or an "
-            "image file"
+            f"source {text!r} does not exist; pass a folder, a glob pattern, a list file or an image file"
         )
     if not found:
         raise DataNotFoundError(
-            f"no images found in {text!r} (extensions: {sorted(IMAGE_EXTENSIONS)}); check the "
-            "path or pattern"
+            f"no images found in {text!r} (extensions: {sorted(IMAGE_EXTENSIONS)}); check the path or pattern"
         )
     return found
 
@@ -366,13 +358,11 @@ def _extract(archive: Path, dest: Path, digest: str) -> Path:
         return dest
     if not zipfile.is_zipfile(archive):
         raise LandsightValueError(
-            f"archive {str(archive)!r} is not a zip file; pass a .zip archive or the extracted "
-            "folder"
+            f"archive {str(archive)!r} is not a zip file; pass a .zip archive or the extracted folder"
         )
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise LandsightValueError(
-            f"extract_dir {str(dest)!r} already exists and holds other files; pass an empty or "
-            "new folder"
+            f"extract_dir {str(dest)!r} already exists and holds other files; pass an empty or new folder"
         )
     with zipfile.ZipFile(archive) as zf:
         _check_members(zf, archive, dest)
@@ -524,11 +514,7 @@ def _from_map_file(path: Path, class_names: str | Path | None) -> pd.DataFrame:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise LandsightValueError(f"cannot read map file {str(path)!r}: {exc}") from exc
-    numbered = [
-        (i + 1, line)
-        for i, line in enumerate(lines)
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")]
     if not numbered:
         raise LandsightValueError(f"map file {str(path)!r} is empty; add 'path,label' rows")
     delimiter = _sniff(numbered[0][1])
@@ -546,8 +532,7 @@ def _from_map_file(path: Path, class_names: str | Path | None) -> pd.DataFrame:
             fields.pop()
         if len(fields) != 2 or not all(fields):
             raise LandsightValueError(
-                f"map file {str(path)!r} line {lineno}: expected 2 fields 'path{delimiter}label', "
-                f"got {line!r}"
+                f"map file {str(path)!r} line {lineno}: expected 2 fields 'path{delimiter}label', got {line!r}"
             )
         if not rows and fields[0].lower() in _PATH_HEADERS and fields[1].lower() in _LABEL_HEADERS:
             continue  # header row
@@ -583,16 +568,14 @@ def _from_map_file(path: Path, class_names: str | Path | None) -> pd.DataFrame:
 def _read_class_names(path: Path) -> list[str]:
     if not path.is_file():
         raise DataNotFoundError(
-            f"class_names file {str(path)!r} does not exist; pass a text file with one class "
-            "name per line"
+            f"class_names file {str(path)!r} does not exist; pass a text file with one class name per line"
         )
     names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names or not all(names):
         raise LandsightValueError(
-            f"class_names file {str(path)!r} must hold one non-empty class name per line "
-            "(line i = class i)"
+            f"class_names file {str(path)!r} must hold one non-empty class name per line (line i = class i)"
         )
     return names
 

@@ -57,9 +57,7 @@ class ImageBatch:
         return idx, np.stack([self.items[i].array for i in idx])  # type: ignore[misc]
 
 
-def load_one(
-    path: str, preprocessing: Preprocessing, skip: Callable[[str], bool] | None = None
-) -> LoadedImage:
+def load_one(path: str, preprocessing: Preprocessing, skip: Callable[[str], bool] | None = None) -> LoadedImage:
     """Read, hash, decode and resize one image; never raises for a bad file.
 
     Args:

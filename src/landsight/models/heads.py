@@ -79,9 +79,7 @@ def make_head(
                     f"The 'C' parameter of the logreg head must be a float in the range (0, inf] "
                     f"or 'auto'. Got {C!r} instead."
                 )
-            clf = LogisticRegression(
-                C=c_value, max_iter=max_iter, class_weight=class_weight, random_state=random_state
-            )
+            clf = LogisticRegression(C=c_value, max_iter=max_iter, class_weight=class_weight, random_state=random_state)
         return make_pipeline(StandardScaler(), clf) if standardize else make_pipeline(clf)
     if kind == "forest":
         if n_estimators < 1:

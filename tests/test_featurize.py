@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from landsight.data.readers import read_image
+from landsight.featurize import FeatureExtractor, featurize
+from landsight.models.backbones import create_backbone
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FeatureExtractor:
+    return FeatureExtractor(create_backbone("tf_efficientnet_lite0"), device="cpu")
+
+
+def _paths(root: Path) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*.jpg"))
+
+
+def test_onnx_features_equal_torch_features(small_dataset: Path, extractor: FeatureExtractor) -> None:
+    paths = _paths(small_dataset)[:6]
+    images = np.stack([extractor.backbone.preprocessing.resize(read_image(p).array) for p in paths])
+    with torch.no_grad():
+        expected = extractor.backbone.input_module()(torch.from_numpy(images)).numpy()
+    got = extractor(images)
+    assert got.shape == (6, 1280) and got.dtype == np.float32
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_second_run_reads_the_cache(small_dataset: Path, extractor: FeatureExtractor, tmp_path: Path) -> None:
+    paths = _paths(small_dataset)[:10]
+    first = featurize(paths, extractor=extractor, progress=False, batch_size=4)
+    # the same bytes under another name hit the cache too: the key is the content hash
+    copy = tmp_path / "renamed.jpg"
+    copy.write_bytes(Path(paths[0]).read_bytes())
+    second = featurize([*paths, str(copy)], extractor=extractor, progress=False, batch_size=4)
+    assert second.n_cached == 11
+    np.testing.assert_array_equal(second.X[:10], first.X)
+    np.testing.assert_array_equal(second.X[10], first.X[0])
+
+
+def test_bad_files_are_reported_and_skipped(small_dataset: Path, extractor: FeatureExtractor, tmp_path: Path) -> None:
+    good = _paths(small_dataset)[:3]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(Path(good[0]).read_bytes()[:400])
+    bad = [str(tmp_path / n) for n in ("empty.jpg", "notes.jpg", "truncated.jpg", "missing.jpg")]
+    result = featurize([good[0], *bad, *good[1:]], extractor=extractor, progress=False, cache=False)
+    assert result.paths == good
+    reasons = dict(result.failures)
+    assert set(reasons) == set(bad)
+    assert reasons[bad[0]] == "zero-byte file"
+    assert "truncated" in reasons[bad[2]]
+    assert "No such file" in reasons[bad[3]]
+
+
+def test_batch_size_does_not_change_features(small_dataset: Path, extractor: FeatureExtractor) -> None:
+    paths = _paths(small_dataset)[:5]
+    a = featurize(paths, extractor=extractor, progress=False, cache=False, batch_size=1, num_workers=0)
+    b = featurize(paths, extractor=extractor, progress=False, cache=False, batch_size=5)
+    assert np.abs(a.X - b.X).max() < 1e-4

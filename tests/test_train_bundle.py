@@ -1,0 +1,132 @@
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from landsight.bundle import load_bundle
+from landsight.data.readers import read_image
+from landsight.errors import BundleError, LandsightValueError
+from landsight.train import train
+
+CLASSES = ("Forest", "River", "SeaLake")  # as in conftest.small_dataset
+
+
+def test_bundle_holds_what_a_deployment_needs(trained) -> None:  # noqa: ANN001
+    path = trained.bundle_path
+    for name in (
+        "bundle.json",
+        "model.onnx",
+        "metrics.json",
+        "confusion_matrix.png",
+        "confusion_matrix.json",
+        "skipped.csv",
+    ):
+        assert (path / name).is_file(), name
+    meta = json.loads((path / "bundle.json").read_text())
+    assert meta["schema_version"] == 1 and meta["task"] == "classification"
+    assert meta["classes"] == sorted(CLASSES)
+    assert meta["backbone"]["name"] == "tf_efficientnet_lite0"
+    assert meta["preprocessing"]["input_size"] == [224, 224]
+    assert meta["head"]["kind"] == "logreg"
+    assert len(meta["data"]["fingerprint"]) == 64
+    assert {"torch", "onnxruntime", "scikit-learn"} <= set(meta["package_versions"])
+    assert meta["data"]["n_train"] == 27 and meta["data"]["n_test"] == 9
+    assert not list(path.glob("*.pkl")) and not list(path.glob("*.joblib"))
+
+
+def test_bundle_matches_in_memory_torch_and_sklearn(trained, small_dataset: Path) -> None:  # noqa: ANN001
+    bundle = load_bundle(trained.bundle_path, device="cpu")
+    paths = sorted(small_dataset.rglob("*.jpg"))[::4]
+    images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in paths])
+    from landsight.models.backbones import create_backbone
+
+    with torch.no_grad():
+        features = create_backbone("tf_efficientnet_lite0").input_module()(torch.from_numpy(images)).numpy()
+    expected = trained.head.predict_proba(features)
+    got = bundle.predict_proba(images)
+    assert np.abs(got - expected).max() < 1e-4
+    assert list(trained.head.classes_) == bundle.classes
+
+
+def test_held_out_accuracy_is_well_above_chance(trained) -> None:  # noqa: ANN001
+    # 27 training tiles of three visually distinct classes; chance is 33 %.
+    assert trained.metrics["accuracy"] >= 0.77
+    assert len(trained.test_paths) == 9
+
+
+def test_forest_head_and_separate_test_folder(small_dataset: Path, tmp_path: Path) -> None:
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    for cls in CLASSES:
+        files = sorted((small_dataset / cls).glob("*.jpg"))
+        for f in files[:9]:
+            (train_dir / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, train_dir / cls)
+        for f in files[9:]:
+            (test_dir / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, test_dir / cls)
+    result = train(
+        train_dir, test=test_dir, out=tmp_path / "f.landsight", head="forest", n_estimators=50, progress=False
+    )
+    assert result.n_train == 27 and result.n_test == 9
+    assert json.loads((result.bundle_path / "bundle.json").read_text())["head"]["kind"] == "forest"
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
+
+
+def test_unseen_test_label_fails_before_featurizing(small_dataset: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    test_dir = tmp_path / "test"
+    for cls in ("Forest", "River", "Highway"):
+        (test_dir / cls).mkdir(parents=True)
+        src = small_dataset / ("Forest" if cls == "Highway" else cls)
+        shutil.copy(next(src.glob("*.jpg")), test_dir / cls / "x.jpg")
+    import landsight.featurize
+
+    monkeypatch.setattr(landsight.featurize, "featurize", lambda *a, **k: pytest.fail("featurized"))
+    with pytest.raises(LandsightValueError, match="Highway"):
+        train(small_dataset, test=test_dir, out=tmp_path / "x.landsight", progress=False)
+
+
+def test_a_class_whose_images_are_all_unreadable_is_a_clear_error(small_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(small_dataset / "Forest", root / "Forest")
+    shutil.copytree(small_dataset / "River", root / "River")
+    (root / "Broken").mkdir()
+    for i in range(3):
+        (root / "Broken" / f"b{i}.jpg").write_bytes(b"")
+    with pytest.raises(LandsightValueError, match="Broken"):
+        train(root, out=tmp_path / "x.landsight", test_size=0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"head": "svm"}, "unknown head"), ({"C": -1}, "'C' parameter"), ({"test_size": 1.5}, "test_size")],
+)
+def test_bad_parameters_are_named(small_dataset: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(LandsightValueError, match=match):
+        train(small_dataset, out=tmp_path / "x.landsight", progress=False, **kwargs)
+
+
+def test_zipped_bundle_loads(trained, tmp_path: Path) -> None:  # noqa: ANN001
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in trained.bundle_path.iterdir():
+            zf.write(f, f"small.landsight/{f.name}")
+    assert load_bundle(archive).classes == sorted(CLASSES)
+
+
+def test_bundle_errors(trained, tmp_path: Path) -> None:  # noqa: ANN001
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope.landsight")
+    broken = tmp_path / "old.landsight"
+    shutil.copytree(trained.bundle_path, broken)
+    meta = json.loads((broken / "bundle.json").read_text())
+    meta["schema_version"] = 99
+    (broken / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="schema_version 99"):
+        load_bundle(broken)
+    (broken / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="lacks 'model.onnx'"):
+        load_bundle(broken)
