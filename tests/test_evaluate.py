@@ -39,3 +39,12 @@ def test_write_evaluation_files(tmp_path: Path) -> None:
     m = compute_metrics(["a", "b"], np.array([[0.9, 0.1], [0.2, 0.8]]), ["a", "b"])
     files = write_evaluation(m, tmp_path)
     assert json.loads(files["confusion_json"].read_text())["matrix"] == [[1, 0], [0, 1]]
+
+
+def test_evaluate_on_a_single_class_folder(trained, small_dataset: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    one = tmp_path / "more" / "River"
+    one.mkdir(parents=True)
+    for f in sorted((small_dataset / "River").glob("*.jpg"))[:4]:
+        (one / f.name).write_bytes(f.read_bytes())
+    metrics = evaluate(trained.bundle_path, tmp_path / "more", progress=False)
+    assert metrics["n"] == 4 and metrics["per_class"]["River"]["support"] == 4

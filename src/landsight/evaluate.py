@@ -179,7 +179,7 @@ def evaluate(
     from landsight.data.catalog import build_catalog
 
     model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    catalog = build_catalog(data, class_names=class_names)
+    catalog = build_catalog(data, class_names=class_names, min_classes=1)
     unseen = sorted(set(catalog["label"]) - set(model.classes))
     if unseen:
         raise LandsightValueError(

@@ -125,7 +125,7 @@ def train(
     )
     catalog = build_catalog(data, class_names=class_names)
     if test is not None:
-        test_catalog = build_catalog(test, class_names=class_names)
+        test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
         check_test_labels(catalog, test_catalog)
         catalog = catalog.assign(split="train")
         catalog = _concat(catalog, test_catalog.assign(split="test"))

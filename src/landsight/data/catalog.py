@@ -71,11 +71,12 @@ def build_catalog(
     *,
     class_names: str | Path | None = None,
     extract_dir: str | Path | None = None,
+    min_classes: int = 2,
 ) -> pd.DataFrame:
     """Build a catalog of labelled images from class folders, a map file or a zip archive.
 
     See the module docstring for the accepted layouts. The result is checked with
-    :func:`validate_catalog`, so it always holds at least two classes.
+    :func:`validate_catalog`, so it holds at least ``min_classes`` classes.
 
     Args:
         source: A folder of class sub-folders, a map file or a ``.zip`` archive.
@@ -86,6 +87,7 @@ def build_catalog(
             ``<cache>/extracted/<first 16 hex of the zip's sha256>`` (cache:
             :func:`landsight.cache.cache_dir`, ``$LANDSIGHT_CACHE_DIR`` or
             ``~/.cache/landsight``); an earlier complete extraction is reused.
+        min_classes: Fewest classes accepted: 2 to train a classifier, 1 for held-out data.
 
     Returns:
         DataFrame with columns ``path`` (absolute str) and ``label`` (str), sorted by
@@ -117,16 +119,17 @@ def build_catalog(
         catalog = _from_map_file(src, class_names)
     else:
         raise LandsightValueError(f"source {str(source)!r} is not a supported source: {_LAYOUTS}")
-    validate_catalog(catalog, source=str(source))
+    validate_catalog(catalog, source=str(source), min_classes=min_classes)
     return catalog
 
 
-def validate_catalog(catalog: pd.DataFrame, *, source: str) -> None:
+def validate_catalog(catalog: pd.DataFrame, *, source: str, min_classes: int = 2) -> None:
     """Check that a catalog can train a classifier.
 
     Args:
         catalog: DataFrame with columns ``path`` and ``label``.
         source: Where the catalog came from, for the error message.
+        min_classes: Fewest classes accepted (2 to train a classifier).
 
     Raises:
         LandsightValueError: Columns are missing, the catalog is empty, or it holds fewer than
@@ -140,9 +143,9 @@ def validate_catalog(catalog: pd.DataFrame, *, source: str) -> None:
             "'path' and 'label' (build one with build_catalog)"
         )
     if len(catalog) == 0:
-        raise LandsightValueError(f"catalog from {source!r} is empty: needs at least two classes, found 0; {_LAYOUTS}")
+        raise LandsightValueError(f"catalog from {source!r} is empty: no labelled images found; {_LAYOUTS}")
     classes = sorted(catalog["label"].astype(str).unique())
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise LandsightValueError(
             f"catalog needs at least two classes, found {len(classes)}: {classes} in {source!r}; "
             "add a sub-folder (or map-file rows) for each other class"
