@@ -208,6 +208,57 @@ def demo(
     console.print(f"predictions:  {result.predictions_path}")
 
 
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip to serve.")],
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 for all (containers).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model.")] = 1,
+    batching: Annotated[
+        bool | None, typer.Option("--batching/--no-batching", help="Micro-batch concurrent requests [on].")
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most images per forward pass [8].")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Milliseconds a micro-batch waits for more [1].")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Classes listed per prediction [5].")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body, bytes [32 MiB].")] = None,
+    max_pixels: Annotated[int | None, typer.Option(help="Largest image, pixels [40e6].")] = None,
+    max_batch_files: Annotated[int | None, typer.Option(help="Most files per /predict/batch [64].")] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads per forward pass [1].")] = None,
+    batch_workers: Annotated[
+        int | None, typer.Option(help="Parallel forward passes per worker process [cores / threads].")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [auto].")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a bundle over HTTP: /predict, /predict/batch, /metadata, /health/*, Open Inference Protocol v2."""
+    from landsight.serve import run
+    from landsight.serve.settings import ServeSettings
+
+    options = {
+        "batching": batching,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "top_k": top_k,
+        "max_body_bytes": max_body_bytes,
+        "max_pixels": max_pixels,
+        "max_batch_files": max_batch_files,
+        "threads": threads,
+        "batch_workers": batch_workers,
+        "device": device,
+    }
+    # Options left unset fall back to LANDSIGHT_SERVE_<FIELD> environment variables, then defaults.
+    settings = ServeSettings.from_env(**{k: v for k, v in options.items() if v is not None})
+
+    def announce(url: str) -> None:
+        console.print(
+            f"serving [bold]{bundle}[/bold] on [bold]{url}[/bold] ({workers} worker(s); API docs at {url}/docs)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    run(bundle, host=host, port=port, workers=workers, settings=settings, log_level=log_level, announce=announce)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning landsight errors into one-line messages."""
     try:

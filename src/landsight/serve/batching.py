@@ -1,10 +1,15 @@
 """Micro-batching: concurrent requests' images share one onnxruntime forward pass.
 
-Request threads call :meth:`MicroBatcher.predict` (or :meth:`MicroBatcher.submit`); one worker
+Request threads call :meth:`MicroBatcher.predict` (or :meth:`MicroBatcher.submit`); a worker
 thread takes the first queued request, then keeps collecting until ``max_batch_size`` images are
 gathered or ``max_wait_ms`` has passed, runs ``predict_proba`` once on the stacked images and
 hands each request its rows back through a :class:`concurrent.futures.Future`. Whatever queues
 up while a forward pass runs goes into the next one, so batches grow with load by themselves.
+
+``workers`` worker threads may run forward passes at the same time. On CPUs, small graphs such as
+EfficientNet-Lite scale better across cores as parallel single-threaded forward passes than as
+one forward pass over all cores (onnxruntime releases the GIL while it runs), so the service
+runs one worker per core with one onnxruntime thread each by default.
 
 Pure Python and NumPy: no FastAPI here, so the batcher can be tested and reused on its own.
 """
@@ -75,9 +80,10 @@ class MicroBatcher:
             run on its own, never split.
         max_wait_ms: Milliseconds to wait for more requests after the first one of a batch;
             0 takes only those already queued.
+        workers: Worker threads, i.e. forward passes that may run at the same time.
 
     Raises:
-        LandsightValueError: ``max_batch_size < 1`` or ``max_wait_ms < 0``.
+        LandsightValueError: ``max_batch_size < 1``, ``max_wait_ms < 0`` or ``workers < 1``.
 
     Example:
         >>> batcher = MicroBatcher(bundle.predict_proba, max_batch_size=32, max_wait_ms=2)  # doctest: +SKIP
@@ -92,42 +98,52 @@ class MicroBatcher:
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
+        workers: int = 1,
     ) -> None:
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise LandsightValueError(f"max_batch_size must be an integer >= 1; got {max_batch_size!r}")
         if not max_wait_ms >= 0:
             raise LandsightValueError(f"max_wait_ms must be a number >= 0; got {max_wait_ms!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise LandsightValueError(f"workers must be an integer >= 1; got {workers!r}")
         self.predict_fn = predict
         self.max_batch_size = max_batch_size
         self.max_wait_ms = float(max_wait_ms)
+        self.workers = workers
         self.stats = BatcherStats()
         self._queue: queue.Queue[object] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> MicroBatcher:
-        """Start the worker thread (idempotent); returns ``self``."""
-        if self._thread is None:
+        """Start the worker threads (idempotent); returns ``self``."""
+        if not self._threads:
             self._closed = False
-            self._thread = threading.Thread(target=self._run, name="landsight-microbatcher", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=self._run, name=f"landsight-microbatcher-{i}", daemon=True)
+                for i in range(self.workers)
+            ]
+            for thread in self._threads:
+                thread.start()
         return self
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Finish the queued work, then stop the worker thread.
+        """Finish the queued work, then stop the worker threads.
 
         Args:
-            timeout: Seconds to wait for the worker to finish.
+            timeout: Seconds to wait for each worker to finish.
 
         """
-        if self._thread is None:
+        if not self._threads:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        self._thread = None
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
 
     def __enter__(self) -> MicroBatcher:
         return self.start()
@@ -137,8 +153,8 @@ class MicroBatcher:
 
     @property
     def running(self) -> bool:
-        """Whether the worker thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        """Whether the worker threads are alive."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     # -- callers ---------------------------------------------------------------------------------
 
@@ -155,7 +171,7 @@ class MicroBatcher:
             RuntimeError: The batcher is not running.
 
         """
-        if self._closed or self._thread is None:
+        if self._closed or not self._threads:
             raise RuntimeError("the micro-batcher is not running; call start() first")
         future: Future[np.ndarray] = Future()
         self._queue.put(_Job(images, future))
@@ -186,6 +202,7 @@ class MicroBatcher:
             first = carry if carry is not None else self._queue.get()
             carry = None
             if first is _STOP:
+                self._drain(None)
                 return
             assert isinstance(first, _Job)  # noqa: S101 - internal invariant, not user input
             jobs = [first]
@@ -209,11 +226,22 @@ class MicroBatcher:
                 count += len(item.images)
             self._run_batch(jobs)
             if stop:
-                while carry is not None or not self._queue.empty():  # drain what is left, then stop
-                    job = carry if carry is not None else self._queue.get_nowait()
-                    carry = None
-                    if isinstance(job, _Job):
-                        self._run_batch([job])
+                self._drain(carry)
+                return
+
+    def _drain(self, carry: _Job | None) -> None:
+        """Run what is still queued, one request at a time, before a worker stops."""
+        if carry is not None:
+            self._run_batch([carry])
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _Job):
+                self._run_batch([job])
+            else:
+                self._queue.put(job)  # another worker's stop signal
                 return
 
     def _run_batch(self, jobs: list[_Job]) -> None:

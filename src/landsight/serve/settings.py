@@ -39,9 +39,13 @@ class ServeSettings(BaseModel):
         batching: Collect concurrent requests into one forward pass (micro-batching).
         max_batch_size: Most images in one micro-batch forward pass.
         max_wait_ms: How long, in milliseconds, the micro-batcher waits for more images after the
-            first one arrives; 0 takes only what is already queued.
-        threads: onnxruntime intra-op threads per process; None = the usable CPU cores divided by
-            the number of uvicorn workers.
+            first one arrives; 0 takes only what is already queued (what arrived during the
+            previous forward pass).
+        threads: onnxruntime intra-op threads per forward pass. 1 (the default) suits CPUs: parallel
+            single-threaded forward passes (``batch_workers``) use the cores better than one
+            multi-threaded pass; raise it for lower latency at low load.
+        batch_workers: Forward passes run at the same time per process (micro-batcher worker
+            threads); None = the usable CPU cores divided by ``threads``.
         device: onnxruntime device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     """
@@ -53,9 +57,10 @@ class ServeSettings(BaseModel):
     max_batch_files: int = Field(64, ge=1)
     top_k: int = Field(5, ge=1)
     batching: bool = True
-    max_batch_size: int = Field(32, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0.0)
-    threads: int | None = Field(None, ge=1)
+    max_batch_size: int = Field(8, ge=1)
+    max_wait_ms: float = Field(1.0, ge=0.0)
+    threads: int = Field(1, ge=1)
+    batch_workers: int | None = Field(None, ge=1)
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
 
     @classmethod
