@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Offline and isolated: no hub retries, a fresh feature/model cache per test session.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LANDSIGHT_CACHE_DIR", tempfile.mkdtemp(prefix="landsight-test-cache-"))
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='landsight-test-mlflow-')}/mlruns.db")
 SHARED_DATA = Path(os.environ.get("LANDSIGHT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -2,4 +2,5 @@
 
 from landsight.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: DDP worker processes re-import the main module
+    main()

@@ -52,12 +52,12 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_bundle(out: str | Path, *, model: onnx.ModelProto, meta: dict[str, Any]) -> Path:
+def write_bundle(out: str | Path, *, model: onnx.ModelProto | None, meta: dict[str, Any]) -> Path:
     """Write ``model.onnx`` and ``bundle.json`` into the bundle folder ``out``.
 
     Args:
         out: Bundle folder (created; conventionally named ``*.landsight``).
-        model: Image -> probabilities graph.
+        model: Image -> probabilities graph, or ``None`` when ``out/model.onnx`` is already written.
         meta: Bundle metadata; ``schema_version``, ``task``, ``created`` and
             ``package_versions`` are filled in.
 
@@ -69,7 +69,10 @@ def write_bundle(out: str | Path, *, model: onnx.ModelProto, meta: dict[str, Any
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out / MODEL_FILE))
+    if model is not None:
+        onnx.save(model, str(out / MODEL_FILE))
+    elif not (out / MODEL_FILE).is_file():
+        raise BundleError(f"{str(out / MODEL_FILE)!r} is missing and no model was given")
     full = {
         "schema_version": SCHEMA_VERSION,
         "task": "classification",

@@ -26,6 +26,10 @@ BandsOpt = Annotated[str | None, typer.Option(help="1-based bands to read, e.g. 
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TrackingOpt = Annotated[
+    str | None, typer.Option(help="MLflow store (default sqlite:///mlruns.db or $MLFLOW_TRACKING_URI).")
+]
+NoTrackOpt = Annotated[bool, typer.Option(help="Do not record this run in MLflow.")]
 
 
 def _bands(value: str | None) -> tuple[int, ...] | None:
@@ -71,6 +75,8 @@ def train(
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
     no_cache: Annotated[bool, typer.Option(help="Do not read or write the feature cache.")] = False,
+    tracking_uri: TrackingOpt = None,
+    no_track: NoTrackOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
@@ -97,6 +103,8 @@ def train(
         device=device,
         cache=not no_cache,
         progress=not quiet,
+        tracking_uri=tracking_uri,
+        track=not no_track,
     )
     _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
     if result.metrics:
@@ -120,13 +128,18 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for metrics.json and the confusion matrix.")] = Path("evaluation"),
     class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
     batch_size: BatchOpt = 32,
+    tracking_uri: TrackingOpt = None,
+    no_track: NoTrackOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a bundle on labelled images."""
     from landsight.evaluate import evaluate as evaluate_api
     from landsight.evaluate import metrics_table
 
-    metrics = evaluate_api(bundle, data, out=out, class_names=class_names, batch_size=batch_size, progress=not quiet)
+    metrics = evaluate_api(
+        bundle, data, out=out, class_names=class_names, batch_size=batch_size, progress=not quiet,
+        tracking_uri=tracking_uri, track=not no_track,
+    )  # fmt: skip
     _print_skipped([(s["path"], s["reason"]) for s in metrics["skipped"]])
     console.print(metrics_table(metrics))
     console.print(f"metrics and confusion matrix in [bold]{out}[/bold]")
@@ -140,12 +153,22 @@ def predict(
         "predictions.parquet"
     ),
     batch_size: BatchOpt = 32,
+    tracking_uri: TrackingOpt = None,
+    no_track: NoTrackOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict images with a bundle; bad images give rows with an error."""
     from landsight.predict import predict as predict_api
 
-    df = predict_api(bundle, inputs, out=out, batch_size=batch_size, progress=not quiet)
+    df = predict_api(
+        bundle,
+        inputs,
+        out=out,
+        batch_size=batch_size,
+        progress=not quiet,
+        tracking_uri=tracking_uri,
+        track=not no_track,
+    )
     errors = df[df["error"] != ""]
     _print_skipped(list(zip(errors["path"], errors["error"], strict=True)))
     counts = df.loc[df["error"] == "", "predicted"].value_counts()
@@ -186,6 +209,95 @@ def featurize(
     console.print(
         f"{feats.X.shape[0]} x {feats.X.shape[1]} features ({feats.n_cached} from cache) in [bold]{out}[/bold]"
     )
+
+
+@app.command()
+def finetune(
+    data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to write (checkpoints in OUT.checkpoints/).")] = Path(
+        "model.landsight"
+    ),
+    test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
+    backbone: BackboneOpt = "tf_efficientnet_lite0",
+    weights: WeightsOpt = "imagenet",
+    bands: BandsOpt = None,
+    retrain: Annotated[str, typer.Option(help="last | fc | all")] = "fc",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 10,
+    batch_size: BatchOpt = 32,
+    optimizer: Annotated[str, typer.Option(help="sgd (momentum, L2) | adamw")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate of the final layer.")] = 0.01,
+    lr_schedule: Annotated[str, typer.Option(help="constant | cosine | onecycle | per-epoch list '0.2*10,0.1'")] = (
+        "constant"
+    ),
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="L2 penalty / AdamW weight decay.")] = 5e-4,
+    backbone_lr_mult: Annotated[float, typer.Option(help="Backbone lr = lr x this (retrain all / fc).")] = 0.1,
+    gradient_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Default: on for fc and all.")] = None,
+    no_feature_cache: Annotated[bool, typer.Option(help="retrain last: run the backbone every epoch.")] = False,
+    val_size: Annotated[float, typer.Option(help="Held-out fraction validated every epoch.")] = 0.1,
+    test_size: Annotated[float, typer.Option(help="Held-out fraction for the final test.")] = 0.2,
+    early_stopping: Annotated[int | None, typer.Option(help="Stop after N epochs without improvement.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of split, initialisation and data order.")] = 0,
+    devices: Annotated[int, typer.Option(help="Processes (CPU) or GPUs per node; > 1 = DDP.")] = 1,
+    num_nodes: Annotated[int, typer.Option(help="Nodes of a cluster job.")] = 1,
+    accelerator: Annotated[str, typer.Option(help="auto | cpu | gpu")] = "auto",
+    num_workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 2,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT.checkpoints/last.ckpt.")] = False,
+    class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
+    tracking_uri: TrackingOpt = None,
+    no_track: NoTrackOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a pretrained CNN at a retraining depth (last | fc | all) and write a bundle."""
+    from landsight.evaluate import metrics_table
+    from landsight.finetune import finetune as finetune_api
+
+    result = finetune_api(
+        data, out=out, test=test, backbone=backbone, weights=_weights(weights), bands=_bands(bands),
+        retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
+        momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
+        gradient_clip=gradient_clip, augment=augment, cache_features=not no_feature_cache, val_size=val_size,
+        test_size=test_size, early_stopping=early_stopping, random_state=seed, devices=devices,
+        num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
+        class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=not no_track,
+    )  # fmt: skip
+    _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
+    for row in result.history:
+        console.print(
+            f"epoch {int(row['epoch']) + 1}: train loss {row.get('train_loss', float('nan')):.3f} "
+            f"error {row.get('train_error', float('nan')):.1f}% · val loss {row.get('val_loss', float('nan')):.3f} "
+            f"error {row.get('val_error', float('nan')):.1f}% · {row['epoch_seconds']:.1f} s, "
+            f"{row['samples_per_second']:.1f} samples/s"
+        )
+    if result.metrics:
+        console.print(metrics_table(result.metrics))
+    console.print(
+        f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]; run {result.run_id[:8]}"
+    )
+
+
+@app.command()
+def runs(
+    sort: Annotated[str, typer.Option(help="Column or metric to sort by.")] = "started",
+    ascending: Annotated[bool, typer.Option(help="Sort ascending.")] = False,
+    compare: Annotated[list[str] | None, typer.Option(help="Run ids (prefixes) to compare; repeat.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="PNG of training / validation error curves of --compare runs.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """List recorded runs (a table sortable by any metric); plot error curves of chosen runs."""
+    from landsight.runs import list_runs, plot_curves, runs_table
+
+    table = list_runs(tracking_uri=tracking_uri, sort=sort, ascending=ascending)
+    if compare:
+        table = table[table["full_run_id"].map(lambda r: any(r.startswith(c) for c in compare))]
+    console.print(runs_table(table))
+    if plot is not None:
+        if not compare:
+            raise typer.BadParameter("--plot needs --compare RUN [--compare RUN ...]")
+        console.print(f"error curves in [bold]{plot_curves(compare, plot, tracking_uri=tracking_uri)}[/bold]")
 
 
 @app.command()

@@ -155,8 +155,10 @@ def evaluate(
     class_names: str | Path | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a bundle on labelled images.
+    """Evaluate a bundle on labelled images (recorded as an MLflow run).
 
     Args:
         bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
@@ -165,6 +167,8 @@ def evaluate(
         class_names: Class-names file for a CNTK-style map file with class indices.
         batch_size: Images per forward pass.
         progress: Show a progress bar.
+        tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
+        track: Record the run in MLflow.
 
     Returns:
         The metrics dict of :func:`compute_metrics`, plus ``skipped`` (path, reason) for
@@ -176,9 +180,31 @@ def evaluate(
 
     """
     from landsight.bundle import Bundle, load_bundle
-    from landsight.data.catalog import build_catalog
+    from landsight.tracking import log_evaluation, tracked_run
 
     model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    params = {"bundle": str(model.path), "data": str(data), "backbone": model.meta["backbone"]["name"],
+              "head": model.meta["head"]["kind"], "retrain": model.meta["head"].get("retrain")}  # fmt: skip
+    with tracked_run("evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
+        metrics = _evaluate(model, data, out=out, class_names=class_names, batch_size=batch_size, progress=progress)
+        log_evaluation(run, metrics)
+        run.log_metrics({"n_skipped": len(metrics["skipped"])})
+        if out is not None:
+            run.log_artifact(out, "evaluation")
+    return metrics
+
+
+def _evaluate(
+    model: Bundle,
+    data: str | Path,
+    *,
+    out: str | Path | None,
+    class_names: str | Path | None,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, Any]:
+    from landsight.data.catalog import build_catalog
+
     catalog = build_catalog(data, class_names=class_names, min_classes=1)
     unseen = sorted(set(catalog["label"]) - set(model.classes))
     if unseen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,8 @@ def predict(
     num_workers: int = 2,
     chunk_size: int = 1024,
     progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = True,
 ) -> pd.DataFrame:
     """Predict every image of ``inputs`` with a bundle.
 
@@ -61,6 +64,8 @@ def predict(
         num_workers: Decoding threads.
         chunk_size: Images scored between two writes of a part file.
         progress: Show a progress bar.
+        tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
+        track: Record the run in MLflow (parameters, image and error counts, images/s).
 
     Returns:
         All rows (earlier ones included), columns as in
@@ -73,16 +78,36 @@ def predict(
         DataNotFoundError: ``inputs`` holds no images.
 
     """
-    import pandas as pd
-
     from landsight.bundle import Bundle, load_bundle
     from landsight.data.catalog import list_images
+    from landsight.tracking import tracked_run
 
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.suffix not in FORMATS:
         raise LandsightValueError(f"out must end in one of {FORMATS}, got {str(out_path)!r}")
     model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     paths = list_images(inputs)
+    params = {"bundle": str(model.path), "inputs": str(inputs), "out": str(out_path) if out_path else None,
+              "backbone": model.meta["backbone"]["name"], "batch_size": batch_size}  # fmt: skip
+    with tracked_run("predict", params, tracking_uri=tracking_uri, enabled=track) as run:
+        started = time.perf_counter()
+        result, n_new = _predict(model, paths, out_path, batch_size, num_workers, chunk_size, progress)
+        seconds = time.perf_counter() - started
+        run.log_metrics({"n_images": len(result), "n_scored": n_new, "n_errors": int((result["error"] != "").sum()),
+                         "images_per_second": n_new / seconds if n_new else 0.0})  # fmt: skip
+    return result
+
+
+def _predict(
+    model: Bundle,
+    paths: list[str],
+    out_path: Path | None,
+    batch_size: int,
+    num_workers: int,
+    chunk_size: int,
+    progress: bool,
+) -> tuple[pd.DataFrame, int]:
+    import pandas as pd
 
     done: list[pd.DataFrame] = []
     parts_dir = out_path.with_name(out_path.name + ".parts") if out_path is not None else None
@@ -114,4 +139,4 @@ def predict(
         _write_table(result, out_path)
         if parts_dir is not None and parts_dir.is_dir():
             shutil.rmtree(parts_dir)
-    return result
+    return result, len(todo)

@@ -42,6 +42,7 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     head: Any
     test_paths: list[str]
+    run_id: str = ""
 
 
 def train(
@@ -66,6 +67,8 @@ def train(
     device: str = "auto",
     cache: bool = True,
     progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = True,
 ) -> TrainResult:
     """Train a classifier on frozen backbone features and write a model bundle.
 
@@ -92,6 +95,8 @@ def train(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         cache: Use the Parquet feature cache.
         progress: Show progress bars.
+        tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
+        track: Record the run in MLflow (parameters, metrics, bundle as artifact).
 
     Returns:
         A :class:`TrainResult`.
@@ -107,11 +112,9 @@ def train(
         >>> result.metrics["accuracy"]  # doctest: +SKIP
 
     """
-    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
-    from landsight.featurize import featurize
-    from landsight.models.heads import describe_head, make_head
+    from landsight.models.heads import make_head
+    from landsight.tracking import log_evaluation, tracked_run
 
-    started = time.perf_counter()
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
     estimator = make_head(  # validates head parameters before any heavy work
@@ -123,6 +126,49 @@ def train(
         class_weight=class_weight,
         random_state=random_state,
     )
+    params = {
+        "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "head": head,
+        "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
+        "class_weight": class_weight, "test_size": test_size, "random_state": random_state, "out": str(out),
+    }  # fmt: skip
+    with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
+        started = time.perf_counter()
+        result = _train(
+            data, estimator, out=out, test=test, backbone=backbone, weights=weights, bands=bands,
+            test_size=test_size, random_state=random_state, class_names=class_names, batch_size=batch_size,
+            num_workers=num_workers, device=device, cache=cache, progress=progress,
+        )  # fmt: skip
+        log_evaluation(run, result.metrics)
+        run.log_metrics({"duration_seconds": time.perf_counter() - started, "n_train": result.n_train,
+                         "n_skipped": len(result.skipped)})  # fmt: skip
+        run.log_artifact(result.bundle_path, "bundle")
+        result.run_id = run.run_id
+    return result
+
+
+def _train(
+    data: str | Path,
+    estimator: Any,
+    *,
+    out: str | Path,
+    test: str | Path | None,
+    backbone: str,
+    weights: str | Path | None,
+    bands: tuple[int, ...] | None,
+    test_size: float,
+    random_state: int,
+    class_names: str | Path | None,
+    batch_size: int,
+    num_workers: int,
+    device: str,
+    cache: bool,
+    progress: bool,
+) -> TrainResult:
+    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
+    from landsight.featurize import featurize
+    from landsight.models.heads import describe_head
+
+    started = time.perf_counter()
     catalog = build_catalog(data, class_names=class_names)
     if test is not None:
         test_catalog = build_catalog(test, class_names=class_names, min_classes=1)

@@ -149,27 +149,9 @@ class Backbone:
             scales to [0, 1], normalises with ``preprocessing.mean/std`` and transposes to NCHW.
 
         """
-        module_class = _image_input_class()
-        return module_class(self.model, self.preprocessing.mean, self.preprocessing.std)
+        from landsight.models.modules import ImageInput
 
-
-def _image_input_class() -> type:
-    import torch
-
-    class ImageInput(torch.nn.Module):
-        """uint8 NHWC image -> normalised float NCHW -> wrapped network."""
-
-        def __init__(self, net: torch.nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-        def forward(self, image: torch.Tensor) -> torch.Tensor:
-            x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-            return self.net((x - self.mean) / self.std)
-
-    return ImageInput
+        return ImageInput(self.model, self.preprocessing.mean, self.preprocessing.std)
 
 
 def _offline_weights_file(name: str) -> Path | None:

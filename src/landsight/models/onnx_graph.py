@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-    from landsight.models.backbones import Backbone
+    from landsight.models.backbones import Backbone, Preprocessing
 
 OPSET = 17
 IMAGE_INPUT = "image"
@@ -33,14 +33,28 @@ def export_backbone(backbone: Backbone, path: str | Path) -> Path:
     Returns:
         The path written. The graph maps ``image`` uint8 ``(N, H, W, C)`` to ``features``
         float32 ``(N, D)``, with a dynamic batch axis.
+    """
+    return export_image_model(backbone.input_module(), backbone.preprocessing, path, FEATURES_OUTPUT)
 
+
+def export_image_model(module: Any, preprocessing: Preprocessing, path: str | Path, output: str) -> Path:
+    """Export a torch module taking the resized uint8 image to ONNX (TorchScript exporter).
+
+    Args:
+        module: ``torch.nn.Module`` mapping ``(N, H, W, C)`` uint8 to ``(N, K)`` float32.
+        preprocessing: Gives H, W and C (``len(mean)``).
+        path: Destination ``.onnx`` file; written atomically.
+        output: Name of the graph output (``"features"`` or ``"probabilities"``).
+
+    Returns:
+        The path written; input ``image``, output ``output``, dynamic batch axis.
     """
     import torch
 
     path = Path(path)
-    module = backbone.input_module().eval()
-    h, w = backbone.preprocessing.input_size
-    dummy = torch.zeros((1, h, w, len(backbone.preprocessing.mean)), dtype=torch.uint8)
+    module = module.eval()
+    h, w = preprocessing.input_size
+    dummy = torch.zeros((1, h, w, len(preprocessing.mean)), dtype=torch.uint8)
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -49,8 +63,8 @@ def export_backbone(backbone: Backbone, path: str | Path) -> Path:
             (dummy,),
             str(tmp),
             input_names=[IMAGE_INPUT],
-            output_names=[FEATURES_OUTPUT],
-            dynamic_axes={IMAGE_INPUT: {0: "batch"}, FEATURES_OUTPUT: {0: "batch"}},
+            output_names=[output],
+            dynamic_axes={IMAGE_INPUT: {0: "batch"}, output: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )

@@ -1,0 +1,444 @@
+"""Job 2: fine-tune a pretrained CNN at a chosen retraining depth, on one process or many.
+
+Training runs in Lightning: checkpoints every epoch (``<out>.checkpoints/last.ckpt`` and the
+best epoch by validation error), ``resume=True`` continues after a crash, optional early
+stopping, data-parallel DDP over ``devices`` processes and ``num_nodes`` nodes (gloo on CPU,
+nccl on GPU; each process sees its shard through a ``DistributedSampler``), mixed precision on
+a GPU. Validation runs every epoch on held-out images, never training images (the seeds'
+distributed job measured "test accuracy" on its training folder). The best epoch is exported
+to the same model bundle as the frozen-features job, plus ``weights.safetensors``.
+
+``retrain="last"`` with ``cache_features=True`` does not run the frozen backbone every epoch: it
+featurizes once (the Parquet feature cache) and trains the final layer on the cached features.
+Augmentation is then off, and the run says so.
+
+Launching on a cluster: run the same ``landsight finetune ... --devices G --num-nodes M`` under
+``torchrun`` or ``srun`` (Lightning reads their environment and does not spawn processes
+itself), or from Spark with ``pyspark.ml.torch.distributor.TorchDistributor`` calling
+:func:`finetune` (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+from landsight.models.backbones import DEFAULT_BACKBONE
+
+HISTORY_FILE = "history.jsonl"
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` produced.
+
+    Attributes:
+        bundle_path: The bundle folder (``model.onnx``, ``bundle.json``, ``weights.safetensors``).
+        metrics: Held-out test metrics (see :func:`landsight.evaluate.compute_metrics`); empty
+            when there is no test split.
+        history: One dict per epoch: ``epoch``, ``train_loss``, ``train_error`` (%),
+            ``val_loss``, ``val_error`` (%), ``epoch_seconds``, ``samples_per_second``, ``lr``.
+        best_epoch: The epoch (0-based) whose weights were bundled.
+        skipped: ``(path, reason)`` of unreadable images.
+        run_id: MLflow run id ("" when tracking is off).
+    """
+
+    bundle_path: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    best_epoch: int
+    skipped: list[tuple[str, str]]
+    run_id: str
+
+
+def read_history(path: str | Path) -> list[dict[str, float]]:
+    """Read a ``history.jsonl`` file; for an epoch written twice (resume), the last row wins."""
+    rows: dict[int, dict[str, float]] = {}
+    p = Path(path)
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[int(row["epoch"])] = row
+    return [rows[e] for e in sorted(rows)]
+
+
+def _launched_externally() -> bool:
+    """True under torchrun / torchelastic or SLURM, where processes already exist."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("SLURM_NTASKS" in os.environ and "SLURM_JOB_NAME" in os.environ)
+
+
+def finetune(
+    data: str | Path,
+    *,
+    out: str | Path = "model.landsight",
+    test: str | Path | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | Path | None = "imagenet",
+    bands: tuple[int, ...] | None = None,
+    retrain: str = "fc",
+    epochs: int = 10,
+    batch_size: int = 32,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    lr_schedule: str = "constant",
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    backbone_lr_mult: float = 0.1,
+    gradient_clip: float | None = None,
+    augment: bool | None = None,
+    cache_features: bool = True,
+    val_size: float = 0.1,
+    test_size: float = 0.2,
+    early_stopping: int | None = None,
+    random_state: int = 0,
+    devices: int = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
+    num_workers: int = 2,
+    resume: bool = False,
+    class_names: str | Path | None = None,
+    progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = True,
+) -> FinetuneResult:
+    """Fine-tune a pretrained backbone with a new final layer and write a model bundle.
+
+    Args:
+        data: Labelled images in any catalog form (class folders, map file, zip).
+        out: Bundle folder to write; checkpoints go to ``<out>.checkpoints/``.
+        test: Separate labelled test images (else ``test_size`` of ``data`` is held out).
+        backbone: Backbone registry name.
+        weights: ``"imagenet"``, a weights file, or ``None`` (random, explicit).
+        bands: 1-based bands to read (default RGB).
+        retrain: ``"last"``, ``"fc"`` or ``"all"`` (see :mod:`landsight.models.classifier`).
+        epochs: Maximum epochs (>= 1).
+        batch_size: Minibatch size per process.
+        optimizer: ``"sgd"`` (momentum SGD with L2 weight decay) or ``"adamw"``.
+        lr: Learning rate of the final layer (backbone: ``lr * backbone_lr_mult``).
+        lr_schedule: ``"constant"``, ``"cosine"``, ``"onecycle"`` or a per-epoch list such as
+            ``"0.2*10,0.1"`` (overrides ``lr``).
+        momentum: SGD momentum.
+        weight_decay: L2 penalty / AdamW weight decay.
+        backbone_lr_mult: Discriminative learning-rate factor of the backbone.
+        gradient_clip: Clip the gradient norm to this value (``None`` = off).
+        augment: Aerial augmentation (flips, 90-degree rotations, colour jitter, random resized
+            crop). Default: on for ``fc`` and ``all``, off for ``last``.
+        cache_features: ``retrain="last"`` only: train on cached features (no augmentation).
+        val_size: Fraction of ``data`` held out for per-epoch validation (> 0).
+        test_size: Fraction of ``data`` held out for the final test (0 = none).
+        early_stopping: Stop after this many epochs without a lower validation error.
+        random_state: Seed of the split, the initialisation and the data order.
+        devices: Processes (CPU) or GPUs per node; > 1 trains data-parallel (DDP).
+        num_nodes: Nodes of a cluster job.
+        accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        num_workers: DataLoader worker processes per training process.
+        resume: Continue from ``<out>.checkpoints/last.ckpt``.
+        class_names: Class-names file for CNTK-style map files.
+        progress: Show progress bars.
+        tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
+        track: Record the run in MLflow.
+
+    Returns:
+        A :class:`FinetuneResult`.
+
+    Raises:
+        LandsightValueError: Bad parameters, fewer than two classes, unseen test labels, or
+            ``resume=True`` without a checkpoint (all before training).
+        WeightsUnavailableError: The backbone's weights cannot be had.
+    """
+    from landsight.models.classifier import OPTIMIZERS, RETRAIN_DEPTHS, parse_lr_schedule
+    from landsight.tracking import log_evaluation, tracked_run
+
+    started = time.perf_counter()
+    if retrain not in RETRAIN_DEPTHS:
+        raise LandsightValueError(f"retrain must be one of {list(RETRAIN_DEPTHS)}, got {retrain!r}")
+    if optimizer not in OPTIMIZERS:
+        raise LandsightValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if epochs < 1 or batch_size < 1 or devices < 1 or num_nodes < 1:
+        raise LandsightValueError(
+            f"epochs, batch_size, devices and num_nodes must be >= 1, got {epochs!r}, {batch_size!r}, "
+            f"{devices!r}, {num_nodes!r}"
+        )
+    if not 0 < val_size < 1 or not 0 <= test_size < 1 or val_size + test_size >= 1:
+        raise LandsightValueError(
+            f"val_size must be in (0, 1) and test_size in [0, 1) with a sum below 1, got {val_size!r}, {test_size!r}"
+        )
+    schedule = parse_lr_schedule(lr_schedule)
+    if augment is None:
+        augment = retrain != "last"
+    use_cache = retrain == "last" and cache_features
+    if use_cache and augment:
+        raise LandsightValueError(
+            "augment=True needs the backbone in the loop; with retrain='last' pass cache_features=False"
+        )
+    ckpt_dir = Path(f"{out}.checkpoints")
+    if resume and not (ckpt_dir / "last.ckpt").is_file():
+        raise LandsightValueError(f"resume=True but {str(ckpt_dir / 'last.ckpt')!r} does not exist; run without resume")
+    params = {
+        "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands,
+        "retrain": retrain, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
+        "lr_schedule": lr_schedule, "momentum": momentum, "weight_decay": weight_decay,
+        "backbone_lr_mult": backbone_lr_mult, "gradient_clip": gradient_clip, "augment": augment,
+        "cached_features": use_cache, "val_size": val_size, "test_size": test_size,
+        "early_stopping": early_stopping, "random_state": random_state, "devices": devices,
+        "num_nodes": num_nodes, "resume": resume, "out": str(out),
+    }  # fmt: skip
+    with tracked_run("finetune", params, tracking_uri=tracking_uri, enabled=track) as run:
+        result = _finetune(
+            data, out=Path(out), ckpt_dir=ckpt_dir, test=test, backbone=backbone, weights=weights, bands=bands,
+            retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
+            momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
+            gradient_clip=gradient_clip, augment=augment, use_cache=use_cache, val_size=val_size,
+            test_size=test_size, early_stopping=early_stopping, random_state=random_state, devices=devices,
+            num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
+            class_names=class_names, progress=progress,
+        )  # fmt: skip
+        for row in result.history:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        log_evaluation(run, result.metrics)
+        best_val = min((row["val_error"] for row in result.history if "val_error" in row), default=float("nan"))
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_error": best_val, "n_skipped": len(result.skipped),
+                         "duration_seconds": time.perf_counter() - started})  # fmt: skip
+        run.log_artifact(result.bundle_path, "bundle")
+        result.run_id = run.run_id
+    return result
+
+
+def _finetune(
+    data: str | Path,
+    *,
+    out: Path,
+    ckpt_dir: Path,
+    test: str | Path | None,
+    backbone: str,
+    weights: str | Path | None,
+    bands: tuple[int, ...] | None,
+    retrain: str,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    lr: float,
+    schedule: list[float] | str,
+    momentum: float,
+    weight_decay: float,
+    backbone_lr_mult: float,
+    gradient_clip: float | None,
+    augment: bool,
+    use_cache: bool,
+    val_size: float,
+    test_size: float,
+    early_stopping: int | None,
+    random_state: int,
+    devices: int,
+    num_nodes: int,
+    accelerator: str,
+    num_workers: int,
+    resume: bool,
+    class_names: str | Path | None,
+    progress: bool,
+) -> FinetuneResult:
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from landsight.data.augment import AerialAugment
+    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
+    from landsight.data.dataset import ImageDataset
+    from landsight.models.backbones import create_backbone
+    from landsight.models.classifier import (
+        EpochHistory,
+        FinetuneModule,
+        ImageClassifier,
+        steps_per_epoch,
+        trainable_parameters,
+    )
+
+    started = time.perf_counter()
+    catalog = build_catalog(data, class_names=class_names)
+    if test is not None:
+        test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
+        check_test_labels(catalog, test_catalog)
+        catalog = split_catalog(catalog, test_size=0, val_size=val_size, random_state=random_state)
+        import pandas as pd
+
+        catalog = pd.concat([catalog, test_catalog.assign(split="test")], ignore_index=True)
+    else:
+        catalog = split_catalog(catalog, test_size=test_size, val_size=val_size, random_state=random_state)
+
+    bb = create_backbone(backbone, weights=weights, bands=bands)
+    # Every image is read once before training: unreadable ones are reported and left out, so no
+    # worker fails mid-epoch. For cached 'last' this pass is the featurization itself.
+    from landsight.featurize import featurize
+
+    feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
+    skipped = feats.failures if feats is not None else _scan(list(catalog["path"]), bb.preprocessing, progress)
+    bad = {p for p, _ in skipped}
+    catalog = catalog[~catalog["path"].isin(bad)].reset_index(drop=True)
+    classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
+    for split in ("train", "val"):
+        missing = sorted(set(classes) - set(catalog.loc[catalog["split"] == split, "label"]))
+        if split == "train" and len(classes) < 2 or missing:
+            raise LandsightValueError(
+                f"after skipping {len(skipped)} unreadable image(s) the {split} split lacks classes {missing!r}; "
+                f"add readable images (first reasons: {skipped[:3]!r})"
+            )
+    index = {c: i for i, c in enumerate(classes)}
+    parts = {s: catalog[catalog["split"] == s] for s in ("train", "val", "test")}
+
+    pl.seed_everything(random_state, workers=True, verbose=False)
+    classifier = ImageClassifier(bb, len(classes))
+    backbone_params, head_params = trainable_parameters(classifier, retrain)
+    loader_args: dict[str, Any] = {"batch_size": batch_size}
+    if use_cache:
+        assert feats is not None
+        row_of = {p: i for i, p in enumerate(feats.paths)}
+
+        def tensors(split: str) -> TensorDataset:
+            rows = [row_of[p] for p in parts[split]["path"]]
+            y = torch.tensor([index[c] for c in parts[split]["label"]])
+            return TensorDataset(torch.from_numpy(feats.X[rows]), y)
+
+        train_set, val_set = tensors("train"), tensors("val")
+        model: torch.nn.Module = classifier.fc
+        print_notice = "retrain='last' on cached features: the backbone runs once, augmentation is off"
+    else:
+        train_set, val_set = (
+            ImageDataset(list(parts[s]["path"]), [index[c] for c in parts[s]["label"]], bb.preprocessing)
+            for s in ("train", "val")
+        )
+        model = classifier
+        loader_args.update(num_workers=num_workers, persistent_workers=num_workers > 0)
+        print_notice = ""
+    if print_notice and progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[cyan]{print_notice}[/cyan]")
+
+    world = devices * num_nodes
+    module = FinetuneModule(
+        model, backbone_params, head_params, optimizer=optimizer, lr=lr, lr_schedule=schedule,
+        backbone_lr_mult=backbone_lr_mult, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
+        steps_per_epoch=steps_per_epoch(len(train_set), batch_size, world),
+        augment=AerialAugment() if augment else None,
+    )  # fmt: skip
+    if not resume and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val_error", mode="min", save_last=True, save_top_k=1
+    )
+    callbacks: list[Any] = [checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE)]
+    if early_stopping:
+        callbacks.append(pl.callbacks.EarlyStopping(monitor="val_error", mode="min", patience=early_stopping))
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    strategy: Any = "auto"
+    if world > 1:
+        strategy = "ddp" if _launched_externally() else "ddp_spawn"
+    trainer = pl.Trainer(
+        max_epochs=epochs, accelerator="gpu" if gpu else "cpu", devices=devices, num_nodes=num_nodes,
+        strategy=strategy, precision="16-mixed" if gpu else "32-true", gradient_clip_val=gradient_clip,
+        callbacks=callbacks, logger=False, enable_progress_bar=progress, enable_model_summary=False,
+        default_root_dir=ckpt_dir, num_sanity_val_steps=0, deterministic=False,
+    )  # fmt: skip
+    trainer.fit(
+        module,
+        DataLoader(train_set, shuffle=True, drop_last=False, **loader_args),
+        DataLoader(val_set, shuffle=False, **loader_args),
+        ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None,
+        weights_only=False,  # landsight's own checkpoint from this run's folder, never a user's file
+    )
+    best_path = Path(checkpoint.best_model_path or ckpt_dir / "best.ckpt")
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    best_state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    model.load_state_dict(best_state)
+    history = read_history(ckpt_dir / HISTORY_FILE)
+    best_epoch = int(state.get("epoch", 0))
+    return _write_finetuned_bundle(
+        out, classifier=classifier, backbone=bb, classes=classes, test=parts["test"], skipped=skipped,
+        history=history, best_epoch=best_epoch, retrain=retrain, data=data,
+        head_params={"optimizer": optimizer, "lr_schedule": schedule if isinstance(schedule, str) else list(schedule),
+                     "lr": lr, "epochs": epochs, "batch_size": batch_size, "augment": augment,
+                     "cached_features": use_cache, "devices": devices, "num_nodes": num_nodes},
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:
+    """Decode every image once; return ``(path, reason)`` of the unreadable ones."""
+    from landsight.data.loader import iter_batches
+    from landsight.progress import progress_bar
+
+    failures: list[tuple[str, str]] = []
+    with progress_bar(len(paths), "check images", enabled=progress) as bar:
+        for batch in iter_batches(paths, preprocessing, batch_size=64):
+            failures += [(it.path, it.error) for it in batch.items if it.error]
+            bar.advance(len(batch.items))
+    return failures
+
+
+def _write_finetuned_bundle(
+    out: Path,
+    *,
+    classifier: Any,
+    backbone: Any,
+    classes: list[str],
+    test: Any,
+    skipped: list[tuple[str, str]],
+    history: list[dict[str, float]],
+    best_epoch: int,
+    retrain: str,
+    data: str | Path,
+    head_params: dict[str, Any],
+    seconds: float,
+) -> FinetuneResult:
+    """Export the best weights to ONNX + safetensors, test them through the bundle, write reports."""
+    import csv
+
+    from safetensors.torch import save_file
+
+    from landsight.bundle import MODEL_FILE, Bundle, write_bundle
+    from landsight.evaluate import compute_metrics, write_evaluation
+    from landsight.models.classifier import Probabilities
+    from landsight.models.onnx_graph import PROBABILITIES_OUTPUT, export_image_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    classifier = classifier.eval().cpu()
+    export_image_model(Probabilities(classifier), backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
+    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / "weights.safetensors"))
+    meta = {
+        "classes": classes,
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "backbone": {
+            "name": backbone.name,
+            "weights": backbone.weights,
+            "weights_digest": backbone.weights_digest,
+            "num_features": backbone.num_features,
+        },
+        "head": {"kind": "finetune", "retrain": retrain, "params": head_params},
+        "training": {"best_epoch": best_epoch, "history": history, "seconds": round(seconds, 2)},
+        "data": {"source": str(data), "n_skipped": len(skipped)},
+        "metrics": {},
+    }
+    metrics: dict[str, Any] = {}
+    if len(test):  # test through the exported graph, exactly as predict and evaluate will run it
+        preds = Bundle(out, meta).predict(list(test["path"]))
+        proba = preds[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float32)
+        metrics = compute_metrics(list(test["label"]), proba, classes, paths=list(test["path"]))
+        write_evaluation(metrics, out)
+        meta["metrics"] = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")}
+        meta["data"]["n_test"] = int(len(test))
+    write_bundle(out, model=None, meta=meta)
+    with open(out / "skipped.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(skipped)
+    return FinetuneResult(out, metrics, history, best_epoch, skipped, "")
