@@ -212,6 +212,7 @@ class FinetuneModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         import time
 
+        self.model.train()  # backbones arrive in eval mode; Lightning keeps per-module modes
         freeze_batchnorm_of_frozen(self.model)
         self._epoch_start, self._epoch_samples = time.perf_counter(), 0
 

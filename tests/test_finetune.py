@@ -1,0 +1,137 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from landsight.bundle import load_bundle
+from landsight.errors import LandsightValueError
+from landsight.finetune import finetune, read_history
+from landsight.models.backbones import create_backbone
+from landsight.models.classifier import fc_block_prefix, parse_lr_schedule
+
+EPOCH_KEYS = {"train_loss", "train_error", "val_loss", "val_error", "epoch_seconds", "samples_per_second", "lr"}
+
+
+@pytest.fixture(scope="module")
+def pretrained_state() -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in create_backbone("tf_efficientnet_lite0").model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("retrain", "frozen", "learned"),
+    [
+        ("last", ["conv_stem.weight", "blocks.6.0.conv_pw.weight", "conv_head.weight"], []),
+        ("fc", ["conv_stem.weight", "blocks.5.0.conv_pw.weight"], ["blocks.6.0.conv_pw.weight", "conv_head.weight"]),
+        ("all", [], ["conv_stem.weight", "conv_head.weight"]),
+    ],
+)
+def test_retraining_depths(
+    retrain: str, frozen: list[str], learned: list[str], small_dataset: Path, tmp_path: Path, pretrained_state
+) -> None:  # noqa: ANN001
+    out = tmp_path / f"{retrain}.landsight"
+    result = finetune(
+        small_dataset, out=out, retrain=retrain, epochs=2, batch_size=8, lr=0.01, num_workers=0,
+        val_size=0.25, test_size=0.25, progress=False,
+    )  # fmt: skip
+    assert [row["epoch"] for row in result.history] == [0, 1]
+    assert all(EPOCH_KEYS <= set(row) for row in result.history)
+    weights = load_file(str(out / "weights.safetensors"))
+    for name in frozen:  # BatchNorm statistics included: frozen layers stay in eval mode
+        assert torch.equal(weights[f"features.net.{name}"], pretrained_state[name]), name
+    bn = "bn1.running_mean"
+    assert torch.equal(weights[f"features.net.{bn}"], pretrained_state[bn]) == (retrain != "all")
+    for name in learned:
+        assert not torch.equal(weights[f"features.net.{name}"], pretrained_state[name]), name
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["head"] == meta["head"] | {"kind": "finetune", "retrain": retrain}
+    assert meta["head"]["params"]["augment"] == (retrain != "last")
+    # predict and evaluate work on the bundle unchanged
+    bundle = load_bundle(out)
+    preds = bundle.predict(sorted(str(p) for p in (small_dataset / "River").glob("*.jpg"))[:3])
+    assert (preds["error"] == "").all()
+    np.testing.assert_allclose(preds[[f"prob_{c}" for c in bundle.classes]].sum(axis=1), 1.0, atol=1e-5)
+    assert result.metrics["n"] == 9 and result.run_id
+
+
+def test_bundle_graph_equals_the_torch_classifier(small_dataset: Path, tmp_path: Path) -> None:
+    from landsight.data.readers import read_image
+    from landsight.models.classifier import ImageClassifier
+
+    out = tmp_path / "m.landsight"
+    finetune(small_dataset, out=out, retrain="fc", epochs=1, batch_size=8, num_workers=0, progress=False, track=False)
+    bundle = load_bundle(out)
+    clf = ImageClassifier(create_backbone("tf_efficientnet_lite0"), len(bundle.classes))
+    clf.load_state_dict(load_file(str(out / "weights.safetensors")))
+    images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in sorted(small_dataset.rglob("*.jpg"))[:4]])
+    with torch.no_grad():
+        expected = torch.softmax(clf.eval()(torch.from_numpy(images)), 1).numpy()
+    assert np.abs(bundle.predict_proba(images) - expected).max() < 1e-4
+
+
+def test_lr_schedules_and_fc_mapping() -> None:
+    assert parse_lr_schedule("0.2*3,0.1") == [0.2, 0.2, 0.2, 0.1]
+    assert parse_lr_schedule("cosine") == "cosine"
+    with pytest.raises(LandsightValueError, match="0.2\\*10,0.1"):
+        parse_lr_schedule("fast")
+    assert fc_block_prefix(create_backbone("resnet18", weights=None).model) == "layer4"
+    assert fc_block_prefix(create_backbone("tf_efficientnet_lite0", weights=None).model) == "blocks.6"
+    assert fc_block_prefix(create_backbone("alexnet", weights=None).model) == "classifier"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"retrain": "half"}, "retrain must be one of"),
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"val_size": 0}, "val_size"),
+        ({"retrain": "last", "augment": True}, "cache_features=False"),
+        ({"resume": True}, "does not exist"),
+    ],
+)
+def test_bad_parameters_fail_before_training(small_dataset: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(LandsightValueError, match=match):
+        finetune(small_dataset, out=tmp_path / "x.landsight", progress=False, track=False, **kwargs)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "landsight", "finetune", *args, "--no-track", "-q", "--num-workers", "0"]
+
+
+def test_sigkill_mid_run_then_resume_finishes_the_right_epochs(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed.landsight"
+    args = _cli(str(small_dataset), "--out", str(out), "--retrain", "fc", "--epochs", "4", "--batch-size", "8")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    ckpt = Path(f"{out}.checkpoints")
+    deadline = time.monotonic() + 240
+    while not ((ckpt / "last.ckpt").is_file() and read_history(ckpt / "history.jsonl")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_history(ckpt / "history.jsonl"))
+    assert 1 <= done_before < 4 and not (out / "model.onnx").exists()
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    lines = (ckpt / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3]  # no epoch repeated, none missing
+    assert load_bundle(out).predict([str(next((small_dataset / "Forest").glob("*.jpg")))])["error"].iloc[0] == ""
+
+
+def test_two_processes_ddp_write_a_valid_bundle(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp.landsight"
+    args = _cli(str(small_dataset), "--out", str(out), "--retrain", "last", "--epochs", "2", "--devices", "2")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["head"]["params"]["devices"] == 2 and len(meta["training"]["history"]) == 2
+    preds = load_bundle(out).predict(sorted(str(p) for p in small_dataset.rglob("*.jpg"))[:4])
+    assert (preds["error"] == "").all()
