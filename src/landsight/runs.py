@@ -72,9 +72,10 @@ def runs_table(runs: pd.DataFrame, *, limit: int = 30) -> Table:
     from rich.table import Table
 
     table = Table(title="landsight runs")
-    shown = [c for c, _ in COLUMNS if c != "data"]
+    shown = [c for c, _ in COLUMNS if c not in ("data", "status", "balanced_accuracy")]
     for col in shown:
-        table.add_column(col, justify="right" if col in ("accuracy", "balanced_accuracy", "best_val_error", "seconds") else "left")
+        numeric = col in ("accuracy", "best_val_error", "seconds")
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=col in ("run", "accuracy"))
     for _, row in runs.head(limit).iterrows():
         cells = []
         for col in shown:
@@ -82,7 +83,7 @@ def runs_table(runs: pd.DataFrame, *, limit: int = 30) -> Table:
             if isinstance(v, float):
                 cells.append("" if math.isnan(v) else (f"{v:.2%}" if "accuracy" in col else f"{v:.1f}"))
             elif col == "started" and v is not None:
-                cells.append(str(v)[:19])
+                cells.append(str(v)[:16])
             else:
                 cells.append("" if v is None else str(v))
         table.add_row(*cells)
