@@ -132,7 +132,9 @@ def plot_curves(run_ids: Sequence[str], out: str | Path, *, tracking_uri: str | 
             raise LandsightValueError(f"run {run_id[:8]!r} has no per-epoch curves (only finetune runs have them)")
         for key, style in (("train_error", "--"), ("val_error", "-")):
             points = sorted((m.step, m.value) for m in curves[key])
-            line = ax.plot([p[0] + 1 for p in points], [p[1] for p in points], style, marker="o", label=f"{label} {key}")
+            line = ax.plot(
+                [p[0] + 1 for p in points], [p[1] for p in points], style, marker="o", label=f"{label} {key}"
+            )
             if key == "train_error":
                 color = line[0].get_color()
             else:

@@ -28,6 +28,7 @@ class AerialAugment(nn.Module):
         self.crop_scale, self.brightness, self.contrast = crop_scale, brightness, contrast
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Augment a ``(N, H, W, C)`` uint8 batch; returns the same shape and dtype."""
         from torchvision.transforms.v2 import functional as F  # noqa: N812
 
         n, h, w, _ = images.shape

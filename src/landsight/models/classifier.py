@@ -109,6 +109,7 @@ class ImageClassifier(nn.Module):
         self.fc = nn.Linear(backbone.num_features, num_classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W, C)`` uint8 -> ``(N, K)`` logits."""
         return self.fc(self.features(image))
 
 
@@ -120,6 +121,7 @@ class Probabilities(nn.Module):
         self.classifier = classifier
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W, C)`` uint8 -> ``(N, K)`` probabilities."""
         return torch.softmax(self.classifier(image), dim=1)
 
 
@@ -207,9 +209,11 @@ class FinetuneModule(pl.LightningModule):
         self._epoch_samples = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the wrapped model."""
         return self.model(x)
 
     def on_train_epoch_start(self) -> None:
+        """Set train mode (frozen BatchNorm stays in eval) and start the epoch clock."""
         import time
 
         self.model.train()  # backbones arrive in eval mode; Lightning keeps per-module modes
@@ -229,10 +233,12 @@ class FinetuneModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Augment (if set), forward, log loss and error %."""
         self._epoch_samples += int(batch[1].shape[0]) * max(1, self.trainer.world_size)
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Forward held-out images, log loss and error %."""
         self._step(batch, "val")
 
     def epoch_throughput(self) -> tuple[float, float]:
@@ -243,6 +249,7 @@ class FinetuneModule(pl.LightningModule):
         return seconds, self._epoch_samples / max(seconds, 1e-9)
 
     def configure_optimizers(self) -> Any:
+        """Optimiser with head / backbone parameter groups and the chosen schedule."""
         lr0 = self.lr_schedule[0] if isinstance(self.lr_schedule, list) else self.lr
         groups = [{"params": self._head_params, "lr": lr0}]
         if self._backbone_params:
