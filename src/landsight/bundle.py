@@ -91,6 +91,18 @@ def write_bundle(out: str | Path, *, model: onnx.ModelProto | None, meta: dict[s
     return out
 
 
+def write_skipped(out: str | Path, skipped: Sequence[tuple[str, str]]) -> Path:
+    """Write ``skipped.csv`` (columns ``path``, ``reason``) listing the unreadable images of a run."""
+    import csv
+
+    path = Path(out) / "skipped.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(skipped)
+    return path
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

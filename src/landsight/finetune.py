@@ -401,11 +401,9 @@ def _write_finetuned_bundle(
     seconds: float,
 ) -> FinetuneResult:
     """Export the best weights to ONNX + safetensors, test them through the bundle, write reports."""
-    import csv
-
     from safetensors.torch import save_file
 
-    from landsight.bundle import MODEL_FILE, Bundle, write_bundle
+    from landsight.bundle import MODEL_FILE, Bundle, write_bundle, write_skipped
     from landsight.evaluate import compute_metrics, write_evaluation
     from landsight.models.classifier import Probabilities
     from landsight.models.onnx_graph import PROBABILITIES_OUTPUT, export_image_model
@@ -417,12 +415,7 @@ def _write_finetuned_bundle(
     meta = {
         "classes": classes,
         "preprocessing": backbone.preprocessing.to_dict(),
-        "backbone": {
-            "name": backbone.name,
-            "weights": backbone.weights,
-            "weights_digest": backbone.weights_digest,
-            "num_features": backbone.num_features,
-        },
+        "backbone": backbone.describe(),
         "head": {"kind": "finetune", "retrain": retrain, "params": head_params},
         "training": {"best_epoch": best_epoch, "history": history, "seconds": round(seconds, 2)},
         "data": {"source": str(data), "n_skipped": len(skipped)},
@@ -437,8 +430,5 @@ def _write_finetuned_bundle(
         meta["metrics"] = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")}
         meta["data"]["n_test"] = int(len(test))
     write_bundle(out, model=None, meta=meta)
-    with open(out / "skipped.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reason"])
-        writer.writerows(skipped)
+    write_skipped(out, skipped)
     return FinetuneResult(out, metrics, history, best_epoch, skipped, "")

@@ -7,7 +7,6 @@ backbone and head) with ``metrics.json``, the confusion matrix and the list of s
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,7 +257,7 @@ def _write_classifier_bundle(
     """Merge backbone and head into one ONNX graph and write the bundle with its reports."""
     import onnx
 
-    from landsight.bundle import write_bundle
+    from landsight.bundle import write_bundle, write_skipped
     from landsight.evaluate import write_evaluation
     from landsight.models.onnx_graph import head_to_onnx, merge_backbone_head
 
@@ -271,20 +270,12 @@ def _write_classifier_bundle(
         meta={
             "classes": classes,
             "preprocessing": bb.preprocessing.to_dict(),
-            "backbone": {
-                "name": bb.name,
-                "weights": bb.weights,
-                "weights_digest": bb.weights_digest,
-                "num_features": bb.num_features,
-            },
+            "backbone": bb.describe(),
             "metrics": summary,
             **meta,
         },
     )
     if metrics:
         write_evaluation(metrics, path)
-    with open(path / "skipped.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reason"])
-        writer.writerows(features.failures)
+    write_skipped(path, features.failures)
     return path

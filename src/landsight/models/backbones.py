@@ -141,6 +141,15 @@ class Backbone:
     weights_digest: str
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready identity of the backbone (the ``backbone`` entry of ``bundle.json``)."""
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "weights_digest": self.weights_digest,
+            "num_features": self.num_features,
+        }
+
     def input_module(self) -> torch.nn.Module:
         """Wrap the model so it takes the resized uint8 image, as the ONNX graph does.
 
