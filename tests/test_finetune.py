@@ -70,7 +70,9 @@ def test_bundle_graph_equals_the_torch_classifier(small_dataset: Path, tmp_path:
     bundle = load_bundle(out)
     clf = ImageClassifier(create_backbone("tf_efficientnet_lite0"), len(bundle.classes))
     clf.load_state_dict(load_file(str(out / "weights.safetensors")))
-    images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in sorted(small_dataset.rglob("*.jpg"))[:4]])
+    images = np.stack(
+        [bundle.preprocessing.resize(read_image(p).array) for p in sorted(small_dataset.rglob("*.jpg"))[:4]]
+    )
     with torch.no_grad():
         expected = torch.softmax(clf.eval()(torch.from_numpy(images)), 1).numpy()
     assert np.abs(bundle.predict_proba(images) - expected).max() < 1e-4

@@ -130,3 +130,15 @@ def test_bundle_errors(trained, tmp_path: Path) -> None:  # noqa: ANN001
     (broken / "model.onnx").unlink()
     with pytest.raises(BundleError, match="lacks 'model.onnx'"):
         load_bundle(broken)
+
+
+def test_rot4_features_make_the_bundle_rotation_invariant(small_dataset: Path, tmp_path: Path) -> None:
+    result = train(small_dataset, out=tmp_path / "r.landsight", tta="rot4", test_size=0.25, progress=False)
+    bundle = load_bundle(result.bundle_path)
+    assert bundle.meta["backbone"]["tta"] == "rot4"
+    image = bundle.preprocessing.resize(read_image(next((small_dataset / "River").glob("*.jpg"))).array)
+    views = np.stack([np.rot90(image, k) for k in range(4)])
+    proba = bundle.predict_proba(views)
+    assert np.abs(proba - proba[0]).max() < 1e-4  # the same answer for every rotation
+    plain = load_bundle(train(small_dataset, out=tmp_path / "p.landsight", test_size=0.25, progress=False).bundle_path)
+    assert np.abs(plain.predict_proba(views) - plain.predict_proba(views)[0]).max() > 1e-3

@@ -10,6 +10,7 @@ crash mid-run loses at most one chunk and a re-run resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -28,6 +29,7 @@ from landsight.models.backbones import DEFAULT_BACKBONE, Backbone, Preprocessing
 from landsight.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
+TTA_MODES = ("none", "rot4")
 
 
 class FeatureExtractor:
@@ -105,9 +107,10 @@ def _torch_runner(backbone: Backbone) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def cache_key(backbone: Backbone) -> str:
-    """Return the cache key of a backbone: safe name, weights digest, preprocessing digest."""
+    """Return the cache key of a backbone: safe name, weights digest, preprocessing digest, TTA."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", backbone.name)
-    return f"{safe}-{backbone.weights_digest}-{backbone.preprocessing.digest}"
+    tta = "" if backbone.tta == "none" else f"-{backbone.tta}"
+    return f"{safe}-{backbone.weights_digest}-{backbone.preprocessing.digest}{tta}"
 
 
 def cached_backbone_onnx(backbone: Backbone) -> Path:
@@ -227,6 +230,7 @@ def featurize(
     *,
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
+    tta: str = "none",
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "auto",
@@ -242,6 +246,8 @@ def featurize(
             :class:`Backbone`.
         weights: ``"imagenet"``, a weights file path, or ``None`` (random, explicit).
         bands: 1-based bands to read (default RGB).
+        tta: ``"none"`` or ``"rot4"``: average the features of the four 90-degree rotations
+            (4x the compute; see :class:`landsight.models.modules.RotationAverage`).
         batch_size: Images per forward pass.
         num_workers: Decoding threads.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -259,8 +265,12 @@ def featurize(
     """
     if batch_size < 1:
         raise LandsightValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if tta not in TTA_MODES:
+        raise LandsightValueError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
     if extractor is None:
         bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, bands=bands)
+        if tta != bb.tta:
+            bb = dataclasses.replace(bb, tta=tta)
         extractor = FeatureExtractor(bb, device=device)
     bb = extractor.backbone
     prep: Preprocessing = bb.preprocessing

@@ -52,6 +52,7 @@ def train(
     backbone: str = DEFAULT_BACKBONE,
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
+    tta: str = "none",
     head: str = "logreg",
     C: float | str = 1.0,
     standardize: bool = True,
@@ -80,6 +81,8 @@ def train(
         backbone: Backbone registry name (default ``tf_efficientnet_lite0``, offline weights).
         weights: ``"imagenet"``, a weights file, or ``None`` (random; explicit only).
         bands: 1-based bands to read (default R, G, B).
+        tta: ``"rot4"`` averages features over the four 90-degree rotations, in training and
+            in the bundle's graph (4x the compute; +1.7 points on EuroSAT, benchmarks/RESULTS.md).
         head: ``"logreg"`` or ``"forest"``.
         C: Logistic-regression inverse regularisation, or ``"auto"`` (cross-validated).
         standardize: Standardise features before logistic regression.
@@ -126,14 +129,14 @@ def train(
         random_state=random_state,
     )
     params = {
-        "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "head": head,
-        "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
+        "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "tta": tta,
+        "head": head, "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
         "class_weight": class_weight, "test_size": test_size, "random_state": random_state, "out": str(out),
     }  # fmt: skip
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result = _train(
-            data, estimator, out=out, test=test, backbone=backbone, weights=weights, bands=bands,
+            data, estimator, out=out, test=test, backbone=backbone, weights=weights, bands=bands, tta=tta,
             test_size=test_size, random_state=random_state, class_names=class_names, batch_size=batch_size,
             num_workers=num_workers, device=device, cache=cache, progress=progress,
         )  # fmt: skip
@@ -154,6 +157,7 @@ def _train(
     backbone: str,
     weights: str | Path | None,
     bands: tuple[int, ...] | None,
+    tta: str,
     test_size: float,
     random_state: int,
     class_names: str | Path | None,
@@ -185,6 +189,7 @@ def _train(
         backbone,
         weights=weights,
         bands=bands,
+        tta=tta,
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,

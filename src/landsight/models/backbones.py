@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +139,7 @@ class Backbone:
     preprocessing: Preprocessing
     weights: str
     weights_digest: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    tta: str = "none"
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready identity of the backbone (the ``backbone`` entry of ``bundle.json``)."""
@@ -148,6 +148,7 @@ class Backbone:
             "weights": self.weights,
             "weights_digest": self.weights_digest,
             "num_features": self.num_features,
+            "tta": self.tta,
         }
 
     def input_module(self) -> torch.nn.Module:
@@ -155,12 +156,14 @@ class Backbone:
 
         Returns:
             A module mapping ``(N, H, W, C)`` uint8 to ``(N, num_features)`` float32; it casts,
-            scales to [0, 1], normalises with ``preprocessing.mean/std`` and transposes to NCHW.
+            scales to [0, 1], normalises with ``preprocessing.mean/std`` and transposes to NCHW;
+            with ``tta="rot4"`` it averages the features of the four rotations.
 
         """
-        from landsight.models.modules import ImageInput
+        from landsight.models.modules import ImageInput, RotationAverage
 
-        return ImageInput(self.model, self.preprocessing.mean, self.preprocessing.std)
+        module = ImageInput(self.model, self.preprocessing.mean, self.preprocessing.std)
+        return RotationAverage(module) if self.tta == "rot4" else module
 
 
 def _offline_weights_file(name: str) -> Path | None:
