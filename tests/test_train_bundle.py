@@ -142,3 +142,10 @@ def test_rot4_features_make_the_bundle_rotation_invariant(small_dataset: Path, t
     assert np.abs(proba - proba[0]).max() < 1e-4  # the same answer for every rotation
     plain = load_bundle(train(small_dataset, out=tmp_path / "p.landsight", test_size=0.25, progress=False).bundle_path)
     assert np.abs(plain.predict_proba(views) - plain.predict_proba(views)[0]).max() > 1e-3
+
+
+def test_cross_validated_C_is_recorded(small_dataset: Path, tmp_path: Path) -> None:
+    result = train(small_dataset, out=tmp_path / "cv.landsight", C="auto", test_size=0.25, progress=False)
+    head = json.loads((result.bundle_path / "bundle.json").read_text())["head"]
+    assert head["params"]["cross_validated_C"] is True
+    assert any(head["params"]["C"] == pytest.approx(c) for c in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0))

@@ -169,7 +169,7 @@ def _train(
 ) -> TrainResult:
     from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
     from landsight.featurize import featurize
-    from landsight.models.heads import describe_head
+    from landsight.models.heads import describe_head, fit_head
 
     started = time.perf_counter()
     catalog = build_catalog(data, class_names=class_names)
@@ -207,7 +207,7 @@ def _train(
             f"classes {lost!r} have no readable training images left after skipping "
             f"{len(features.failures)} unreadable file(s); see the reasons: {features.failures[:5]!r}"
         )
-    estimator.fit(features.X[is_train], labels[is_train])
+    fit_head(estimator, features.X[is_train], labels[is_train])
     head_classes = [str(c) for c in estimator.classes_]
 
     metrics: dict[str, Any] = {}

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from collections.abc import Sequence
@@ -218,47 +219,56 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return out
 
 
+@functools.cache
+def _ignore_not_georeferenced() -> None:
+    """Silence rasterio's NotGeoreferencedWarning once, process-wide.
+
+    ``warnings.catch_warnings`` is not thread-safe, and decoding runs in threads.
+    """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+
+
 def _decode_rasterio(data: bytes, name: str, bands: list[int] | None) -> RasterImage:
     import rasterio
     from rasterio.enums import ColorInterp
-    from rasterio.errors import NotGeoreferencedWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.io.MemoryFile(data) as memfile, memfile.open() as src:
-            interp = tuple(src.colorinterp)
-            if bands is None and interp[:4] == (
-                ColorInterp.cyan,
-                ColorInterp.magenta,
-                ColorInterp.yellow,
-                ColorInterp.black,
-            ):
-                raise _NotForRasterio
-            _check_bomb(src.width * src.height, name)
-            if src.count == 0:
-                raise _BandError("the file has no bands")
-            if bands is None and src.count == 1 and interp[0] == ColorInterp.palette:
-                lut = np.zeros((256, 3), dtype=np.uint8)
-                for index, rgba in src.colormap(1).items():
-                    if 0 <= index < 256:
-                        lut[index] = rgba[:3]
-                array = lut[src.read(1).astype(np.intp).clip(0, 255)]
-            else:
-                wanted = bands if bands is not None else [1, 2, 3] if src.count >= 3 else [1]
-                bad = [b for b in wanted if b > src.count]
-                if bad:
-                    raise _BandError(
-                        f"band {bad[0]} requested but the file has {src.count} band(s); use indices 1..{src.count}"
-                    )
-                array = np.moveaxis(src.read(wanted), 0, -1)  # (C, H, W) -> (H, W, C)
-                if bands is None and array.shape[2] == 1:
-                    array = np.repeat(array, 3, axis=2)
-            bounds: tuple[float, float, float, float] | None = None
-            crs: str | None = None
-            if src.crs is not None:
-                epsg = src.crs.to_epsg()
-                crs = f"EPSG:{epsg}" if epsg is not None else src.crs.to_wkt()
-                bounds = tuple(float(v) for v in src.bounds)  # type: ignore[assignment]
+    _ignore_not_georeferenced()
+    with rasterio.io.MemoryFile(data) as memfile, memfile.open() as src:
+        interp = tuple(src.colorinterp)
+        if bands is None and interp[:4] == (
+            ColorInterp.cyan,
+            ColorInterp.magenta,
+            ColorInterp.yellow,
+            ColorInterp.black,
+        ):
+            raise _NotForRasterio
+        _check_bomb(src.width * src.height, name)
+        if src.count == 0:
+            raise _BandError("the file has no bands")
+        if bands is None and src.count == 1 and interp[0] == ColorInterp.palette:
+            lut = np.zeros((256, 3), dtype=np.uint8)
+            for index, rgba in src.colormap(1).items():
+                if 0 <= index < 256:
+                    lut[index] = rgba[:3]
+            array = lut[src.read(1).astype(np.intp).clip(0, 255)]
+        else:
+            wanted = bands if bands is not None else [1, 2, 3] if src.count >= 3 else [1]
+            bad = [b for b in wanted if b > src.count]
+            if bad:
+                raise _BandError(
+                    f"band {bad[0]} requested but the file has {src.count} band(s); use indices 1..{src.count}"
+                )
+            array = np.moveaxis(src.read(wanted), 0, -1)  # (C, H, W) -> (H, W, C)
+            if bands is None and array.shape[2] == 1:
+                array = np.repeat(array, 3, axis=2)
+        bounds: tuple[float, float, float, float] | None = None
+        crs: str | None = None
+        if src.crs is not None:
+            epsg = src.crs.to_epsg()
+            crs = f"EPSG:{epsg}" if epsg is not None else src.crs.to_wkt()
+            bounds = tuple(float(v) for v in src.bounds)  # type: ignore[assignment]
     return RasterImage(np.ascontiguousarray(_to_uint8(array)), bounds, crs)
 
 

@@ -32,8 +32,8 @@ def make_head(
         kind: ``"logreg"``: multinomial logistic regression (lbfgs), optionally after feature
             standardisation; ``"forest"``: random forest.
         C: Inverse L2 regularisation strength of ``logreg`` (> 0), or ``"auto"`` to choose it
-            by 5-fold stratified cross-validation over ``logspace(-3, 2, 6)``
-            (``LogisticRegressionCV``).
+            by stratified cross-validation (5 folds, fewer for classes with fewer images) of the
+            log-loss over ``logspace(-3, 2, 6)`` (``LogisticRegressionCV``).
         standardize: ``logreg`` only: z-score each feature first (``StandardScaler``).
         max_iter: ``logreg`` solver iterations.
         n_estimators: ``forest`` trees.
@@ -64,6 +64,9 @@ def make_head(
             clf: Any = LogisticRegressionCV(
                 Cs=list(np.logspace(-3, 2, 6)),
                 cv=5,
+                l1_ratios=(0.0,),  # pure L2
+                scoring="neg_log_loss",
+                use_legacy_attributes=False,
                 max_iter=max_iter,
                 class_weight=class_weight,
                 random_state=random_state,
@@ -104,11 +107,13 @@ def describe_head(head: Any) -> dict[str, Any]:
         ``{"kind": ..., "params": {...}}``; for ``C="auto"`` the chosen ``C``.
 
     """
+    import numpy as np
+
     final = head.steps[-1][1] if hasattr(head, "steps") else head
     name = type(final).__name__
     if name.startswith("LogisticRegression"):
         params: dict[str, Any] = {
-            "C": float(final.C_[0]) if hasattr(final, "C_") else float(final.C),
+            "C": float(np.ravel(final.C_)[0]) if hasattr(final, "C_") else float(final.C),
             "standardize": hasattr(head, "steps") and len(head.steps) > 1,
             "class_weight": final.class_weight,
             "cross_validated_C": hasattr(final, "C_"),
@@ -120,3 +125,32 @@ def describe_head(head: Any) -> dict[str, Any]:
         "class_weight": final.class_weight,
     }
     return {"kind": "forest", "estimator": name, "params": params}
+
+
+def fit_head(head: Any, X: Any, y: Any) -> Any:
+    """Fit a head from :func:`make_head`, first fitting cross-validation folds to the data.
+
+    Args:
+        head: Unfitted head.
+        X: ``(n_samples, n_features)`` float32 features.
+        y: ``(n_samples,)`` class labels.
+
+    Returns:
+        The fitted head.
+
+    Raises:
+        LandsightValueError: ``C="auto"`` with a class of fewer than two training images.
+    """
+    import numpy as np
+
+    final = head.steps[-1][1] if hasattr(head, "steps") else head
+    if type(final).__name__ == "LogisticRegressionCV":
+        labels, counts = np.unique(np.asarray(y), return_counts=True)
+        smallest = int(counts.min())
+        if smallest < 2:
+            raise LandsightValueError(
+                f"C='auto' cross-validates, but class {labels[counts.argmin()]!r} has {smallest} training image; "
+                "add images or give a fixed C"
+            )
+        final.set_params(cv=min(5, smallest))
+    return head.fit(X, y)

@@ -159,10 +159,11 @@ class ModelService:
             BundleError: Not a bundle, incomplete, or an unsupported schema version.
 
         """
-        from landsight.runtime import OnnxModel
+        from landsight.runtime import OnnxModel, usable_cores
 
         bundle = load_bundle(bundle_path, device=settings.device)
-        model = OnnxModel(bundle.path / MODEL_FILE, device=settings.device, threads=settings.threads)
+        # parallel=1: concurrency comes from the micro-batcher's workers / the request threads.
+        model = OnnxModel(bundle.path / MODEL_FILE, device=settings.device, threads=settings.threads, parallel=1)
 
         def predict_fn(images: np.ndarray) -> np.ndarray:
             # Same contract as Bundle.predict_proba, with the service's own thread count.
@@ -176,7 +177,7 @@ class ModelService:
                 predict_fn,
                 max_batch_size=settings.max_batch_size,
                 max_wait_ms=settings.max_wait_ms,
-                workers=settings.batch_workers or max(1, _usable_cores() // settings.threads),
+                workers=settings.batch_workers or max(1, usable_cores() // settings.threads),
             ).start()
         service.ready = True
         return service
@@ -266,10 +267,6 @@ class ModelService:
             bounds=image.bounds,
             crs=image.crs,
         )
-
-
-def _usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def too_many_pixels(filename: str, pixels: int, limit: int) -> ApiError:
