@@ -137,3 +137,18 @@ def test_two_processes_ddp_write_a_valid_bundle(small_dataset: Path, tmp_path: P
     assert meta["head"]["params"]["devices"] == 2 and len(meta["training"]["history"]) == 2
     preds = load_bundle(out).predict(sorted(str(p) for p in small_dataset.rglob("*.jpg"))[:4])
     assert (preds["error"] == "").all()
+
+
+def test_history_lr_follows_the_per_epoch_schedule(small_dataset: Path, tmp_path: Path) -> None:
+    result = finetune(
+        small_dataset, out=tmp_path / "s.landsight", retrain="last", epochs=3, lr_schedule="0.2*2,0.05",
+        batch_size=8, num_workers=0, progress=False, track=False,
+    )  # fmt: skip
+    assert [row["lr"] for row in result.history] == pytest.approx([0.2, 0.2, 0.05])
+
+
+def test_random_initialisations_get_distinct_cache_keys() -> None:
+    from landsight.featurize import cache_key
+
+    a, b = (create_backbone("tf_efficientnet_lite0", weights=None) for _ in range(2))
+    assert cache_key(a) != cache_key(b)

@@ -223,6 +223,14 @@ def _match_by_order(model: torch.nn.Module, state: dict[str, Any], source: str) 
     return renamed
 
 
+def _digest_params(model: torch.nn.Module) -> str:
+    """Hash of a model's parameter values: random initialisations get distinct cache keys."""
+    h = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    return "random-" + h.hexdigest()[:12]
+
+
 def _digest_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -299,7 +307,7 @@ def _create_timm(name: str, weights: str | Path | None, in_chans: int, bands: tu
         )
     model = timm.create_model(name, pretrained=False, in_chans=in_chans)
     if weights is None:
-        source, digest = "random", "random"
+        source, digest = "random", _digest_params(model)
     elif str(weights) == "imagenet":
         offline = _offline_weights_file(name)
         if offline is not None:
@@ -361,7 +369,7 @@ def _create_torchvision(name: str, weights: str | Path | None, bands: tuple[int,
     default = builder_weights.DEFAULT
     model = torchvision.models.get_model(name, weights=None)
     if weights is None:
-        source, digest = "random", "random"
+        source, digest = "random", _digest_params(model)
     elif str(weights) == "imagenet":
         try:
             state = default.get_state_dict(progress=False, check_hash=True)

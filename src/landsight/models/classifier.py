@@ -207,6 +207,7 @@ class FinetuneModule(pl.LightningModule):
         self.loss_fn = nn.CrossEntropyLoss()
         self._epoch_start = 0.0
         self._epoch_samples = 0
+        self.epoch_lr = lr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the wrapped model."""
@@ -219,6 +220,7 @@ class FinetuneModule(pl.LightningModule):
         self.model.train()  # backbones arrive in eval mode; Lightning keeps per-module modes
         freeze_batchnorm_of_frozen(self.model)
         self._epoch_start, self._epoch_samples = time.perf_counter(), 0
+        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[-1]["lr"])  # before the scheduler steps
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -283,7 +285,7 @@ class EpochHistory(pl.Callback):
 
     Written by global rank 0 only; samples/s counts the samples of all processes. Rows:
     ``epoch``, ``train_loss``, ``train_error``, ``val_loss``, ``val_error``, ``epoch_seconds``,
-    ``samples_per_second``, ``lr``.
+    ``samples_per_second``, ``lr`` (of the final layer, during that epoch).
 
     Args:
         path: The ``history.jsonl`` file (appended to, so a resumed run continues it).
@@ -299,7 +301,7 @@ class EpochHistory(pl.Callback):
         seconds, rate = pl_module.epoch_throughput()
         row: dict[str, float] = {"epoch": int(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-        row.update(epoch_seconds=seconds, samples_per_second=rate, lr=trainer.optimizers[0].param_groups[-1]["lr"])
+        row.update(epoch_seconds=seconds, samples_per_second=rate, lr=pl_module.epoch_lr)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
