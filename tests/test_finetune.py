@@ -152,3 +152,16 @@ def test_random_initialisations_get_distinct_cache_keys() -> None:
 
     a, b = (create_backbone("tf_efficientnet_lite0", weights=None) for _ in range(2))
     assert cache_key(a) != cache_key(b)
+
+
+def test_a_class_left_without_readable_images_is_named(small_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    for cls in ("Forest", "River"):
+        shutil.copytree(small_dataset / cls, root / cls)
+    (root / "Broken").mkdir()
+    for i in range(12):
+        (root / "Broken" / f"b{i}.jpg").write_bytes(b"")
+    with pytest.raises(LandsightValueError, match=r"lacks classes \['Broken'\]"):
+        finetune(root, out=tmp_path / "x.landsight", retrain="last", epochs=1, progress=False, track=False)

@@ -282,11 +282,11 @@ def _finetune(
     feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
     skipped = feats.failures if feats is not None else _scan(list(catalog["path"]), bb.preprocessing, progress)
     bad = {p for p, _ in skipped}
-    catalog = catalog[~catalog["path"].isin(bad)].reset_index(drop=True)
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
+    catalog = catalog[~catalog["path"].isin(bad)].reset_index(drop=True)
     for split in ("train", "val"):
         missing = sorted(set(classes) - set(catalog.loc[catalog["split"] == split, "label"]))
-        if split == "train" and len(classes) < 2 or missing:
+        if missing:
             raise LandsightValueError(
                 f"after skipping {len(skipped)} unreadable image(s) the {split} split lacks classes {missing!r}; "
                 f"add readable images (first reasons: {skipped[:3]!r})"
