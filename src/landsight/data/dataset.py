@@ -35,4 +35,5 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = read_image(self.paths[i], bands=self.preprocessing.bands).array
         array = self.preprocessing.resize(image)
-        return torch.from_numpy(np.array(array))  # a writable copy, torch.tensor(self.targets[i])
+        image_tensor = torch.from_numpy(np.array(array))  # a writable copy
+        return image_tensor, torch.tensor(self.targets[i])
