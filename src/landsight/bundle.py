@@ -230,13 +230,10 @@ def load_bundle(path: str | Path, *, device: str = "auto") -> Bundle:
     """
     path = Path(path)
     if path.is_file() and path.suffix == ".zip":
-        import hashlib
-
-        from landsight.cache import cache_dir
+        from landsight.cache import cache_dir, file_digest
         from landsight.data.catalog import safe_extract
 
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        root = safe_extract(path, cache_dir("bundles", digest))
+        root = safe_extract(path, cache_dir("bundles", file_digest(path)[:16]))
         found = sorted(p.parent for p in root.rglob(BUNDLE_FILE))
         if not found:
             raise BundleError(f"zip {str(path)!r} holds no {BUNDLE_FILE}")

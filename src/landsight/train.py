@@ -167,6 +167,8 @@ def _train(
     cache: bool,
     progress: bool,
 ) -> TrainResult:
+    import pandas as pd
+
     from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
     from landsight.featurize import featurize
     from landsight.models.heads import describe_head, fit_head
@@ -176,8 +178,7 @@ def _train(
     if test is not None:
         test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
         check_test_labels(catalog, test_catalog)
-        catalog = catalog.assign(split="train")
-        catalog = _concat(catalog, test_catalog.assign(split="test"))
+        catalog = pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
     elif test_size > 0:
         catalog = split_catalog(catalog, test_size=test_size, random_state=random_state)
     else:
@@ -242,12 +243,6 @@ def _train(
     return TrainResult(
         bundle_path, metrics, int(is_train.sum()), int(is_test.sum()), features.failures, estimator, test_paths
     )
-
-
-def _concat(a: Any, b: Any) -> Any:
-    import pandas as pd
-
-    return pd.concat([a, b], ignore_index=True)
 
 
 def _write_classifier_bundle(

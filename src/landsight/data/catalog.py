@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import os
 import shutil
 import stat
@@ -39,7 +38,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from landsight.cache import cache_dir
+from landsight.cache import cache_dir, file_digest
 from landsight.data.readers import IMAGE_EXTENSIONS
 from landsight.errors import DataNotFoundError, LandsightValueError, UnsafeArchiveError
 
@@ -111,7 +110,7 @@ def build_catalog(
         root = _descend(src)
         catalog = _from_class_folders(root)
     elif src.suffix.lower() == ".zip" or zipfile.is_zipfile(src):
-        digest = _sha256(src)
+        digest = file_digest(src)
         dest = Path(extract_dir) if extract_dir is not None else cache_dir("extracted") / digest[:16]
         root = _extract(src, dest, digest)
         catalog = _from_extracted(root, class_names)
@@ -325,18 +324,10 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     archive = Path(archive)
     if not archive.is_file():
         raise DataNotFoundError(f"archive {str(archive)!r} does not exist; check the path")
-    return _extract(archive, Path(dest), _sha256(archive))
+    return _extract(archive, Path(dest), file_digest(archive))
 
 
 # ----------------------------------------------------------------------------- internals
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from landsight.cache import file_digest
 from landsight.errors import LandsightValueError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -231,14 +232,6 @@ def _digest_params(model: torch.nn.Module) -> str:
     return "random-" + h.hexdigest()[:12]
 
 
-def _digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _adapt_first_conv(state: dict[str, Any], model: torch.nn.Module, in_chans: int) -> None:
     """Adapt 3-channel first-conv weights to ``in_chans`` with timm's own rule, in place."""
     if in_chans == 3:
@@ -315,7 +308,7 @@ def _create_timm(name: str, weights: str | Path | None, in_chans: int, bands: tu
             state = _match_by_order(template, _load_state_dict_file(offline), offline.name)
             _adapt_first_conv(state, model, in_chans)
             model.load_state_dict(state, strict=True)
-            source, digest = f"imagenet:{offline.name}", _digest_file(offline)
+            source, digest = f"imagenet:{offline.name}", file_digest(offline)[:16]
         else:
             try:
                 model = timm.create_model(name, pretrained=True, in_chans=in_chans)
@@ -338,7 +331,7 @@ def _create_timm(name: str, weights: str | Path | None, in_chans: int, bands: tu
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise WeightsUnavailableError(f"weights {str(path)!r} do not match {name!r} (strict load): {exc}") from exc
-        source, digest = str(path), _digest_file(path)
+        source, digest = str(path), file_digest(path)[:16]
     model.reset_classifier(0)
     model.eval()
     cfg = model.pretrained_cfg
@@ -386,7 +379,7 @@ def _create_torchvision(name: str, weights: str | Path | None, bands: tuple[int,
             model.load_state_dict(_load_state_dict_file(path), strict=True)
         except RuntimeError as exc:
             raise WeightsUnavailableError(f"weights {str(path)!r} do not match {name!r}: {exc}") from exc
-        source, digest = str(path), _digest_file(path)
+        source, digest = str(path), file_digest(path)[:16]
     # Pooled features: drop the final classification layer (AlexNet keeps fc7, as the seeds did).
     if hasattr(model, "fc"):
         num_features = model.fc.in_features
