@@ -1,0 +1,356 @@
+"""Near-duplicate images by perceptual hashing, within a folder and across train / test splits.
+
+Each image is decoded with :func:`landsight.data.readers.read_image` (so every format landsight
+reads works, the first three bands of multiband rasters) and hashed with ``imagehash``: pHash by
+default (Zauner, "Implementation and benchmarking of perceptual image hash functions", 2010: the
+low frequencies of the DCT of a 32 x 32 grey image, 64 bits). Two images are near-duplicates when
+the Hamming distance of their hashes is at most ``threshold`` bits; groups are the connected
+components of that relation. Re-encoding a JPEG at another quality or resizing an image changes
+a pHash by a few bits at most, while distinct images differ by about 32 bits on average.
+
+Duplicates across training and test data inflate accuracy: :func:`drop_cross_split_duplicates`
+removes test images that near-duplicate a training image (``landsight train --dedup``).
+
+Nothing is deleted or moved by :func:`find_duplicates`; :func:`plan_removal` lists what would go
+and :func:`apply_removal` acts on that list only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "HASH_METHODS",
+    "DedupResult",
+    "apply_removal",
+    "drop_cross_split_duplicates",
+    "find_duplicates",
+    "hash_images",
+    "plan_removal",
+]
+
+#: Hash functions of ``imagehash`` by name.
+HASH_METHODS = ("phash", "dhash", "ahash", "whash")
+DEFAULT_THRESHOLD = 4
+
+
+@dataclass
+class DedupResult:
+    """Near-duplicate groups found by :func:`find_duplicates`.
+
+    Attributes:
+        groups: One row per image that has at least one near-duplicate: ``group`` (int id),
+            ``path``, ``split`` (the source it came from), ``hash`` (hex) and ``distance``
+            (bits from the group's first member), sorted by group, then source (in the order
+            the sources were given), then path.
+        n_images: Images hashed.
+        skipped: ``(path, reason)`` of images that could not be read.
+        threshold: The Hamming-distance threshold used (bits).
+        method: The hash function used.
+
+    """
+
+    groups: pd.DataFrame
+    n_images: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    threshold: int = DEFAULT_THRESHOLD
+    method: str = "phash"
+
+    @property
+    def n_groups(self) -> int:
+        """Number of near-duplicate groups."""
+        return int(self.groups["group"].nunique()) if len(self.groups) else 0
+
+    @property
+    def cross_split_groups(self) -> pd.DataFrame:
+        """The rows of groups whose members come from more than one split."""
+        if not len(self.groups):
+            return self.groups
+        n_splits = self.groups.groupby("group")["split"].transform("nunique")
+        return self.groups[n_splits > 1]
+
+
+def _check(method: str, threshold: int, hash_size: int) -> None:
+    if method not in HASH_METHODS:
+        raise LandsightValueError(f"hash method must be one of {HASH_METHODS}, got {method!r}")
+    if not isinstance(threshold, int | np.integer) or not 0 <= threshold < hash_size * hash_size:
+        raise LandsightValueError(
+            f"threshold must be an integer number of bits in [0, {hash_size * hash_size}), got {threshold!r}"
+        )
+
+
+def hash_images(
+    paths: Sequence[str | Path],
+    *,
+    method: str = "phash",
+    hash_size: int = 8,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Compute a perceptual hash of each image.
+
+    Args:
+        paths: Image files.
+        method: ``"phash"`` (default), ``"dhash"``, ``"ahash"`` or ``"whash"`` (imagehash).
+        hash_size: Hash side; the hash has ``hash_size ** 2`` bits (8 -> 64 bits).
+        num_workers: Decoding threads.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(paths, bits, skipped)``: the readable paths, their hashes as a bool array of shape
+        ``(n_images, hash_size ** 2)``, and ``(path, reason)`` for unreadable images (never
+        fatal).
+
+    Raises:
+        LandsightValueError: Unknown ``method``.
+
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import imagehash
+    from PIL import Image
+
+    from landsight.data.readers import read_image
+    from landsight.errors import LandsightError
+    from landsight.progress import progress_bar
+
+    _check(method, 0, hash_size)
+    func = getattr(imagehash, method)
+
+    def one(path: str) -> np.ndarray | str:
+        try:
+            array = read_image(path).array
+        except (LandsightError, OSError) as exc:
+            return getattr(exc, "reason", str(exc))
+        img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array[..., :3])
+        return np.asarray(func(img, hash_size=hash_size).hash, dtype=bool).ravel()
+
+    ok_paths: list[str] = []
+    rows: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    str_paths = [str(p) for p in paths]
+    with progress_bar(len(str_paths), "hash", enabled=progress) as bar, ThreadPoolExecutor(num_workers) as pool:
+        for path, h in zip(str_paths, pool.map(one, str_paths), strict=True):
+            if isinstance(h, str):
+                skipped.append((path, h))
+            else:
+                ok_paths.append(path)
+                rows.append(h)
+            bar.advance()
+    bits = np.stack(rows) if rows else np.zeros((0, hash_size * hash_size), dtype=bool)
+    return ok_paths, bits, skipped
+
+
+def _pairs(bits: np.ndarray, threshold: int, block: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` with Hamming distance <= threshold, blockwise (memory O(block * n))."""
+    packed = np.packbits(bits, axis=1)
+    pad = -packed.shape[1] % 8
+    packed = np.ascontiguousarray(np.pad(packed, ((0, 0), (0, pad)))).view(np.uint64)  # (n, n_words)
+    n = len(packed)
+    ii, jj, dd = [], [], []
+    for start in range(0, n, block):
+        a = packed[start : start + block]
+        dist = np.bitwise_count(a[:, None, :] ^ packed[None, :, :]).sum(axis=2, dtype=np.int32)
+        i, j = np.nonzero(dist <= threshold)
+        i = i + start
+        keep = i < j
+        ii.append(i[keep])
+        jj.append(j[keep])
+        dd.append(dist[i[keep] - start, j[keep]])
+    if not ii:
+        return np.empty(0, int), np.empty(0, int), np.empty(0, np.int32)
+    return np.concatenate(ii), np.concatenate(jj), np.concatenate(dd)
+
+
+def find_duplicates(
+    sources: str | Path | Sequence[str | Path],
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    method: str = "phash",
+    hash_size: int = 8,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> DedupResult:
+    """Group near-duplicate images within and across folders (or any image sources).
+
+    Args:
+        sources: One source or several (e.g. ``["train/", "test/"]``): folders (recursive),
+            globs, list files or single images (see :func:`landsight.data.catalog.list_images`).
+            Each source is a "split", named by its path, so duplicates across splits show.
+        threshold: Largest Hamming distance, in bits, of two near-duplicates (default 4 of 64).
+        method: imagehash function: ``"phash"`` (default), ``"dhash"``, ``"ahash"``, ``"whash"``.
+        hash_size: Hash side (8 -> 64-bit hashes).
+        num_workers: Decoding threads.
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`DedupResult`. Nothing is changed on disk.
+
+    Raises:
+        LandsightValueError: Bad ``method`` or ``threshold``.
+        DataNotFoundError: A source holds no images.
+
+    """
+    from landsight.data.catalog import list_images
+
+    _check(method, threshold, hash_size)
+    items = [sources] if isinstance(sources, str | Path) else list(sources)
+    paths: list[str] = []
+    splits: list[str] = []
+    for src in items:
+        found = list_images(src)
+        paths += found
+        splits += [str(src)] * len(found)
+    return _group(paths, splits, threshold=threshold, method=method, hash_size=hash_size,
+                  num_workers=num_workers, progress=progress)  # fmt: skip
+
+
+def _group(
+    paths: Sequence[str],
+    splits: Sequence[str],
+    *,
+    threshold: int,
+    method: str,
+    hash_size: int,
+    num_workers: int,
+    progress: bool,
+) -> DedupResult:
+    import pandas as pd
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    split_of = dict(zip(paths, splits, strict=True))
+    ok, bits, skipped = hash_images(paths, method=method, hash_size=hash_size, num_workers=num_workers,
+                                    progress=progress)  # fmt: skip
+    i, j, _ = _pairs(bits, threshold)
+    columns = ["group", "path", "split", "hash", "distance"]
+    if not len(i):
+        return DedupResult(pd.DataFrame(columns=columns), len(ok), skipped, threshold, method)
+    n = len(ok)
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    members = np.unique(np.concatenate([i, j]))
+    rank = {sp: k for k, sp in enumerate(dict.fromkeys(splits))}  # sources in the order given
+    frame = pd.DataFrame({"component": label[members], "path": [ok[m] for m in members], "idx": members})
+    frame["rank"] = [rank[split_of[p]] for p in frame["path"]]
+    frame = frame.sort_values(["component", "rank", "path"])
+    first = frame.groupby("component")["idx"].transform("first").to_numpy()
+    idx = frame["idx"].to_numpy()
+    frame["distance"] = (bits[idx] != bits[first]).sum(axis=1)
+    frame["hash"] = [np.packbits(bits[k]).tobytes().hex() for k in idx]
+    frame["split"] = [split_of[p] for p in frame["path"]]
+    order = {c: g for g, c in enumerate(dict.fromkeys(frame["component"]))}
+    frame["group"] = frame["component"].map(order)
+    return DedupResult(frame[columns].reset_index(drop=True), n, skipped, threshold, method)
+
+
+def plan_removal(result: DedupResult, *, keep_split: str | None = None) -> pd.DataFrame:
+    """List the images to remove so that each near-duplicate group keeps one image.
+
+    The kept image of a group is its first member (first source given, then first path), or
+    its first member in ``keep_split`` when the group has one there.
+
+    Args:
+        result: From :func:`find_duplicates`.
+        keep_split: Prefer keeping images of this split (as named in ``result.groups``).
+
+    Returns:
+        Rows of ``result.groups`` to remove, with a column ``kept`` (the path kept instead).
+
+    """
+    groups = result.groups
+    if not len(groups):
+        return groups.assign(kept=[])
+    rows = []
+    for _, g in groups.groupby("group", sort=True):
+        pref = g[g["split"] == keep_split] if keep_split is not None else g.iloc[:0]
+        kept = (pref if len(pref) else g)["path"].iloc[0]
+        rows.append(g[g["path"] != kept].assign(kept=kept))
+    import pandas as pd
+
+    return pd.concat(rows, ignore_index=True)
+
+
+def apply_removal(plan: pd.DataFrame, *, move_to: str | Path | None = None) -> list[str]:
+    """Delete (or move) exactly the images listed by :func:`plan_removal`.
+
+    Args:
+        plan: Rows with a ``path`` column, as returned by :func:`plan_removal` (list it to the
+            user first; the CLI prints it before acting).
+        move_to: Folder to move the images into (keeping their path below the common parent
+            of the plan, so names cannot collide); None deletes them.
+
+    Returns:
+        The paths deleted or moved.
+
+    Raises:
+        LandsightValueError: ``move_to`` is an existing file.
+
+    """
+    import os
+
+    paths = [str(p) for p in plan["path"]] if len(plan) else []
+    if not paths:
+        return []
+    if move_to is not None:
+        dest = Path(move_to)
+        if dest.exists() and not dest.is_dir():
+            raise LandsightValueError(f"move_to {str(dest)!r} is a file; give a folder")
+        root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
+        for p in paths:
+            target = dest / Path(p).resolve().relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(p, target)
+    else:
+        for p in paths:
+            Path(p).unlink(missing_ok=True)
+    return paths
+
+
+def drop_cross_split_duplicates(
+    catalog: pd.DataFrame,
+    *,
+    threshold: int = DEFAULT_THRESHOLD,
+    method: str = "phash",
+    num_workers: int = 2,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop test images that near-duplicate a training image (before evaluation).
+
+    Args:
+        catalog: Catalog with ``path`` and ``split`` (``"train"`` / ``"test"``) columns, as
+            built in :func:`landsight.train.train`.
+        threshold: Hamming-distance threshold in bits.
+        method: imagehash function name.
+        num_workers: Decoding threads.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(kept, dropped)``: the catalog without the duplicated test rows, and the dropped rows
+        with a column ``duplicate_of`` (a training image in the same group).
+
+    Raises:
+        LandsightValueError: Bad ``method`` or ``threshold``.
+
+    """
+    _check(method, threshold, 8)
+    result = _group(list(catalog["path"]), list(catalog["split"]), threshold=threshold, method=method,
+                    hash_size=8, num_workers=num_workers, progress=progress)  # fmt: skip
+    cross = result.cross_split_groups
+    train_of = cross[cross["split"] == "train"].groupby("group")["path"].first()
+    bad = cross[(cross["split"] == "test") & cross["group"].isin(train_of.index)]
+    duplicate_of = dict(zip(bad["path"], bad["group"].map(train_of), strict=True))
+    is_bad = catalog["path"].isin(duplicate_of.keys())
+    dropped = catalog[is_bad].assign(duplicate_of=lambda d: d["path"].map(duplicate_of))
+    return catalog[~is_bad].reset_index(drop=True), dropped.reset_index(drop=True)
