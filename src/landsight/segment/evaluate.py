@@ -1,0 +1,196 @@
+"""Pixel-level evaluation over whole rasters: accuracy, per-class IoU and F1, mean IoU, confusion.
+
+Predictions come tile by tile from the windowed predictor
+(:func:`landsight.segment.predict.iter_predictions`) and are compared with the label window of
+the same core, so memory stays bounded whatever the raster size. Pixels whose label is ignored
+(unknown, unmapped) or whose input is nodata are left out. IoU of class k is
+``TP / (TP + FP + FN)`` and F1 ``2 TP / (2 TP + FP + FN)``; the mean IoU averages the classes
+that occur in the labels or the predictions (a class absent from both has no IoU).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landsight.segment.classmap import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from landsight.segment.bundle import SegmentationBundle
+    from landsight.segment.pairs import RasterPair
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix of class indices, ignoring :data:`IGNORE_INDEX` in ``y_true``.
+
+    Args:
+        y_true: Label class indices, any shape, uint8.
+        y_pred: Predicted class indices, same shape.
+        num_classes: K.
+
+    Returns:
+        ``(K, K)`` int64; rows are true classes, columns predicted ones.
+    """
+    keep = y_true != IGNORE_INDEX
+    t, p = y_true[keep].astype(np.int64), y_pred[keep].astype(np.int64)
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(matrix: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Metrics from a confusion matrix.
+
+    Args:
+        matrix: ``(K, K)`` counts, rows true, columns predicted.
+        names: Class names.
+
+    Returns:
+        ``pixel_accuracy``, ``mean_iou``, ``mean_f1`` (over classes present in labels or
+        predictions), ``n_pixels``, ``per_class`` (name -> ``iou``, ``f1``, ``precision``,
+        ``recall``, ``support``; NaN where undefined), ``classes`` and ``confusion_matrix``.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(m)
+    fp, fn = m.sum(axis=0) - tp, m.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = tp / (tp + fp + fn)
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        precision, recall = tp / (tp + fp), tp / (tp + fn)
+    present = (tp + fp + fn) > 0
+    total = m.sum()
+    per_class = {
+        n: {"iou": float(iou[k]), "f1": float(f1[k]), "precision": float(precision[k]), "recall": float(recall[k]),
+            "support": int(m[k].sum())}
+        for k, n in enumerate(names)
+    }  # fmt: skip
+    return {
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+        "mean_iou": float(iou[present].mean()) if present.any() else float("nan"),
+        "mean_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "n_pixels": int(total),
+        "per_class": per_class,
+        "classes": list(names),
+        "confusion_matrix": np.asarray(matrix, dtype=np.int64).tolist(),
+    }
+
+
+def evaluate_segmentation(
+    bundle: SegmentationBundle,
+    pairs: Sequence[RasterPair],
+    *,
+    tile_size: int = 576,
+    batch_size: int = 2,
+    progress: bool = True,
+    write_to: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a segmentation bundle on whole labelled rasters.
+
+    Args:
+        bundle: The bundle.
+        pairs: Image / label pairs (:func:`landsight.segment.pairs.pair_rasters`).
+        tile_size: Prediction tile side (multiple of 32).
+        batch_size: Tiles per onnxruntime call.
+        progress: Rich progress bars.
+        write_to: Folder for ``segmentation_metrics.json`` (optional).
+
+    Returns:
+        :func:`segmentation_metrics` output plus ``rasters`` (per-raster pixel accuracy and
+        mean IoU).
+    """
+    from landsight.segment.predict import iter_predictions
+    from landsight.segment.raster import open_raster, read_labels
+
+    k = bundle.class_map.num_classes
+    total = np.zeros((k, k), dtype=np.int64)
+    rasters = []
+    for pair in pairs:
+        matrix = np.zeros((k, k), dtype=np.int64)
+        with open_raster(pair.image) as src, open_raster(pair.label) as lab:
+            for t in iter_predictions(src, bundle, tile_size=tile_size, batch_size=batch_size, progress=progress):
+                h, w = t.valid.shape
+                y = read_labels(lab, t.row, t.col, h, w, bundle.class_map)
+                y = np.where(t.valid, y, IGNORE_INDEX)
+                matrix += confusion(y, t.probabilities.argmax(axis=0), k)
+        one = segmentation_metrics(matrix, bundle.class_map.names)
+        rasters.append({"image": pair.image, "label": pair.label, "pixel_accuracy": one["pixel_accuracy"],
+                        "mean_iou": one["mean_iou"], "n_pixels": one["n_pixels"]})  # fmt: skip
+        total += matrix
+    metrics = segmentation_metrics(total, bundle.class_map.names)
+    metrics["rasters"] = rasters
+    if write_to is not None:
+        path = Path(write_to)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "segmentation_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def metrics_table(metrics: dict[str, Any]) -> Table:
+    """Rich table of per-class IoU / F1 / support with the overall figures in the caption."""
+    from rich.table import Table
+
+    table = Table(title="segmentation", caption=(
+        f"pixel accuracy {metrics['pixel_accuracy']:.2%} · mean IoU {metrics['mean_iou']:.3f} · "
+        f"{metrics['n_pixels']:,} pixels"))  # fmt: skip
+    for col in ("class", "IoU", "F1", "precision", "recall", "pixels"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in metrics["per_class"].items():
+        table.add_row(name, f"{m['iou']:.3f}", f"{m['f1']:.3f}", f"{m['precision']:.3f}", f"{m['recall']:.3f}",
+                      f"{m['support']:,}")  # fmt: skip
+    return table
+
+
+def evaluate_rasters(
+    bundle: str | Path,
+    images: str | Path,
+    labels: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    tile_size: int = 576,
+    batch_size: int = 2,
+    progress: bool = True,
+    tracking_uri: str | None = None,
+    track: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a segmentation bundle on image / label rasters (the ``segment evaluate`` verb).
+
+    Args:
+        bundle: Segmentation bundle folder or zip.
+        images: Glob pattern of image rasters, or a CSV of pairs.
+        labels: Glob pattern of label rasters (``None`` with a CSV).
+        out: Folder for ``segmentation_metrics.json``.
+        tile_size: Prediction tile side (multiple of 32).
+        batch_size: Tiles per onnxruntime call.
+        progress: Progress bars.
+        tracking_uri: MLflow store.
+        track: Record an MLflow run.
+
+    Returns:
+        :func:`evaluate_segmentation` output plus ``skipped`` (``(path, reason)`` pairs).
+
+    Raises:
+        BundleError: ``bundle`` is not a segmentation bundle.
+    """
+    from landsight.bundle import load_bundle
+    from landsight.errors import BundleError
+    from landsight.segment.bundle import SegmentationBundle
+    from landsight.segment.pairs import pair_rasters
+    from landsight.tracking import tracked_run
+
+    loaded = load_bundle(bundle)
+    if not isinstance(loaded, SegmentationBundle):
+        raise BundleError(f"bundle {str(bundle)!r} is a {loaded.meta.get('task')!r} bundle; expected 'segmentation'")
+    found = pair_rasters(images, labels)
+    params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "tile_size": tile_size}
+    with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
+        metrics = evaluate_segmentation(
+            loaded, found.pairs, tile_size=tile_size, batch_size=batch_size, progress=progress, write_to=out
+        )
+        run.log_metrics({k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "mean_f1")})
+        run.log_metrics({f"iou.{n}": m["iou"] for n, m in metrics["per_class"].items()})
+    metrics["skipped"] = found.skipped
+    return metrics

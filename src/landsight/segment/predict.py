@@ -1,0 +1,218 @@
+"""Windowed prediction over rasters of any size into a georeferenced label GeoTIFF.
+
+The raster is cut into a grid of *cores*; each core is predicted from a tile that extends it by
+``margin`` pixels on every side (read with reflection padding past the raster's edges), and only
+the core is kept: overlapping tiles stitched by centre-cropping, so no tile edge shows in the
+map. Tiles run through the bundle's ONNX graph in onnxruntime (no torch) in small batches, and
+each core is written as soon as it is predicted: peak memory is a few tiles, independent of the
+raster's size.
+
+The output has the input's CRS and transform, uint8 class codes from the class map, nodata
+(:data:`~landsight.segment.classmap.NODATA_CODE`) where the input is nodata, and the class map's
+colour table; optionally a Cloud Optimized GeoTIFF (GDAL's COG driver) and a per-class
+probability raster (uint8, probability x 254, nodata 255, band descriptions = class names).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+from landsight.segment.classmap import NODATA_CODE
+
+if TYPE_CHECKING:
+    from landsight.segment.bundle import SegmentationBundle
+
+STRIDE = 32
+BLOCK = 256
+PROB_SCALE = 254
+
+
+@dataclass
+class TilePrediction:
+    """Class probabilities of one core of the tile grid.
+
+    Attributes:
+        row: Top row of the core in the raster.
+        col: Left column.
+        probabilities: ``(K, h, w)`` float32.
+        valid: ``(h, w)`` bool, False where the input is nodata.
+    """
+
+    row: int
+    col: int
+    probabilities: np.ndarray
+    valid: np.ndarray
+
+
+def tile_layout(height: int, width: int, tile_size: int, margin: int) -> tuple[int, int]:
+    """Choose the tile side and core side for a raster.
+
+    Args:
+        height: Raster rows.
+        width: Raster columns.
+        tile_size: Requested tile side (a multiple of 32).
+        margin: Context kept around each core, pixels.
+
+    Returns:
+        ``(tile, core)``: the tile side actually used (a multiple of 32, shrunk to fit small
+        rasters) and the core side. Where the tile allows, the core is a multiple of the output's
+        256-pixel blocks, so every output block is written whole, once, and leaves GDAL's cache
+        at once; the tile then holds at least ``core + 2 * margin`` pixels.
+
+    Raises:
+        LandsightValueError: ``tile_size`` not a multiple of 32 or not larger than ``2 * margin``.
+    """
+    if tile_size % STRIDE or tile_size <= 2 * margin:
+        raise LandsightValueError(
+            f"tile_size must be a multiple of {STRIDE} larger than 2 x margin ({2 * margin}), got {tile_size!r}"
+        )
+    fit = math.ceil((max(height, width) + 2 * margin) / STRIDE) * STRIDE
+    if fit <= tile_size:
+        return fit, fit - 2 * margin
+    core = (tile_size - 2 * margin) // BLOCK * BLOCK or tile_size - 2 * margin
+    return math.ceil((core + 2 * margin) / STRIDE) * STRIDE, core
+
+
+def iter_predictions(
+    src: Any,
+    bundle: SegmentationBundle,
+    *,
+    tile_size: int = 576,
+    margin: int | None = None,
+    batch_size: int = 2,
+    progress: bool = False,
+) -> Iterator[TilePrediction]:
+    """Predict an open raster core by core (see the module docstring).
+
+    Args:
+        src: Open rasterio dataset with at least the bundle's bands.
+        bundle: The segmentation bundle.
+        tile_size: Tile side in pixels (multiple of 32).
+        margin: Context around each core (default: the bundle's, see
+            :attr:`SegmentationBundle.margin`).
+        batch_size: Tiles per onnxruntime call.
+        progress: Show a rich progress bar (tiles/s).
+
+    Yields:
+        :class:`TilePrediction` per core, row by row.
+    """
+    from landsight.progress import progress_bar
+    from landsight.segment.raster import check_bands, read_window
+
+    bands = check_bands(src, bundle.bands)
+    margin = bundle.margin if margin is None else margin
+    tile, core = tile_layout(src.height, src.width, tile_size, margin)
+    cores = [(r, c) for r in range(0, src.height, core) for c in range(0, src.width, core)]
+    with progress_bar(len(cores), f"segment {Path(src.name).name}", enabled=progress, unit="tiles") as bar:
+        for start in range(0, len(cores), batch_size):
+            batch = cores[start : start + batch_size]
+            xs, valids = [], []
+            for r, c in batch:
+                x, mask = read_window(src, r - margin, c - margin, tile, tile, bands=bands, pad="reflect", masks=True)
+                h, w = min(core, src.height - r), min(core, src.width - c)
+                xs.append(np.asarray(x, dtype=np.float32))
+                valids.append(mask[margin : margin + h, margin : margin + w])
+            # Tiles that are all nodata skip the network (mosaics have large empty corners).
+            run = [i for i, v in enumerate(valids) if v.any()]
+            proba = bundle.predict_proba(np.stack([xs[i] for i in run])) if run else None
+            k = bundle.class_map.num_classes
+            for i, ((r, c), valid) in enumerate(zip(batch, valids, strict=True)):
+                h, w = valid.shape
+                if proba is None or i not in run:
+                    yield TilePrediction(r, c, np.zeros((k, h, w), dtype=np.float32), valid)
+                else:
+                    p = proba[run.index(i)]
+                    yield TilePrediction(r, c, p[:, margin : margin + h, margin : margin + w], valid)
+            bar.advance(len(batch))
+
+
+def _profile(src: Any, count: int, cog: bool) -> dict[str, Any]:
+    return {
+        "driver": "GTiff", "dtype": "uint8", "count": count, "height": src.height, "width": src.width,
+        "crs": src.crs, "transform": src.transform, "nodata": NODATA_CODE, "tiled": True,
+        "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+        "interleave": "band" if cog else "pixel",
+    }  # fmt: skip
+
+
+def predict_raster(
+    bundle: SegmentationBundle,
+    raster: str | Path,
+    out: str | Path,
+    *,
+    probabilities: str | Path | None = None,
+    cog: bool = False,
+    tile_size: int = 576,
+    batch_size: int = 2,
+    progress: bool = True,
+    cache_mb: int = 64,
+) -> Path:
+    """Write the land-cover map of a raster.
+
+    Args:
+        bundle: A segmentation bundle (:func:`landsight.load_bundle`).
+        raster: Input raster with the bundle's bands (any size, any GDAL format).
+        out: Output GeoTIFF: uint8 class codes, nodata 255, colour table, input CRS / transform.
+        probabilities: Optional per-class probability GeoTIFF (uint8, ``round(p * 254)``, GDAL
+            scale ``1/254``, nodata 255, one band per class named after it).
+        cog: Write Cloud Optimized GeoTIFFs (GDAL COG driver: tiled, overviews).
+        tile_size: Tile side (multiple of 32); memory grows with its square, not with the raster.
+        batch_size: Tiles per onnxruntime call.
+        progress: Rich progress bar.
+        cache_mb: GDAL block cache limit (``GDAL_CACHEMAX``) during the run, MB; GDAL's default
+            is 5 % of the machine's memory, which is not bounded by the tile size.
+
+    Returns:
+        The output path.
+
+    Raises:
+        DataNotFoundError: The raster does not exist.
+        ImageReadError: It cannot be opened.
+        LandsightValueError: Its band count does not fit the bundle.
+    """
+    import rasterio
+
+    from landsight.segment.raster import open_raster
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lut = bundle.class_map.index_to_code()
+    targets = [(out, 1)] + ([(Path(probabilities), bundle.class_map.num_classes)] if probabilities else [])
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb), open_raster(raster) as src:
+        writes = [(p.with_name(f".{p.name}.tmp.tif") if cog else p, n) for p, n in targets]
+        dsts = [rasterio.open(p, "w", **_profile(src, n, cog)) for p, n in writes]
+        try:
+            dsts[0].write_colormap(1, bundle.class_map.colormap())
+            dsts[0].update_tags(1, classes=",".join(f"{c.code}={c.name}" for c in bundle.class_map.classes))
+            if len(dsts) > 1:
+                dsts[1].descriptions = tuple(bundle.class_map.names)
+                dsts[1].scales = (1 / PROB_SCALE,) * bundle.class_map.num_classes
+            from rasterio.windows import Window
+
+            for t in iter_predictions(src, bundle, tile_size=tile_size, batch_size=batch_size, progress=progress):
+                h, w = t.valid.shape
+                window = Window(t.col, t.row, w, h)
+                codes = np.where(t.valid, lut[t.probabilities.argmax(axis=0)], NODATA_CODE).astype(np.uint8)
+                dsts[0].write(codes, 1, window=window)
+                if len(dsts) > 1:
+                    scaled = np.rint(t.probabilities * PROB_SCALE).astype(np.uint8)
+                    dsts[1].write(np.where(t.valid[None], scaled, NODATA_CODE), window=window)
+        finally:
+            for d in dsts:
+                d.close()
+    if cog:
+        from rasterio.shutil import copy as gdal_copy
+
+        with rasterio.Env(GDAL_CACHEMAX=cache_mb):
+            for (final, _), (tmp, _) in zip(targets, writes, strict=True):
+                gdal_copy(tmp, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+                os.remove(tmp)
+    return out

@@ -1,0 +1,245 @@
+"""Windowed raster I/O for segmentation: the only segmentation module that opens rasters.
+
+Rasters bigger than memory are never read whole: every read is a window (``rasterio.windows``),
+padded where it runs past the raster's edge. Any GDAL format rasterio reads works (GeoTIFF,
+COG, JPEG, PNG), any band count, uint8 / uint16 / other numeric types.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landsight.errors import DataNotFoundError, ImageReadError, LandsightValueError
+
+if TYPE_CHECKING:
+    from landsight.segment.classmap import ClassMap
+
+
+@contextmanager
+def open_raster(path: str | Path) -> Iterator[Any]:
+    """Open a raster for windowed reading.
+
+    Args:
+        path: Raster file (GeoTIFF, COG, JPEG, PNG, ...).
+
+    Yields:
+        The open ``rasterio.DatasetReader``.
+
+    Raises:
+        DataNotFoundError: ``path`` does not exist.
+        ImageReadError: GDAL cannot open it.
+    """
+    src = open_dataset(path)
+    try:
+        yield src
+    finally:
+        src.close()
+
+
+def open_dataset(path: str | Path) -> Any:
+    """Open a raster and return the dataset (the caller closes it; prefer :func:`open_raster`).
+
+    Raises:
+        DataNotFoundError: ``path`` does not exist.
+        ImageReadError: GDAL cannot open it.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"raster {str(path)!r} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise ImageReadError(str(path), f"not a raster GDAL can open ({exc})") from exc
+
+
+def check_bands(src: Any, bands: Sequence[int] | None) -> list[int]:
+    """Validate 1-based band indices against an open raster.
+
+    Args:
+        src: Open rasterio dataset.
+        bands: 1-based band indices, or ``None`` for all bands.
+
+    Returns:
+        The band list.
+
+    Raises:
+        LandsightValueError: A band outside ``1..src.count``.
+    """
+    if bands is None:
+        return list(range(1, src.count + 1))
+    out = [int(b) for b in bands]
+    if not out or any(not 1 <= b <= src.count for b in out):
+        raise LandsightValueError(
+            f"bands {tuple(bands)!r} out of range for {src.name!r}, which has {src.count} band(s)"
+        )
+    return out
+
+
+def read_window(
+    src: Any,
+    row: int,
+    col: int,
+    height: int,
+    width: int,
+    *,
+    bands: Sequence[int] | None = None,
+    pad: str = "constant",
+    fill: float = 0,
+    masks: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Read a window that may extend past the raster's edges, padding the outside.
+
+    Args:
+        src: Open rasterio dataset.
+        row: Top row of the window (may be negative).
+        col: Left column (may be negative).
+        height: Window height in pixels.
+        width: Window width in pixels.
+        bands: 1-based bands (``None`` = all).
+        pad: ``"constant"`` (``fill``) or ``"reflect"`` (mirror the edge; for model context).
+        fill: Constant pad value.
+        masks: Also return the validity mask (GDAL's dataset mask: 0 where the input is nodata
+            or outside the raster).
+
+    Returns:
+        ``(bands, height, width)`` array in the raster's dtype; with ``masks=True`` also a
+        ``(height, width)`` bool array, True where valid.
+    """
+    from rasterio.windows import Window
+
+    band_list = check_bands(src, bands)
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + height, src.height), min(col + width, src.width)
+    dtype = np.dtype(src.dtypes[band_list[0] - 1])
+    if r1 <= r0 or c1 <= c0:
+        data = np.full((len(band_list), height, width), fill, dtype=dtype)
+        return (data, np.zeros((height, width), dtype=bool)) if masks else data
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    inner = src.read(band_list, window=window)
+    widths = ((0, 0), (r0 - row, row + height - r1), (c0 - col, col + width - c1))
+    padded = _pad(inner, widths, pad, fill)
+    if not masks:
+        return padded
+    valid = valid_mask(src, window, band_list)
+    return padded, np.pad(valid, widths[1:], mode="constant", constant_values=False)
+
+
+def valid_mask(src: Any, window: Any, bands: Sequence[int]) -> np.ndarray:
+    """Validity of a window's pixels: False where every selected band is nodata / masked.
+
+    GDAL's per-band masks are used (nodata value, internal mask), except masks derived from an
+    alpha band: 4-band NAIP GeoTIFFs often tag their near-infrared band as alpha, and a NIR of 0
+    is data, not a hole.
+
+    Args:
+        src: Open rasterio dataset.
+        window: ``rasterio.windows.Window`` inside the raster.
+        bands: 1-based selected bands.
+
+    Returns:
+        ``(window.height, window.width)`` bool.
+    """
+    from rasterio.enums import MaskFlags
+
+    masked = [b for b in bands if not ({MaskFlags.all_valid, MaskFlags.alpha} & set(src.mask_flag_enums[b - 1]))]
+    shape = (int(window.height), int(window.width))
+    if not masked:
+        return np.ones(shape, dtype=bool)
+    from rasterio.errors import NodataShadowWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NodataShadowWarning)  # nodata wins over alpha, as wanted here
+        return (src.read_masks(masked, window=window) > 0).any(axis=0)
+
+
+def _pad(array: np.ndarray, widths: tuple[tuple[int, int], ...], pad: str, fill: float) -> np.ndarray:
+    if not any(a or b for a, b in widths):
+        return array
+    if pad == "reflect":  # numpy reflects repeatedly when the pad is wider than the array
+        return np.pad(array, widths, mode="reflect" if min(array.shape[1:]) > 1 else "edge")
+    return np.pad(array, widths, mode="constant", constant_values=fill)
+
+
+def raster_shape(path: str | Path) -> tuple[int, int, int, str]:
+    """Return ``(height, width, count, dtype)`` of a raster without reading pixels."""
+    with open_raster(path) as src:
+        return int(src.height), int(src.width), int(src.count), str(src.dtypes[0])
+
+
+def iter_blocks(height: int, width: int, size: int) -> Iterator[tuple[int, int, int, int]]:
+    """Tile a ``height x width`` grid into ``(row, col, h, w)`` blocks of at most ``size`` pixels a side."""
+    for r in range(0, height, size):
+        for c in range(0, width, size):
+            yield r, c, min(size, height - r), min(size, width - c)
+
+
+def label_palette(src: Any, class_map: ClassMap) -> np.ndarray | None:
+    """The colour table of a 1-band palette label raster, when its colours are the class map's.
+
+    Colour masks are sometimes saved as palette PNGs (some of the Dubai masks are). A palette
+    raster is read as colours when at least one palette entry is a ``mask_colours`` entry of
+    the class map; otherwise its values are label codes (a coded raster that merely carries a
+    display palette).
+
+    Args:
+        src: Open label raster.
+        class_map: The class map.
+
+    Returns:
+        ``(256, 3)`` uint8 palette, or ``None`` to read values as codes.
+    """
+    from rasterio.enums import ColorInterp
+
+    if src.count != 1 or src.colorinterp[0] != ColorInterp.palette:
+        return None
+    try:
+        table = src.colormap(1)
+    except ValueError:
+        return None
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for value, rgba in table.items():
+        if 0 <= value < 256:
+            palette[value] = rgba[:3]
+    known = {m for c in class_map.classes for m in c.mask_colours} | set(class_map.ignore_colours)
+    return palette if any(tuple(int(v) for v in rgba[:3]) in known for rgba in table.values()) else None
+
+
+def read_labels(src: Any, row: int, col: int, height: int, width: int, class_map: ClassMap) -> np.ndarray:
+    """Read a label window as class indices (codes, RGB colour masks or palette colour masks).
+
+    Args:
+        src: Open label raster.
+        row: Top row (may be negative).
+        col: Left column.
+        height: Window height.
+        width: Window width.
+        class_map: Maps codes / colours to class indices.
+
+    Returns:
+        ``(height, width)`` uint8 class indices; :data:`~landsight.segment.classmap.IGNORE_INDEX`
+        outside the raster and where ignored.
+    """
+    from landsight.segment.classmap import IGNORE_INDEX, labels_to_index
+
+    data = np.asarray(read_window(src, row, col, height, width))
+    palette = label_palette(src, class_map)
+    if palette is not None:
+        data = np.moveaxis(palette[data[0]], -1, 0)
+    out = labels_to_index(data, class_map)
+    r0, c0 = max(0, -row), max(0, -col)
+    r1, c1 = min(height, src.height - row), min(width, src.width - col)
+    outside = np.ones((height, width), dtype=bool)
+    outside[r0:r1, c0:c1] = False
+    out[outside] = IGNORE_INDEX
+    return out
