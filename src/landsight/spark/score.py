@@ -1,0 +1,316 @@
+"""Scoring on the executors: ``mapInPandas`` over path rows, onnxruntime, batched.
+
+Each Python worker keeps one onnxruntime session per model (keyed by the model's SHA-256) in a
+module-level cache, so a session is built once per worker process, not per batch or partition;
+with ``spark.python.worker.reuse`` (Spark's default) a worker serves many tasks. The model bytes
+reach the executors as a broadcast variable, so the bundle need not be on a shared file system.
+Each session uses ``spark.task.cpus`` intra-op threads (the cores Spark gives one task; an
+executor with C cores runs C such tasks at once), or ``landsight.spark.threads`` when set.
+
+Rows are built by :func:`landsight.bundle.prediction_rows`, the same function the local engine
+uses, and images are read, decoded and resized by :func:`landsight.data.loader.load_bytes`
+exactly as there, so both engines write the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from landsight.bundle import Bundle
+    from landsight.data.loader import LoadedImage
+
+#: Per Python worker: model digest -> onnxruntime session wrapper.
+_SESSIONS: dict[str, Any] = {}
+
+THREADS_CONF = "landsight.spark.threads"
+
+
+def worker_session(digest: str, model: Any, threads: int) -> Any:
+    """Return this worker's onnxruntime session for a model, creating it on first use.
+
+    Args:
+        digest: SHA-256 of the model bytes (the cache key).
+        model: A broadcast variable holding the ``.onnx`` bytes (read only on a cache miss).
+        threads: Intra-op threads of the session.
+
+    Returns:
+        A :class:`landsight.runtime.OnnxModel` (one call per batch, no extra parallel slices).
+
+    """
+    session = _SESSIONS.get(digest)
+    if session is None:
+        from landsight.runtime import OnnxModel
+
+        session = OnnxModel(model.value, device="cpu", threads=threads, parallel=1)
+        _SESSIONS[digest] = session
+    return session
+
+
+def task_threads(default: int = 1) -> int:
+    """Cores of the running Spark task (``spark.task.cpus``, or ``landsight.spark.threads``)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    if ctx is None:
+        return default
+    configured = ctx.getLocalProperty(THREADS_CONF)
+    if configured:
+        return max(1, int(configured))
+    try:
+        return max(1, int(ctx.cpus()))
+    except Exception:  # noqa: BLE001 - older pyspark without TaskContext.cpus
+        return default
+
+
+def load_path(path: str, preprocessing: Any) -> LoadedImage:
+    """Read (via :func:`landsight.spark.io.read_bytes`), decode and resize one image; never raises.
+
+    Args:
+        path: Local path or fsspec URL.
+        preprocessing: :class:`landsight.models.backbones.Preprocessing` of the model.
+
+    Returns:
+        The loaded image; on failure ``error`` holds the same reason the local engine gives.
+
+    """
+    from landsight.data.loader import LoadedImage, load_bytes
+    from landsight.spark.io import read_bytes
+
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        return LoadedImage(path=path, error=f"cannot open file: {exc.strerror or exc}")
+    return load_bytes(path, data, preprocessing)
+
+
+def map_batches(
+    frames: Iterator[pd.DataFrame],
+    *,
+    model: Any,
+    digest: str,
+    preprocessing: dict[str, Any],
+    batch_size: int,
+    build: Callable[[Sequence[LoadedImage], list[int], np.ndarray, pd.DataFrame], pd.DataFrame],
+    out_dim: int,
+) -> Iterator[pd.DataFrame]:
+    """The ``mapInPandas`` body: load images, run the ONNX graph per batch, build output rows.
+
+    Args:
+        frames: Pandas chunks of the partition, each with a ``path`` column.
+        model: Broadcast ``.onnx`` bytes.
+        digest: SHA-256 of those bytes.
+        preprocessing: ``Preprocessing.to_dict()`` of the model.
+        batch_size: Images per forward pass.
+        build: Makes the output frame from (items, decoded positions, graph output, input chunk).
+        out_dim: Width of the graph output (for empty batches).
+
+    Yields:
+        One output frame per batch.
+
+    """
+    import pandas as pd
+
+    from landsight.data.loader import ImageBatch
+    from landsight.models.backbones import Preprocessing
+
+    prep = Preprocessing.from_dict(preprocessing)
+    session = worker_session(digest, model, task_threads())
+    for frame in frames:
+        for start in range(0, len(frame), batch_size):
+            chunk = frame.iloc[start : start + batch_size]
+            batch = ImageBatch([load_path(str(p), prep) for p in chunk["path"]])
+            idx, stack = batch.stack()
+            if stack is not None:
+                out = np.asarray(session(np.ascontiguousarray(stack, dtype=np.uint8)), dtype=np.float32)
+            else:
+                out = np.empty((0, out_dim), np.float32)
+            result = build(batch.items, idx, out, chunk)
+            yield result if isinstance(result, pd.DataFrame) else pd.DataFrame(result)
+
+
+def prediction_schema(classes: Sequence[str]) -> StructType:
+    """Spark schema of prediction rows (:func:`landsight.bundle.prediction_columns`)."""
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    from landsight.bundle import prediction_columns
+
+    strings = {"path", "predicted", "error", "crs"}
+    return StructType(
+        [StructField(c, StringType() if c in strings else DoubleType(), True) for c in prediction_columns(classes)]
+    )
+
+
+def score_frame(bundle: Bundle, paths: DataFrame, *, batch_size: int = 32) -> DataFrame:
+    """Lazily score a DataFrame of paths with a bundle on the executors.
+
+    Args:
+        bundle: The loaded bundle (its ``model.onnx`` is broadcast).
+        paths: DataFrame with a ``path`` string column.
+        batch_size: Images per forward pass.
+
+    Returns:
+        DataFrame of prediction rows (columns of :func:`landsight.bundle.prediction_columns`).
+
+    """
+    from landsight.bundle import MODEL_FILE, prediction_columns, prediction_rows
+
+    data = (bundle.path / MODEL_FILE).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    model = paths.sparkSession.sparkContext.broadcast(data)
+    classes = list(bundle.classes)
+    columns = prediction_columns(classes)
+    prep = bundle.preprocessing.to_dict()
+
+    def build(items: Sequence[LoadedImage], idx: list[int], proba: np.ndarray, chunk: pd.DataFrame) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(prediction_rows(items, idx, proba, classes), columns=columns)
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        yield from map_batches(
+            frames, model=model, digest=digest, preprocessing=prep, batch_size=batch_size, build=build,
+            out_dim=len(classes),
+        )  # fmt: skip
+
+    return paths.select("path").mapInPandas(run, prediction_schema(classes))
+
+
+@dataclass
+class SparkPredictResult:
+    """Summary of a Spark prediction run (the rows stay in the Parquet output).
+
+    Attributes:
+        out: The Parquet dataset folder written.
+        n_images: Rows in ``out`` after this run (earlier runs included).
+        n_scored: Images scored by this run (the rest were already in ``out``).
+        n_errors: Error rows in ``out``.
+        seconds: Wall time of the scoring job.
+        errors: Up to 20 ``(path, error)`` of the error rows in ``out``.
+
+    """
+
+    out: str
+    n_images: int
+    n_scored: int
+    n_errors: int
+    seconds: float
+    errors: list[tuple[str, str]]
+
+    @property
+    def images_per_second(self) -> float:
+        """Images scored per second of wall time (0 when nothing was scored)."""
+        return self.n_scored / self.seconds if self.n_scored and self.seconds > 0 else 0.0
+
+
+def predict(
+    bundle: str | Path | Bundle,
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    out: str | Path,
+    master: str = "local[*]",
+    conf: dict[str, str] | None = None,
+    batch_size: int = 32,
+    partitions: int | None = None,
+    spark: SparkSession | None = None,
+    tracking_uri: str | None = None,
+    track: bool = True,
+) -> SparkPredictResult:
+    """Predict images on Spark executors into a Parquet dataset, resumable.
+
+    The output folder holds Parquet part files whose rows are those of the local engine
+    (:func:`landsight.predict.predict`) for the same images; ``pandas.read_parquet(out)`` reads
+    it. When ``out`` already holds rows, the paths in it are skipped (anti-join on ``path``)
+    and only the new images are scored and appended: re-running after a crash or with more
+    images never duplicates a row. A bad, missing or unreadable image gives an error row.
+
+    Args:
+        bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
+        inputs: See :func:`landsight.spark.io.list_inputs` (local paths, globs, list files,
+            ``s3://`` / ``gs://`` / ``az://`` / ``http(s)://`` URLs, or a sequence of paths).
+        out: Output Parquet folder (local path or a URL Spark can write, e.g. ``s3a://``).
+        master: Spark master URL (``local[*]``, ``spark://host:7077``...).
+        conf: Extra Spark settings.
+        batch_size: Images per forward pass.
+        partitions: Partitions of the path list (default: 2 per core, at most 256 images each).
+        spark: Use this session instead of :func:`landsight.spark.session.get_session`.
+        tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
+        track: Record the run in MLflow.
+
+    Returns:
+        A :class:`SparkPredictResult`.
+
+    Raises:
+        LandsightValueError: ``out`` is not a Parquet folder name, or ``batch_size`` < 1.
+        DataNotFoundError: ``inputs`` holds no images.
+
+    """
+    from pyspark.sql import functions as F
+
+    from landsight.bundle import Bundle, load_bundle
+    from landsight.spark.io import list_inputs, paths_frame
+    from landsight.spark.session import get_session
+    from landsight.tracking import tracked_run
+
+    out_text = str(out)
+    if out_text.endswith(".csv"):
+        raise LandsightValueError(
+            f"--engine spark writes a Parquet folder; got out={out_text!r}, use e.g. preds.parquet"
+        )
+    if Path(out_text).is_file():
+        raise LandsightValueError(
+            f"out {out_text!r} is a single file (from --engine local?); the Spark engine writes a Parquet folder: "
+            "give another name"
+        )
+    if batch_size < 1:
+        raise LandsightValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    spark = spark or get_session(master, conf)
+    paths = list_inputs(inputs)
+    params = {"bundle": str(model.path), "inputs": str(inputs), "out": out_text, "engine": "spark",
+              "master": spark.sparkContext.master, "backbone": model.meta["backbone"]["name"],
+              "batch_size": batch_size}  # fmt: skip
+    with tracked_run("predict", params, tracking_uri=tracking_uri, enabled=track) as run:
+        started = time.perf_counter()
+        done = _existing_paths(spark, out_text)
+        todo = [p for p in paths if p not in done]
+        if todo:
+            frame = paths_frame(spark, todo, partitions=partitions)
+            scored = score_frame(model, frame, batch_size=batch_size)
+            scored.write.mode("append").parquet(out_text)
+        seconds = time.perf_counter() - started
+        written = spark.read.parquet(out_text)
+        bad = written.filter(F.col("error") != "")
+        n_images, n_errors = written.count(), bad.count()
+        errors = [(r["path"], r["error"]) for r in bad.select("path", "error").limit(20).collect()]
+        result = SparkPredictResult(out_text, n_images, len(todo), n_errors, seconds, errors)
+        run.log_metrics({"n_images": n_images, "n_scored": len(todo), "n_errors": n_errors,
+                         "images_per_second": result.images_per_second})  # fmt: skip
+    return result
+
+
+def _existing_paths(spark: SparkSession, out: str) -> set[str]:
+    """Paths already in the output dataset (empty when it does not exist yet)."""
+    from pyspark.errors import AnalysisException
+
+    from landsight.spark.io import is_url
+
+    if not is_url(out) and not Path(out).is_dir():
+        return set()
+    try:
+        return {r["path"] for r in spark.read.parquet(out).select("path").distinct().toLocalIterator()}
+    except AnalysisException:
+        return set()
