@@ -48,3 +48,44 @@ def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # n
 
     out = tmp_path_factory.mktemp("bundles") / "small.landsight"
     return train(small_dataset, out=out, test_size=0.25, progress=False)
+
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)  # fmt: skip
+
+
+class Chromium:
+    """Headless Debian chromium: the DOM after scripts ran, and screenshots (tests only)."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        self.binary, self.profile = binary, profile
+
+    def _run(self, *args: str) -> str:
+        import subprocess
+
+        cmd = [self.binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "--virtual-time-budget=5000", *args]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
+        return done.stdout
+
+    def dump_dom(self, html: Path) -> str:
+        """The page's DOM as HTML after its scripts ran."""
+        return self._run("--dump-dom", html.resolve().as_uri())
+
+    def screenshot(self, html: Path, png: Path, size: str = "1200,800") -> Path:
+        """Save a PNG screenshot of the page."""
+        self._run(f"--screenshot={png}", f"--window-size={size}", html.resolve().as_uri())
+        return png
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    """Headless chromium (Debian's, installed by `make chromium`); skips when missing."""
+    import shutil
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium not found; install it with `make chromium` (apt-get install chromium)")
+    return Chromium(binary, tmp_path_factory.mktemp("chromium-profile"))

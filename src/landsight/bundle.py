@@ -195,26 +195,61 @@ class Bundle:
             for batch in iter_batches(str_paths, self.preprocessing, batch_size=batch_size, num_workers=num_workers):
                 idx, stack = batch.stack()
                 proba = self.predict_proba(stack) if stack is not None else np.empty((0, len(self.classes)))
-                by_item = dict(zip(idx, proba, strict=True))
-                for i, item in enumerate(batch.items):
-                    row: dict[str, Any] = {"path": item.path}
-                    p = by_item.get(i)
-                    k = int(np.argmax(p)) if p is not None else -1
-                    row["predicted"] = self.classes[k] if p is not None else ""
-                    row["confidence"] = float(p[k]) if p is not None else float("nan")
-                    for c, name in enumerate(self.classes):
-                        row[f"{PROBABILITY_PREFIX}{name}"] = float(p[c]) if p is not None else float("nan")
-                    row["error"] = item.error
-                    b = item.bounds or (float("nan"),) * 4
-                    row.update(minx=b[0], miny=b[1], maxx=b[2], maxy=b[3], crs=item.crs or "")
-                    rows.append(row)
+                rows.extend(prediction_rows(batch.items, idx, proba, self.classes))
                 bar.advance(len(batch.items))
-        columns = ["path", "predicted", "confidence", *(f"{PROBABILITY_PREFIX}{c}" for c in self.classes)]
-        columns += ["error", "minx", "miny", "maxx", "maxy", "crs"]
-        return pd.DataFrame(rows, columns=columns)
+        return pd.DataFrame(rows, columns=prediction_columns(self.classes))
 
 
-def load_bundle(path: str | Path, *, device: str = "auto") -> Bundle:
+def prediction_columns(classes: Sequence[str]) -> list[str]:
+    """Return the columns of a prediction table, in order.
+
+    Args:
+        classes: Class names in the bundle's order.
+
+    Returns:
+        ``path``, ``predicted``, ``confidence``, ``prob_<class>`` per class, ``error``,
+        ``minx``, ``miny``, ``maxx``, ``maxy``, ``crs``.
+
+    """
+    columns = ["path", "predicted", "confidence", *(f"{PROBABILITY_PREFIX}{c}" for c in classes)]
+    return columns + ["error", "minx", "miny", "maxx", "maxy", "crs"]
+
+
+def prediction_rows(
+    items: Sequence[Any], idx: Sequence[int], proba: np.ndarray, classes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Build prediction rows (see :meth:`Bundle.predict`) for one batch of loaded images.
+
+    Shared by the local engine and ``landsight.spark`` so both write identical rows.
+
+    Args:
+        items: :class:`landsight.data.loader.LoadedImage` of the batch, in input order.
+        idx: Positions in ``items`` of the decoded images (from ``ImageBatch.stack``).
+        proba: ``(len(idx), n_classes)`` float32 probabilities of those images.
+        classes: Class names, the columns of ``proba``.
+
+    Returns:
+        One dict per item, keyed by :func:`prediction_columns`.
+
+    """
+    by_item = dict(zip(idx, proba, strict=True))
+    rows: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        row: dict[str, Any] = {"path": item.path}
+        p = by_item.get(i)
+        k = int(np.argmax(p)) if p is not None else -1
+        row["predicted"] = classes[k] if p is not None else ""
+        row["confidence"] = float(p[k]) if p is not None else float("nan")
+        for c, name in enumerate(classes):
+            row[f"{PROBABILITY_PREFIX}{name}"] = float(p[c]) if p is not None else float("nan")
+        row["error"] = item.error
+        b = item.bounds or (float("nan"),) * 4
+        row.update(minx=b[0], miny=b[1], maxx=b[2], maxy=b[3], crs=item.crs or "")
+        rows.append(row)
+    return rows
+
+
+def load_bundle(path: str | Path, *, device: str = "auto") -> Any:
     """Open a model bundle folder (or a ``.zip`` of one) without unpickling anything.
 
     Args:
@@ -222,7 +257,8 @@ def load_bundle(path: str | Path, *, device: str = "auto") -> Bundle:
         device: onnxruntime device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     Returns:
-        The :class:`Bundle`.
+        The :class:`Bundle`, or a :class:`landsight.segment.bundle.SegmentationBundle` for
+        ``task = "segmentation"``.
 
     Raises:
         BundleError: Not a bundle, a file missing, or an unsupported schema version.
@@ -253,6 +289,12 @@ def load_bundle(path: str | Path, *, device: str = "auto") -> Bundle:
             f"bundle {str(path)!r} has schema_version {version!r}; this landsight reads {SCHEMA_VERSION}. "
             "Upgrade landsight or re-train the bundle."
         )
+    if meta.get("task") == "segmentation":
+        from landsight.segment.bundle import SegmentationBundle
+
+        return SegmentationBundle(path, meta, device=device)
     if meta.get("task") != "classification":
-        raise BundleError(f"bundle {str(path)!r} is a {meta.get('task')!r} bundle; expected 'classification'")
+        raise BundleError(
+            f"bundle {str(path)!r} is a {meta.get('task')!r} bundle; expected 'classification' or 'segmentation'"
+        )
     return Bundle(path, meta, device=device)

@@ -30,6 +30,15 @@ TrackingOpt = Annotated[
     str | None, typer.Option(help="MLflow store (default sqlite:///mlruns.db or $MLFLOW_TRACKING_URI).")
 ]
 NoTrackOpt = Annotated[bool, typer.Option(help="Do not record this run in MLflow.")]
+EngineOpt = Annotated[str, typer.Option(help="local | spark (pyspark; executors need only onnxruntime).")]
+MasterOpt = Annotated[str, typer.Option(help="Spark master with --engine spark: local[*], spark://host:7077, yarn.")]
+ConfOpt = Annotated[list[str] | None, typer.Option("--conf", help="Spark setting KEY=VALUE (--engine spark); repeat.")]
+
+
+def _spark_engine(engine: str) -> bool:
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter(f"--engine must be 'local' or 'spark', got {engine!r}")
+    return engine == "spark"
 
 
 def _bands(value: str | None) -> tuple[int, ...] | None:
@@ -79,35 +88,57 @@ def train(
     tracking_uri: TrackingOpt = None,
     no_track: NoTrackOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    master: MasterOpt = "local[*]",
+    conf: ConfOpt = None,
+    dedup: Annotated[
+        bool, typer.Option("--dedup/--no-dedup", help="Drop test images that near-duplicate training images (pHash).")
+    ] = False,
+    dedup_threshold: Annotated[int, typer.Option(help="--dedup Hamming-distance threshold, bits of 64.")] = 4,
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
     from landsight.evaluate import metrics_table
     from landsight.train import train as train_api
 
-    result = train_api(
-        data,
-        out=out,
-        test=test,
-        backbone=backbone,
-        weights=_weights(weights),
-        bands=_bands(bands),
-        tta=tta,
-        head=head,
-        C=c if c == "auto" else _float(c, "--C"),
-        standardize=not no_standardize,
-        n_estimators=n_estimators,
-        max_depth=max_depth,
-        class_weight="balanced" if balanced else None,
-        test_size=test_size,
-        random_state=seed,
-        class_names=class_names,
-        batch_size=batch_size,
-        device=device,
-        cache=not no_cache,
-        progress=not quiet,
-        tracking_uri=tracking_uri,
-        track=not no_track,
-    )
+    if _spark_engine(engine):
+        from landsight import spark
+
+        if dedup:
+            raise typer.BadParameter("--dedup works with --engine local only")
+        result = spark.train(
+            data, out=out, test=test, backbone=backbone, weights=_weights(weights), bands=_bands(bands), tta=tta,
+            head=head, C=c if c == "auto" else _float(c, "--C"), standardize=not no_standardize,
+            n_estimators=n_estimators, max_depth=max_depth, class_weight="balanced" if balanced else None,
+            test_size=test_size, random_state=seed, class_names=class_names, batch_size=batch_size,
+            master=master, conf=spark.parse_conf(conf), tracking_uri=tracking_uri, track=not no_track,
+        )  # fmt: skip
+    else:
+        result = train_api(
+            data,
+            out=out,
+            test=test,
+            backbone=backbone,
+            weights=_weights(weights),
+            bands=_bands(bands),
+            tta=tta,
+            head=head,
+            C=c if c == "auto" else _float(c, "--C"),
+            standardize=not no_standardize,
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            class_weight="balanced" if balanced else None,
+            test_size=test_size,
+            random_state=seed,
+            class_names=class_names,
+            batch_size=batch_size,
+            device=device,
+            cache=not no_cache,
+            progress=not quiet,
+            tracking_uri=tracking_uri,
+            track=not no_track,
+            dedup=dedup,
+            dedup_threshold=dedup_threshold,
+        )
     _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
     if result.metrics:
         console.print(metrics_table(result.metrics))
@@ -158,10 +189,26 @@ def predict(
     tracking_uri: TrackingOpt = None,
     no_track: NoTrackOpt = False,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    master: MasterOpt = "local[*]",
+    conf: ConfOpt = None,
 ) -> None:
     """Predict images with a bundle; bad images give rows with an error."""
     from landsight.predict import predict as predict_api
 
+    if _spark_engine(engine):
+        from landsight import spark
+
+        res = spark.predict(
+            bundle, inputs, out=out, master=master, conf=spark.parse_conf(conf), batch_size=batch_size,
+            tracking_uri=tracking_uri, track=not no_track,
+        )  # fmt: skip
+        _print_skipped(res.errors)
+        console.print(
+            f"scored {res.n_scored} new image(s) at {res.images_per_second:.1f} images/s; "
+            f"{res.n_images} rows ({res.n_errors} errors) in [bold]{out}[/bold]"
+        )
+        return
     df = predict_api(
         bundle,
         inputs,
@@ -190,12 +237,26 @@ def featurize(
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    master: MasterOpt = "local[*]",
+    conf: ConfOpt = None,
 ) -> None:
     """Featurize images with a pretrained backbone into a Parquet table."""
     import pandas as pd
 
     from landsight.data.catalog import list_images
     from landsight.featurize import featurize as featurize_api
+
+    if _spark_engine(engine):
+        from landsight import spark
+
+        res = spark.featurize(
+            inputs, out=out, backbone=backbone, weights=_weights(weights), bands=_bands(bands),
+            batch_size=batch_size, master=master, conf=spark.parse_conf(conf),
+        )  # fmt: skip
+        _print_skipped(res.failures)
+        console.print(f"{res.n_images} x {res.num_features} features in [bold]{out}[/bold] (Parquet folder)")
+        return
 
     feats = featurize_api(
         list_images(inputs),
@@ -371,6 +432,123 @@ def serve(
         )
 
     run(bundle, host=host, port=port, workers=workers, settings=settings, log_level=log_level, announce=announce)
+
+
+@app.command("map")
+def map_(
+    predictions: Annotated[Path, typer.Argument(help="Predictions .parquet / .csv with bounds and CRS.")],
+    out: Annotated[Path | None, typer.Option(help="Interactive HTML map to write (offline).")] = Path("map.html"),
+    png: Annotated[Path | None, typer.Option(help="Static PNG map to write as well.")] = None,
+    reference: Annotated[Path | None, typer.Option(help="CSV / Parquet of reference labels: path,label.")] = None,
+    compare: Annotated[Path | None, typer.Option(help="Older predictions of the same tiles: change layer.")] = None,
+    change_out: Annotated[Path | None, typer.Option(help="With --compare: per-tile change CSV.")] = None,
+    basemap: Annotated[str | None, typer.Option(help="XYZ tile URL for a background map (online).")] = None,
+    attribution: Annotated[str, typer.Option(help="Attribution of --basemap.")] = "",
+    no_thumbnails: Annotated[bool, typer.Option(help="No tile thumbnails in the popups.")] = False,
+    title: Annotated[str, typer.Option(help="Title on the map.")] = "",
+    quiet: QuietOpt = False,
+) -> None:
+    """Map predicted classes tile by tile (HTML + optional PNG), with reference and change layers."""
+    from landsight.maps import prediction_map
+
+    result = prediction_map(
+        predictions, out, png=png, reference=reference, compare=compare, basemap=basemap, attribution=attribution,
+        thumbnails=not no_thumbnails, title=title, progress=not quiet,
+    )  # fmt: skip
+    _print_skipped(result.skipped)
+    note = f", {result.n_disagree} disagree with the reference" if reference is not None else ""
+    console.print(f"{result.n_tiles} tiles drawn{note}")
+    for path in (result.html, result.png):
+        if path is not None:
+            console.print(f"map: [bold]{path}[/bold]")
+    change = result.change
+    if change is not None:
+        from landsight.change import write_change
+
+        console.print(_change_table(change.transitions, change.n_changed, len(change.table)))
+        if change_out is not None:
+            files = write_change(change, change_out)
+            console.print(f"change tables: [bold]{files['tiles']}[/bold], [bold]{files['transitions']}[/bold]")
+
+
+def _change_table(transitions: Any, n_changed: int, n_tiles: int) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{n_changed} of {n_tiles} tiles changed class")
+    for col in ("before", "after", "tiles"):
+        table.add_column(col, justify="right" if col == "tiles" else "left")
+    for row in transitions.itertuples():
+        table.add_row(str(row.before), str(row.after), str(row.count))
+    return table
+
+
+@app.command()
+def report(
+    source: Annotated[str, typer.Argument(help="Bundle folder / zip, or an MLflow run id (prefix).")],
+    out: Annotated[Path, typer.Option(help="HTML file to write (self-contained).")] = Path("report.html"),
+    n_wrong: Annotated[int, typer.Option(help="Most confidently wrong images to show.")] = 12,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Write a self-contained HTML report of a run or a bundle."""
+    from landsight.report import build_report
+
+    console.print(f"report: [bold]{build_report(source, out, tracking_uri=tracking_uri, n_wrong=n_wrong)}[/bold]")
+
+
+@app.command()
+def dedup(
+    data: Annotated[list[str], typer.Argument(help="Folders, globs or list files; several = splits (train test).")],
+    threshold: Annotated[int, typer.Option(help="Largest Hamming distance of near-duplicates, bits of 64.")] = 4,
+    method: Annotated[str, typer.Option(help="phash | dhash | ahash | whash")] = "phash",
+    report_csv: Annotated[Path | None, typer.Option("--report", help="Write the groups to this CSV.")] = None,
+    remove: Annotated[bool, typer.Option(help="Delete all but one image of each group (listed first).")] = False,
+    move_to: Annotated[Path | None, typer.Option(help="Move all but one image of each group here.")] = None,
+    keep: Annotated[str | None, typer.Option(help="Prefer keeping images of this source (e.g. train/).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing / moving.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Find near-duplicate images (perceptual hash); remove or move them only when asked."""
+    from landsight.dedup import apply_removal, find_duplicates, plan_removal
+
+    if remove and move_to is not None:
+        raise typer.BadParameter("give --remove or --move-to, not both")
+    result = find_duplicates(data, threshold=threshold, method=method, progress=not quiet)
+    _print_skipped(result.skipped)
+    console.print(_dedup_table(result.groups))
+    n_cross = result.cross_split_groups["group"].nunique() if len(result.groups) else 0
+    console.print(f"{result.n_images} images, {result.n_groups} near-duplicate groups ({n_cross} across sources)")
+    if report_csv is not None:
+        report_csv.parent.mkdir(parents=True, exist_ok=True)
+        result.groups.to_csv(report_csv, index=False)
+        console.print(f"groups: [bold]{report_csv}[/bold]")
+    if not (remove or move_to is not None) or not len(result.groups):
+        return
+    plan = plan_removal(result, keep_split=keep)
+    verb = f"move to {move_to}" if move_to is not None else "DELETE"
+    console.print(f"[bold]{len(plan)} image(s) to {verb}[/bold] (one image of each group is kept):")
+    for row in plan.itertuples():
+        console.print(f"  {row.path}  (duplicate of {row.kept}, {row.distance} bits)", soft_wrap=True)
+    if not yes and not typer.confirm(f"{verb} these {len(plan)} image(s)?", default=False):
+        console.print("nothing changed")
+        raise typer.Exit(1)
+    done = apply_removal(plan, move_to=move_to)
+    console.print(f"{'moved' if move_to is not None else 'deleted'} {len(done)} image(s)")
+
+
+def _dedup_table(groups: Any, limit: int = 50) -> Any:
+    from rich.table import Table
+
+    table = Table(title="near-duplicate groups")
+    for col in ("group", "path", "source", "bits"):
+        table.add_column(col, justify="right" if col in ("group", "bits") else "left")
+    for row in groups.head(limit).itertuples():
+        table.add_row(str(row.group), str(row.path), str(row.split), str(row.distance))
+    return table
+
+
+from landsight.segment.cli import segment_app  # noqa: E402 - the sub-app registers after the verbs above
+
+app.add_typer(segment_app, name="segment")
 
 
 def main() -> None:

@@ -69,6 +69,8 @@ def train(
     progress: bool = True,
     tracking_uri: str | None = None,
     track: bool = True,
+    dedup: bool = False,
+    dedup_threshold: int = 4,
 ) -> TrainResult:
     """Train a classifier on frozen backbone features and write a model bundle.
 
@@ -99,6 +101,11 @@ def train(
         progress: Show progress bars.
         tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
         track: Record the run in MLflow (parameters, metrics, bundle as artifact).
+        dedup: Before featurizing, drop test images whose perceptual hash (pHash) is within
+            ``dedup_threshold`` bits of a training image's (see
+            :func:`landsight.dedup.drop_cross_split_duplicates`); the dropped images are listed in
+            ``bundle.json`` under ``data.dropped_duplicates``.
+        dedup_threshold: Hamming-distance threshold of ``dedup``, bits of 64.
 
     Returns:
         A :class:`TrainResult`.
@@ -132,13 +139,15 @@ def train(
         "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "tta": tta,
         "head": head, "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
         "class_weight": class_weight, "test_size": test_size, "random_state": random_state, "out": str(out),
+        "dedup": dedup, "dedup_threshold": dedup_threshold if dedup else None,
     }  # fmt: skip
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result = _train(
             data, estimator, out=out, test=test, backbone=backbone, weights=weights, bands=bands, tta=tta,
             test_size=test_size, random_state=random_state, class_names=class_names, batch_size=batch_size,
-            num_workers=num_workers, device=device, cache=cache, progress=progress,
+            num_workers=num_workers, device=device, cache=cache, progress=progress, dedup=dedup,
+            dedup_threshold=dedup_threshold,
         )  # fmt: skip
         log_evaluation(run, result.metrics)
         run.log_metrics({"duration_seconds": time.perf_counter() - started, "n_train": result.n_train,
@@ -166,6 +175,8 @@ def _train(
     device: str,
     cache: bool,
     progress: bool,
+    dedup: bool = False,
+    dedup_threshold: int = 4,
 ) -> TrainResult:
     import pandas as pd
 
@@ -183,6 +194,12 @@ def _train(
         catalog = split_catalog(catalog, test_size=test_size, random_state=random_state)
     else:
         catalog = catalog.assign(split="train")
+    dropped: list[dict[str, str]] = []
+    if dedup and (catalog["split"] == "test").any():
+        from landsight.dedup import drop_cross_split_duplicates
+
+        catalog, gone = drop_cross_split_duplicates(catalog, threshold=dedup_threshold, progress=progress)
+        dropped = gone[["path", "duplicate_of"]].to_dict("records")
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
 
     features = featurize(
@@ -236,6 +253,7 @@ def _train(
                 "n_skipped": len(features.failures),
                 "test_size": test_size if test is None else None,
                 "random_state": random_state,
+                **({"dropped_duplicates": dropped} if dedup else {}),
             },
             "training_seconds": round(time.perf_counter() - started, 2),
         },
@@ -253,8 +271,13 @@ def _write_classifier_bundle(
     classes: list[str],
     metrics: dict[str, Any],
     meta: dict[str, Any],
+    head_graph: Any = None,
 ) -> Path:
-    """Merge backbone and head into one ONNX graph and write the bundle with its reports."""
+    """Merge backbone and head into one ONNX graph and write the bundle with its reports.
+
+    ``head_graph`` (an ``onnx.ModelProto``, ``features`` -> ``probabilities``) replaces the
+    skl2onnx conversion of ``head``: ``landsight.spark.heads`` passes its MLlib head this way.
+    """
     import onnx
 
     from landsight.bundle import write_bundle, write_skipped
@@ -262,7 +285,9 @@ def _write_classifier_bundle(
     from landsight.models.onnx_graph import head_to_onnx, merge_backbone_head
 
     bb = features.backbone
-    graph = merge_backbone_head(onnx.load(str(features.extractor.onnx_path)), head_to_onnx(head, bb.num_features))
+    if head_graph is None:
+        head_graph = head_to_onnx(head, bb.num_features)
+    graph = merge_backbone_head(onnx.load(str(features.extractor.onnx_path)), head_graph)
     summary = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n") if k in metrics}
     path = write_bundle(
         out,

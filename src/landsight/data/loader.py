@@ -70,12 +70,32 @@ def load_one(path: str, preprocessing: Preprocessing, skip: Callable[[str], bool
         The loaded image, with ``error`` set instead of ``array`` when it failed.
 
     """
-    item = LoadedImage(path=path)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        item.error = f"cannot open file: {exc.strerror or exc}"
-        return item
+        return LoadedImage(path=path, error=f"cannot open file: {exc.strerror or exc}")
+    return load_bytes(path, data, preprocessing, skip)
+
+
+def load_bytes(
+    path: str, data: bytes, preprocessing: Preprocessing, skip: Callable[[str], bool] | None = None
+) -> LoadedImage:
+    """Hash, decode and resize the bytes of one image already read; never raises for a bad file.
+
+    The part of :func:`load_one` after the read, shared with engines that read the bytes
+    themselves (``landsight.spark`` reads them on the executors through fsspec).
+
+    Args:
+        path: The image's path or URL as given (names the image in rows and messages).
+        data: The file's bytes.
+        preprocessing: Band choice and input size.
+        skip: See :func:`load_one`.
+
+    Returns:
+        The loaded image, with ``error`` set instead of ``array`` when it failed.
+
+    """
+    item = LoadedImage(path=path)
     item.sha256 = hashlib.sha256(data).hexdigest()
     if skip is not None and skip(item.sha256):
         return item
