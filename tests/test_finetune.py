@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 
 from landsight.bundle import load_bundle
 from landsight.errors import LandsightValueError
-from landsight.finetune import finetune, read_history
+from landsight.finetune import finetune
 from landsight.models.backbones import create_backbone
 from landsight.models.classifier import fc_block_prefix, parse_lr_schedule
+from landsight.models.fit import read_history
 
 EPOCH_KEYS = {"train_loss", "train_error", "val_loss", "val_error", "epoch_seconds", "samples_per_second", "lr"}
 

@@ -20,9 +20,6 @@ itself), or from Spark with ``pyspark.ml.torch.distributor.TorchDistributor`` ca
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +29,6 @@ import numpy as np
 
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE
-
-HISTORY_FILE = "history.jsonl"
 
 
 @dataclass
@@ -57,23 +52,6 @@ class FinetuneResult:
     best_epoch: int
     skipped: list[tuple[str, str]]
     run_id: str
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    """Read a ``history.jsonl`` file; for an epoch written twice (resume), the last row wins."""
-    rows: dict[int, dict[str, float]] = {}
-    p = Path(path)
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[int(row["epoch"])] = row
-    return [rows[e] for e in sorted(rows)]
-
-
-def _launched_externally() -> bool:
-    """True under torchrun / torchelastic or SLURM, where processes already exist."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("SLURM_NTASKS" in os.environ and "SLURM_JOB_NAME" in os.environ)
 
 
 def finetune(
@@ -255,12 +233,12 @@ def _finetune(
     from landsight.data.dataset import ImageDataset
     from landsight.models.backbones import create_backbone
     from landsight.models.classifier import (
-        EpochHistory,
         FinetuneModule,
         ImageClassifier,
         steps_per_epoch,
         trainable_parameters,
     )
+    from landsight.models.fit import fit_module
 
     started = time.perf_counter()
     catalog = build_catalog(data, class_names=class_names)
@@ -330,38 +308,14 @@ def _finetune(
         steps_per_epoch=steps_per_epoch(len(train_set), batch_size, world),
         augment=AerialAugment() if augment else None,
     )  # fmt: skip
-    if not resume and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_error", mode="min", save_last=True, save_top_k=1
-    )
-    callbacks: list[Any] = [checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE)]
-    if early_stopping:
-        callbacks.append(pl.callbacks.EarlyStopping(monitor="val_error", mode="min", patience=early_stopping))
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    strategy: Any = "auto"
-    if world > 1:
-        strategy = "ddp" if _launched_externally() else "ddp_spawn"
-    trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="gpu" if gpu else "cpu", devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision="16-mixed" if gpu else "32-true", gradient_clip_val=gradient_clip,
-        callbacks=callbacks, logger=False, enable_progress_bar=progress, enable_model_summary=False,
-        default_root_dir=ckpt_dir, num_sanity_val_steps=0, deterministic=False,
-    )  # fmt: skip
-    trainer.fit(
+    fitted = fit_module(
         module,
         DataLoader(train_set, shuffle=True, drop_last=False, **loader_args),
         DataLoader(val_set, shuffle=False, **loader_args),
-        ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None,
-        weights_only=False,  # landsight's own checkpoint from this run's folder, never a user's file
-    )
-    best_path = Path(checkpoint.best_model_path or ckpt_dir / "best.ckpt")
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
-    best_state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    model.load_state_dict(best_state)
-    history = read_history(ckpt_dir / HISTORY_FILE)
-    best_epoch = int(state.get("epoch", 0))
+        ckpt_dir=ckpt_dir, epochs=epochs, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+        resume=resume, progress=progress, early_stopping=early_stopping, gradient_clip=gradient_clip,
+    )  # fmt: skip
+    history, best_epoch = fitted.history, fitted.best_epoch
     return _write_finetuned_bundle(
         out, classifier=classifier, backbone=bb, classes=classes, test=parts["test"], skipped=skipped,
         history=history, best_epoch=best_epoch, retrain=retrain, data=data,

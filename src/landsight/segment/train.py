@@ -1,7 +1,7 @@
 """Train a segmentation network on raster pairs and write a segmentation bundle.
 
-The training loop is the fine-tuning machinery of :mod:`landsight.finetune` and
-:mod:`landsight.models.classifier`: :class:`~landsight.models.classifier.FinetuneModule`
+The training loop is the fine-tuning machinery (:func:`landsight.models.fit.fit_module`, shared
+with :mod:`landsight.finetune`): :class:`~landsight.models.classifier.FinetuneModule`
 (optimisers, schedules, discriminative learning rates: encoder at ``lr * backbone_lr_mult``),
 :class:`~landsight.models.classifier.EpochHistory` (per-epoch ``history.jsonl``), Lightning
 checkpoints every epoch in ``<out>.checkpoints/`` (``resume=True`` continues), DDP over
@@ -14,7 +14,6 @@ with the ignore index (unknown / nodata / outside the ``context`` centre never c
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -233,8 +232,8 @@ def _train(
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from landsight.finetune import HISTORY_FILE, _launched_externally, read_history
-    from landsight.models.classifier import EpochHistory, parse_lr_schedule, steps_per_epoch
+    from landsight.models.classifier import parse_lr_schedule, steps_per_epoch
+    from landsight.models.fit import fit_module
     from landsight.segment.chips import ChipDataset
     from landsight.segment.classmap import load_class_map
     from landsight.segment.model import build_model, encoder_parameters
@@ -266,41 +265,22 @@ def _train(
         backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, epochs=epochs,
         steps_per_epoch=steps_per_epoch(chips_per_epoch, batch_size, world),
     )  # fmt: skip
-    if not resume and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_error", mode="min", save_last=True, save_top_k=1
-    )
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    strategy: Any = "auto"
-    if world > 1:
-        strategy = "ddp" if _launched_externally() else "ddp_spawn"
-    trainer = pl.Trainer(
-        max_epochs=epochs, accelerator="gpu" if gpu else "cpu", devices=devices, num_nodes=num_nodes,
-        strategy=strategy, precision="16-mixed" if gpu else "32-true",
-        callbacks=[checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE)], logger=False, enable_progress_bar=progress,
-        enable_model_summary=False, default_root_dir=ckpt_dir, num_sanity_val_steps=0, deterministic=False,
-    )  # fmt: skip
     loader_args: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers,
                                    "persistent_workers": num_workers > 0}  # fmt: skip
-    trainer.fit(
+    fitted = fit_module(
         module,
         DataLoader(train_set, shuffle=True, **loader_args),
         DataLoader(val_set, shuffle=False, **loader_args),
-        ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None,
-        weights_only=False,  # landsight's own checkpoint from this run's folder, never a user's file
-    )
-    best_path = Path(checkpoint.best_model_path or ckpt_dir / "best.ckpt")
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
-    history = read_history(ckpt_dir / HISTORY_FILE)
+        ckpt_dir=ckpt_dir, epochs=epochs, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+        resume=resume, progress=progress,
+    )  # fmt: skip
+    history, best_epoch = fitted.history, fitted.best_epoch
     meta = {
         "class_map": class_map.to_dict(), "bands": band_list, "band_stats": stats.to_dict(), "chip_size": chip_size,
         "context": context,
         "network": {"arch": arch, "encoder": encoder, "weights": source,
                     "decoder_channels": list(decoder_channels) if decoder_channels else None},
-        "training": {"best_epoch": int(state.get("epoch", 0)), "history": history, "epochs": epochs,
+        "training": {"best_epoch": best_epoch, "history": history, "epochs": epochs,
                      "chips_per_epoch": chips_per_epoch, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                      "lr_schedule": lr_schedule, "oversample": oversample, "augment": augment, "devices": devices,
                      "seconds": round(time.perf_counter() - started, 2)},
@@ -313,7 +293,7 @@ def _train(
     metrics = evaluate_segmentation(bundle, val_pairs, progress=False, write_to=out)
     bundle.meta["metrics"] = {k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "n_pixels")}
     _write_meta(out, bundle.meta)
-    return SegmentTrainResult(out, history, metrics, int(state.get("epoch", 0)), found.skipped)
+    return SegmentTrainResult(out, history, metrics, best_epoch, found.skipped)
 
 
 def write_segmentation_bundle(
