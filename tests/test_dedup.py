@@ -11,7 +11,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from landsight.dedup import apply_removal, drop_cross_split_duplicates, find_duplicates, plan_removal
+from landsight.dedup import (
+    DedupResult,
+    apply_removal,
+    drop_cross_split_duplicates,
+    find_duplicates,
+    plan_removal,
+)
 from landsight.errors import LandsightValueError
 
 UCM = "ucmerced/denseresidential/denseresidential07.tif"
@@ -134,3 +140,20 @@ def test_train_dedup_drops_test_images_duplicating_training_images(small_dataset
     assert result.n_test == 3 and all(Path(p).name == "distinct.jpg" for p in result.test_paths)
     meta = json.loads((result.bundle_path / "bundle.json").read_text())
     assert len(meta["data"]["dropped_duplicates"]) == 6
+
+
+def test_removal_plan_never_removes_an_image_beyond_the_threshold_of_the_one_kept(tmp_path: Path) -> None:
+    # Synthetic hashes (test fixture): a chain A ~ B ~ C, A and C 6 bits apart, threshold 4.
+    hashes = {"a.png": "0000000000000000", "b.png": "0000000000000007", "c.png": "000000000000003f"}
+    groups = pd.DataFrame({"group": 0, "path": list(hashes), "split": "src", "hash": list(hashes.values()),
+                           "distance": [0, 3, 6]})  # fmt: skip
+    plan = plan_removal(DedupResult(groups, n_images=3, threshold=4))
+    assert plan[["path", "kept", "distance"]].values.tolist() == [["b.png", "a.png", 3]]  # c.png stays
+    for name in ("x.png", "y.png"):
+        (tmp_path / name).write_bytes(b"synthetic")
+    (tmp_path / "dups").mkdir()
+    (tmp_path / "dups" / "x.png").write_bytes(b"moved by an earlier run")
+    move = pd.DataFrame({"path": [str(tmp_path / "y.png"), str(tmp_path / "x.png")]})
+    with pytest.raises(LandsightValueError, match="overwrite"):
+        apply_removal(move, move_to=tmp_path / "dups")
+    assert (tmp_path / "x.png").exists() and (tmp_path / "y.png").exists()  # nothing moved

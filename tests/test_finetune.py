@@ -140,6 +140,27 @@ def test_two_processes_ddp_write_a_valid_bundle(small_dataset: Path, tmp_path: P
     assert (preds["error"] == "").all()
 
 
+def test_torchrun_two_processes_write_one_bundle_and_one_mlflow_run(small_dataset: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    import socket
+
+    out, store = tmp_path / "torchrun.landsight", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
+            "-m", "landsight", "finetune", str(small_dataset), "--out", str(out), "--retrain", "last", "--epochs", "2",
+            "--devices", "2", "-q", "--num-workers", "0", "--tracking-uri", store]  # fmt: skip
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("best epoch") == 1  # only rank 0 reports
+    client = mlflow.MlflowClient(store)
+    runs = [run for e in client.search_experiments() for run in client.search_runs([e.experiment_id])]
+    assert [run.info.status for run in runs] == ["FINISHED"]
+    assert json.loads((out / "bundle.json").read_text())["head"]["params"]["devices"] == 2
+
+
 def test_history_lr_follows_the_per_epoch_schedule(small_dataset: Path, tmp_path: Path) -> None:
     result = finetune(
         small_dataset, out=tmp_path / "s.landsight", retrain="last", epochs=3, lr_schedule="0.2*2,0.05",

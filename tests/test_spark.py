@@ -115,6 +115,44 @@ def test_missing_path_is_an_error_row_and_rerun_scores_only_new_images(spark, tr
     _assert_same_rows(rows, local)
 
 
+def test_a_crash_between_chunks_keeps_the_chunks_already_written(spark, trained, images, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from landsight import spark as ls
+    from landsight.spark import score
+
+    out = tmp_path / "crash.parquet"
+    real, calls = score.score_frame, []
+
+    def crash_on_second_chunk(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash of the driver (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score, "score_frame", crash_on_second_chunk)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ls.predict(trained.bundle_path, images[:20], out=out, chunk_size=8, spark=spark, track=False)
+    assert sorted(pd.read_parquet(out)["path"]) == sorted(images[:8])  # the first chunk survived
+    monkeypatch.setattr(score, "score_frame", real)
+    resumed = ls.predict(trained.bundle_path, images[:20], out=out, chunk_size=8, spark=spark, track=False)
+    assert (resumed.n_scored, resumed.n_images) == (12, 20)
+    assert pd.read_parquet(out)["path"].is_unique
+
+
+def test_threads_setting_is_read_on_the_driver(spark) -> None:  # noqa: ANN001
+    from landsight.errors import LandsightValueError
+    from landsight.spark.score import THREADS_CONF, configured_threads, task_threads
+
+    assert configured_threads(spark) is None and task_threads(None) == 1  # on the driver: no task, default 1
+    spark.conf.set(THREADS_CONF, "3")
+    try:
+        assert configured_threads(spark) == 3 and task_threads(configured_threads(spark)) == 3
+        spark.conf.set(THREADS_CONF, "zero")
+        with pytest.raises(LandsightValueError, match=THREADS_CONF):
+            configured_threads(spark)
+    finally:
+        spark.conf.unset(THREADS_CONF)
+
+
 def test_urls_are_read_on_the_executors_with_fsspec(spark, trained, images, tmp_path: Path) -> None:  # noqa: ANN001
     from landsight import spark as ls
     from landsight.bundle import load_bundle

@@ -182,9 +182,9 @@ def evaluate(
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
-    out: Annotated[Path, typer.Option(help="Output .parquet or .csv; re-running resumes.")] = Path(
-        "predictions.parquet"
-    ),
+    out: Annotated[
+        str, typer.Option(help="Output .parquet or .csv; re-running resumes (--engine spark: a URL such as s3a://).")
+    ] = "predictions.parquet",
     batch_size: BatchOpt = 32,
     tracking_uri: TrackingOpt = None,
     no_track: NoTrackOpt = False,
@@ -228,9 +228,9 @@ def predict(
 @app.command()
 def featurize(
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
-    out: Annotated[Path, typer.Option(help="Output .parquet (path + one feature vector per image).")] = Path(
-        "features.parquet"
-    ),
+    out: Annotated[
+        str, typer.Option(help="Output .parquet (path + one feature vector per image; --engine spark: or a URL).")
+    ] = "features.parquet",
     backbone: BackboneOpt = "tf_efficientnet_lite0",
     weights: WeightsOpt = "imagenet",
     bands: BandsOpt = None,
@@ -325,6 +325,10 @@ def finetune(
         num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
         class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=not no_track,
     )  # fmt: skip
+    from landsight.distributed import global_rank
+
+    if global_rank() != 0:  # torchrun / srun: rank 0 reports
+        return
     _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
     for row in result.history:
         console.print(

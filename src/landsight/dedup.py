@@ -131,10 +131,12 @@ def hash_images(
     def one(path: str) -> np.ndarray | str:
         try:
             array = read_image(path).array
+            img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array[..., :3])
+            return np.asarray(func(img, hash_size=hash_size).hash, dtype=bool).ravel()
         except (LandsightError, OSError) as exc:
             return getattr(exc, "reason", str(exc))
-        img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array[..., :3])
-        return np.asarray(func(img, hash_size=hash_size).hash, dtype=bool).ravel()
+        except Exception as exc:  # noqa: BLE001 - one bad image is reported, never fatal
+            return f"cannot hash image: {type(exc).__name__}: {exc}"
 
     ok_paths: list[str] = []
     rows: list[np.ndarray] = []
@@ -255,31 +257,48 @@ def _group(
     return DedupResult(frame[columns].reset_index(drop=True), n, skipped, threshold, method)
 
 
-def plan_removal(result: DedupResult, *, keep_split: str | None = None) -> pd.DataFrame:
-    """List the images to remove so that each near-duplicate group keeps one image.
+def _hamming(a: str, b: str) -> int:
+    """Bits that differ between two hex-encoded hashes."""
+    return int(bin(int(a, 16) ^ int(b, 16)).count("1"))
 
-    The kept image of a group is its first member (first source given, then first path), or
-    its first member in ``keep_split`` when the group has one there.
+
+def plan_removal(result: DedupResult, *, keep_split: str | None = None) -> pd.DataFrame:
+    """List the images to remove so that each one is a near-duplicate of an image kept.
+
+    Groups are connected components, so a chain A ~ B ~ C can hold images further apart than
+    the threshold. Within each group the first member (first source given, then first path; or
+    the first member in ``keep_split`` when the group has one there) is kept and the members
+    within ``result.threshold`` bits of it are removed; members further away are planned the
+    same way among themselves (greedy leader clustering), so no image is removed unless it is
+    within the threshold of the image kept in its place.
 
     Args:
         result: From :func:`find_duplicates`.
         keep_split: Prefer keeping images of this split (as named in ``result.groups``).
 
     Returns:
-        Rows of ``result.groups`` to remove, with a column ``kept`` (the path kept instead).
+        Rows of ``result.groups`` to remove, with ``kept`` (the path kept instead) and
+        ``distance`` now the bits between the removed image and ``kept``.
 
     """
+    import pandas as pd
+
     groups = result.groups
     if not len(groups):
         return groups.assign(kept=[])
     rows = []
     for _, g in groups.groupby("group", sort=True):
-        pref = g[g["split"] == keep_split] if keep_split is not None else g.iloc[:0]
-        kept = (pref if len(pref) else g)["path"].iloc[0]
-        rows.append(g[g["path"] != kept].assign(kept=kept))
-    import pandas as pd
-
-    return pd.concat(rows, ignore_index=True)
+        if keep_split is not None:
+            g = pd.concat([g[g["split"] == keep_split], g[g["split"] != keep_split]])
+        left = list(g.itertuples(index=False))
+        while left:
+            leader, near, far = left[0], [], []
+            for row in left[1:]:
+                d = _hamming(row.hash, leader.hash)
+                (near if d <= result.threshold else far).append(row._replace(distance=d))
+            rows += [{**r._asdict(), "kept": leader.path} for r in near]
+            left = far
+    return pd.DataFrame(rows, columns=[*groups.columns, "kept"])
 
 
 def apply_removal(plan: pd.DataFrame, *, move_to: str | Path | None = None) -> list[str]:
@@ -295,7 +314,8 @@ def apply_removal(plan: pd.DataFrame, *, move_to: str | Path | None = None) -> l
         The paths deleted or moved.
 
     Raises:
-        LandsightValueError: ``move_to`` is an existing file.
+        LandsightValueError: ``move_to`` is an existing file, or a file there would be
+            overwritten (checked before anything moves).
 
     """
     import os
@@ -308,8 +328,14 @@ def apply_removal(plan: pd.DataFrame, *, move_to: str | Path | None = None) -> l
         if dest.exists() and not dest.is_dir():
             raise LandsightValueError(f"move_to {str(dest)!r} is a file; give a folder")
         root = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
-        for p in paths:
-            target = dest / Path(p).resolve().relative_to(root)
+        targets = [dest / Path(p).resolve().relative_to(root) for p in paths]
+        taken = [str(t) for t in targets if t.exists()]
+        if taken:
+            raise LandsightValueError(
+                f"move_to would overwrite {len(taken)} existing file(s), e.g. {taken[0]!r}; nothing was moved: "
+                "give an empty folder"
+            )
+        for p, target in zip(paths, targets, strict=True):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(p, target)
     else:
@@ -338,19 +364,27 @@ def drop_cross_split_duplicates(
 
     Returns:
         ``(kept, dropped)``: the catalog without the duplicated test rows, and the dropped rows
-        with a column ``duplicate_of`` (a training image in the same group).
+        with a column ``duplicate_of``: the nearest training image, within ``threshold`` bits
+        (a test image near only other test images stays).
 
     Raises:
         LandsightValueError: Bad ``method`` or ``threshold``.
 
     """
     _check(method, threshold, 8)
-    result = _group(list(catalog["path"]), list(catalog["split"]), threshold=threshold, method=method,
-                    hash_size=8, num_workers=num_workers, progress=progress)  # fmt: skip
-    cross = result.cross_split_groups
-    train_of = cross[cross["split"] == "train"].groupby("group")["path"].first()
-    bad = cross[(cross["split"] == "test") & cross["group"].isin(train_of.index)]
-    duplicate_of = dict(zip(bad["path"], bad["group"].map(train_of), strict=True))
-    is_bad = catalog["path"].isin(duplicate_of.keys())
-    dropped = catalog[is_bad].assign(duplicate_of=lambda d: d["path"].map(duplicate_of))
+    ok, bits, _ = hash_images(list(catalog["path"]), method=method, hash_size=8, num_workers=num_workers,
+                              progress=progress)  # fmt: skip
+    split_of = dict(zip(catalog["path"].astype(str), catalog["split"], strict=True))
+    is_train = np.array([split_of[p] == "train" for p in ok], dtype=bool)
+    i, j, d = _pairs(bits, threshold)
+    best: dict[str, tuple[int, str]] = {}  # test path -> (distance, nearest training path)
+    for a, b, dist in zip(i, j, d, strict=True):
+        if is_train[a] == is_train[b]:
+            continue
+        test_path, train_path = (ok[b], ok[a]) if is_train[a] else (ok[a], ok[b])
+        if split_of[test_path] == "test" and (test_path not in best or int(dist) < best[test_path][0]):
+            best[test_path] = (int(dist), train_path)
+    duplicate_of = {p: train for p, (_, train) in best.items()}
+    is_bad = catalog["path"].astype(str).isin(duplicate_of.keys())
+    dropped = catalog[is_bad].assign(duplicate_of=lambda d: d["path"].astype(str).map(duplicate_of))
     return catalog[~is_bad].reset_index(drop=True), dropped.reset_index(drop=True)

@@ -316,6 +316,8 @@ def _finetune(
         resume=resume, progress=progress, early_stopping=early_stopping, gradient_clip=gradient_clip,
     )  # fmt: skip
     history, best_epoch = fitted.history, fitted.best_epoch
+    if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle
+        return FinetuneResult(out, {}, history, best_epoch, skipped, "")
     return _write_finetuned_bundle(
         out, classifier=classifier, backbone=bb, classes=classes, test=parts["test"], skipped=skipped,
         history=history, best_epoch=best_epoch, retrain=retrain, data=data,

@@ -110,7 +110,7 @@ def load_predictions(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         table = source.copy()
         name = "the predictions table"
     else:
-        from landsight.predict import FORMATS, _read_table
+        from landsight.predict import FORMATS, read_table
 
         path = Path(source)
         name = repr(str(path))
@@ -118,7 +118,7 @@ def load_predictions(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             raise LandsightValueError(f"predictions file {name} must end in one of {FORMATS}")
         if not path.is_file():
             raise DataNotFoundError(f"predictions file {name} does not exist; write one with `landsight predict`")
-        table = _read_table(path)
+        table = read_table(path)
     missing = [c for c in ("path", "predicted") if c not in table.columns]
     if missing:
         raise LandsightValueError(f"{name} lacks the column(s) {missing!r}; is it a `landsight predict` output?")
@@ -158,7 +158,8 @@ def load_reference(source: str | Path | pd.DataFrame | Mapping[str, str]) -> dic
         table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
     if not {"path", "label"} <= set(table.columns):
         raise LandsightValueError(f"{name} must have columns 'path' and 'label', got {list(table.columns)!r}")
-    return {str(p): str(v) for p, v in zip(table["path"], table["label"], strict=True)}
+    labelled = table.dropna(subset=["label"])
+    return {str(p): str(v) for p, v in zip(labelled["path"], labelled["label"], strict=True) if str(v) != ""}
 
 
 def class_colors(classes: Sequence[str]) -> dict[str, str]:
@@ -473,11 +474,11 @@ def _write_html(
         ref_colors = [colors.get(c, NEUTRAL_COLOR) for c in tiles["reference"]]
         _add_layer(fmap, tiles, props(ref_colors), "reference label", fill=True, show=False)
         sel = np.flatnonzero(disagree)
-        _add_layer(fmap, tiles.iloc[sel], [props([HIGHLIGHT_COLOR] * len(tiles))[i] for i in sel],
+        _add_layer(fmap, tiles.iloc[sel], [{"color": HIGHLIGHT_COLOR, "popup": popups[i]} for i in sel],
                    "disagrees with reference", fill=False)  # fmt: skip
     if changed.any():
         sel = np.flatnonzero(changed)
-        _add_layer(fmap, tiles.iloc[sel], [props(["#000000"] * len(tiles))[i] for i in sel],
+        _add_layer(fmap, tiles.iloc[sel], [{"color": "#000000", "popup": popups[i]} for i in sel],
                    "changed since before", fill=False)  # fmt: skip
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds([[south, west], [north, east]])

@@ -23,7 +23,15 @@ if TYPE_CHECKING:
 FORMATS = (".parquet", ".csv")
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a predictions table written by :func:`predict` (or ``--engine spark``).
+
+    Args:
+        path: A ``.csv`` file or a ``.parquet`` file / folder of Parquet parts.
+
+    Returns:
+        The table (``error`` and ``crs`` as strings for CSV; empty cells as missing values).
+    """
     import pandas as pd
 
     if path.suffix == ".csv":
@@ -112,9 +120,9 @@ def _predict(
     done: list[pd.DataFrame] = []
     parts_dir = out_path.with_name(out_path.name + ".parts") if out_path is not None else None
     if out_path is not None and out_path.exists():
-        done.append(_read_table(out_path))
+        done.append(read_table(out_path))
     if parts_dir is not None and parts_dir.is_dir():
-        done.extend(_read_table(p) for p in sorted(parts_dir.glob(f"part-*{out_path.suffix}")))  # type: ignore[union-attr]
+        done.extend(read_table(p) for p in sorted(parts_dir.glob(f"part-*{out_path.suffix}")))  # type: ignore[union-attr]
     seen = set().union(*(set(d["path"]) for d in done)) if done else set()
     todo = [p for p in paths if p not in seen]
 

@@ -101,12 +101,12 @@ def _run_data(run_id: str, tracking_uri: str | None) -> ReportData:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from landsight.runs import _resolve, list_runs
+    from landsight.runs import list_runs, resolve_run_id
     from landsight.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri)
-    full_id = _resolve(client, list_runs(tracking_uri=uri), run_id)
+    full_id = resolve_run_id(list_runs(tracking_uri=uri), run_id)
     run = client.get_run(full_id)
     command = run.data.tags.get("landsight.command", "run")
     history_by_epoch: dict[int, dict[str, float]] = {}

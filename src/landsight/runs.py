@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from landsight.errors import LandsightValueError
 from landsight.tracking import EXPERIMENT, resolve_tracking_uri
@@ -90,7 +90,12 @@ def runs_table(runs: pd.DataFrame, *, limit: int = 30) -> Table:
     return table
 
 
-def _resolve(client: Any, runs: pd.DataFrame, prefix: str) -> str:
+def resolve_run_id(runs: pd.DataFrame, prefix: str) -> str:
+    """The one full run id in ``runs["full_run_id"]`` that starts with ``prefix``.
+
+    Raises:
+        LandsightValueError: No run or more than one run matches.
+    """
     matches = [r for r in runs["full_run_id"] if r.startswith(prefix)]
     if len(matches) != 1:
         raise LandsightValueError(
@@ -124,7 +129,7 @@ def plot_curves(run_ids: Sequence[str], out: str | Path, *, tracking_uri: str | 
     runs = list_runs(tracking_uri=uri)
     fig, ax = plt.subplots(figsize=(8, 5))
     for prefix in run_ids:
-        run_id = _resolve(client, runs, prefix)
+        run_id = resolve_run_id(runs, prefix)
         row = runs[runs["full_run_id"] == run_id].iloc[0]
         label = f"{run_id[:8]} {row['backbone'] or ''} {row['depth'] or ''}".strip()
         curves = {k: client.get_metric_history(run_id, k) for k in ("train_error", "val_error")}

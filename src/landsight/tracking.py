@@ -131,13 +131,16 @@ def tracked_run(
             ``landsight.command`` and the run name prefix).
         params: Parameters of the call.
         tracking_uri: See :func:`resolve_tracking_uri`.
-        enabled: False yields a run object that records nothing.
+        enabled: False yields a run object that records nothing (so do processes of global
+            rank > 0 under torchrun / SLURM: one run per job, recorded by rank 0).
         experiment: MLflow experiment name.
 
     Yields:
         A :class:`Run`.
     """
-    if not enabled:
+    from landsight.distributed import global_rank
+
+    if not enabled or global_rank() != 0:
         yield _NoRun()
         return
     from landsight.bundle import package_versions

@@ -122,7 +122,7 @@ def train(
 
     """
     from landsight.models.heads import make_head
-    from landsight.tracking import log_evaluation, tracked_run
+    from landsight.tracking import tracked_run
 
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
@@ -149,12 +149,25 @@ def train(
             num_workers=num_workers, device=device, cache=cache, progress=progress, dedup=dedup,
             dedup_threshold=dedup_threshold,
         )  # fmt: skip
-        log_evaluation(run, result.metrics)
-        run.log_metrics({"duration_seconds": time.perf_counter() - started, "n_train": result.n_train,
-                         "n_skipped": len(result.skipped)})  # fmt: skip
-        run.log_artifact(result.bundle_path, "bundle")
-        result.run_id = run.run_id
+        log_train_result(run, result, started)
     return result
+
+
+def log_train_result(run: Any, result: TrainResult, started: float) -> None:
+    """Record a finished training in its open MLflow run and set ``result.run_id``.
+
+    Args:
+        run: The run of :func:`landsight.tracking.tracked_run`.
+        result: The training's result: its test metrics, counts and bundle are logged.
+        started: ``time.perf_counter()`` when the training began (for ``duration_seconds``).
+    """
+    from landsight.tracking import log_evaluation
+
+    log_evaluation(run, result.metrics)
+    run.log_metrics({"duration_seconds": time.perf_counter() - started, "n_train": result.n_train,
+                     "n_skipped": len(result.skipped)})  # fmt: skip
+    run.log_artifact(result.bundle_path, "bundle")
+    result.run_id = run.run_id
 
 
 def _train(
@@ -178,22 +191,15 @@ def _train(
     dedup: bool = False,
     dedup_threshold: int = 4,
 ) -> TrainResult:
-    import pandas as pd
 
-    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
+    from landsight.data.catalog import training_catalog
     from landsight.featurize import featurize
     from landsight.models.heads import describe_head, fit_head
 
     started = time.perf_counter()
-    catalog = build_catalog(data, class_names=class_names)
-    if test is not None:
-        test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
-        check_test_labels(catalog, test_catalog)
-        catalog = pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
-    elif test_size > 0:
-        catalog = split_catalog(catalog, test_size=test_size, random_state=random_state)
-    else:
-        catalog = catalog.assign(split="train")
+    catalog = training_catalog(
+        data, test=test, test_size=test_size, random_state=random_state, class_names=class_names
+    )
     dropped: list[dict[str, str]] = []
     if dedup and (catalog["split"] == "test").any():
         from landsight.dedup import drop_cross_split_duplicates
@@ -236,7 +242,7 @@ def _train(
 
         proba = estimator.predict_proba(features.X[is_test])
         metrics = compute_metrics(list(labels[is_test]), proba, head_classes, paths=test_paths)
-    bundle_path = _write_classifier_bundle(
+    bundle_path = write_classifier_bundle(
         out,
         features=features,
         head=estimator,
@@ -263,7 +269,7 @@ def _train(
     )
 
 
-def _write_classifier_bundle(
+def write_classifier_bundle(
     out: str | Path,
     *,
     features: Any,

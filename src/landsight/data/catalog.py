@@ -246,6 +246,40 @@ def split_catalog(
     return out
 
 
+def training_catalog(
+    data: str | Path,
+    *,
+    test: str | Path | None,
+    test_size: float,
+    random_state: int,
+    class_names: str | Path | None = None,
+) -> pd.DataFrame:
+    """The catalog of a training command, with its ``split`` column ("train" / "test").
+
+    Args:
+        data: Labelled training data (anything :func:`build_catalog` reads).
+        test: Separate labelled test data: its rows become "test" (``test_size`` is then ignored).
+        test_size: Without ``test``: held-out fraction of ``data``, stratified (0 = all "train").
+        random_state: Seed of the split.
+        class_names: Class-names file for CNTK map files.
+
+    Returns:
+        ``data``'s catalog (then ``test``'s) with a ``split`` column.
+
+    Raises:
+        LandsightValueError: Unreadable data, too few classes, test labels unknown to the
+            training data, or a class too small to split.
+    """
+    catalog = build_catalog(data, class_names=class_names)
+    if test is not None:
+        test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
+        check_test_labels(catalog, test_catalog)
+        return pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
+    if test_size > 0:
+        return split_catalog(catalog, test_size=test_size, random_state=random_state)
+    return catalog.assign(split="train")
+
+
 def list_images(source: str | Path) -> list[str]:
     """List unlabelled images for prediction.
 

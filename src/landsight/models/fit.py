@@ -12,7 +12,6 @@ gives each process its shard through a ``DistributedSampler``). Mixed precision 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,10 +29,13 @@ class FitResult:
         best_epoch: The epoch (0-based) with the lowest validation error; its weights are loaded
             into the module's ``model``.
         history: One dict per epoch, from ``history.jsonl`` (see :func:`read_history`).
+        is_global_zero: False in the processes of rank > 0 under torchrun / SLURM, which must not
+            write the bundle (rank 0 does).
     """
 
     best_epoch: int
     history: list[dict[str, float]]
+    is_global_zero: bool = True
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
@@ -54,11 +56,6 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
                 row = json.loads(line)
                 rows[int(row["epoch"])] = row
     return [rows[e] for e in sorted(rows)]
-
-
-def launched_externally() -> bool:
-    """True under torchrun / torchelastic or SLURM, where the training processes already exist."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("SLURM_NTASKS" in os.environ and "SLURM_JOB_NAME" in os.environ)
 
 
 def fit_module(
@@ -101,6 +98,7 @@ def fit_module(
     import lightning.pytorch as pl
     import torch
 
+    from landsight.distributed import launched_externally
     from landsight.models.classifier import EpochHistory
 
     if not resume and ckpt_dir.exists():
@@ -132,4 +130,8 @@ def fit_module(
     best_path = Path(checkpoint.best_model_path or ckpt_dir / "best.ckpt")
     state = torch.load(best_path, map_location="cpu", weights_only=True)
     module.model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
-    return FitResult(best_epoch=int(state.get("epoch", 0)), history=read_history(ckpt_dir / HISTORY_FILE))
+    return FitResult(
+        best_epoch=int(state.get("epoch", 0)),
+        history=read_history(ckpt_dir / HISTORY_FILE),
+        is_global_zero=trainer.is_global_zero,
+    )

@@ -275,6 +275,8 @@ def _train(
         resume=resume, progress=progress,
     )  # fmt: skip
     history, best_epoch = fitted.history, fitted.best_epoch
+    if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle and evaluates
+        return SegmentTrainResult(out, history, {}, best_epoch, found.skipped)
     meta = {
         "class_map": class_map.to_dict(), "bands": band_list, "band_stats": stats.to_dict(), "chip_size": chip_size,
         "context": context,

@@ -44,13 +44,14 @@ def feature_frame(backbone: Backbone, onnx_path: str | Path, paths: DataFrame, *
     """
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-    from landsight.spark.score import map_batches
+    from landsight.spark.score import configured_threads, map_batches
 
     data = Path(onnx_path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     model = paths.sparkSession.sparkContext.broadcast(data)
     prep = backbone.preprocessing.to_dict()
     dim = backbone.num_features
+    threads = configured_threads(paths.sparkSession)
     schema = StructType(
         [
             *paths.schema.fields,
@@ -70,8 +71,9 @@ def feature_frame(backbone: Backbone, onnx_path: str | Path, paths: DataFrame, *
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield from map_batches(
-            frames, model=model, digest=digest, preprocessing=prep, batch_size=batch_size, build=build, out_dim=dim
-        )
+            frames, model=model, digest=digest, preprocessing=prep, batch_size=batch_size, build=build, out_dim=dim,
+            threads=threads,
+        )  # fmt: skip
 
     return paths.mapInPandas(run, schema)
 

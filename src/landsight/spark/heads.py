@@ -252,7 +252,8 @@ def train(
         WeightsUnavailableError: The backbone's weights cannot be had.
 
     """
-    from landsight.tracking import log_evaluation, tracked_run
+    from landsight.tracking import tracked_run
+    from landsight.train import log_train_result
 
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
@@ -277,11 +278,7 @@ def train(
             random_state=random_state, class_names=class_names, batch_size=batch_size,
             spark=spark, master=master, conf=conf,
         )  # fmt: skip
-        log_evaluation(run, result.metrics)
-        run.log_metrics({"duration_seconds": time.perf_counter() - started, "n_train": result.n_train,
-                         "n_skipped": len(result.skipped)})  # fmt: skip
-        run.log_artifact(result.bundle_path, "bundle")
-        result.run_id = run.run_id
+        log_train_result(run, result, started)
     return result
 
 
@@ -312,25 +309,19 @@ def _train(
     from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.sql import functions as F
 
-    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
+    from landsight.data.catalog import training_catalog
     from landsight.evaluate import compute_metrics
     from landsight.featurize import cached_backbone_onnx
     from landsight.models.backbones import create_backbone
     from landsight.spark.featurize import feature_frame
     from landsight.spark.io import paths_frame
     from landsight.spark.session import get_session
-    from landsight.train import TrainResult, _write_classifier_bundle
+    from landsight.train import TrainResult, write_classifier_bundle
 
     started = time.perf_counter()
-    catalog = build_catalog(data, class_names=class_names)
-    if test is not None:
-        test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
-        check_test_labels(catalog, test_catalog)
-        catalog = pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
-    elif test_size > 0:
-        catalog = split_catalog(catalog, test_size=test_size, random_state=random_state)
-    else:
-        catalog = catalog.assign(split="train")
+    catalog = training_catalog(
+        data, test=test, test_size=test_size, random_state=random_state, class_names=class_names
+    )
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
     index = {c: float(i) for i, c in enumerate(classes)}
     extra = pd.DataFrame({"label": catalog["label"].astype(str), "split": catalog["split"].astype(str)})
@@ -368,8 +359,8 @@ def _train(
             .select("path", "label", "sha256", vector_to_array("probability").alias("probability"))
             .toPandas()
         )
-        pairs = sorted(zip(good.select("sha256").toPandas()["sha256"], good.select("label").toPandas()["label"],
-                           strict=True))  # fmt: skip
+        hashed = good.select("sha256", "label").toPandas()
+        pairs = sorted(zip(hashed["sha256"], hashed["label"], strict=True))
     finally:
         feats.unpersist()
     metrics: dict[str, Any] = {}
@@ -379,7 +370,7 @@ def _train(
         metrics = compute_metrics(list(test_rows["label"]), proba, classes, paths=test_paths)
     n_test = len(test_paths)
     described = {"kind": head, "estimator": f"pyspark.ml.{type(fitted).__name__}", "params": _head_params(fitted, C)}
-    bundle_path = _write_classifier_bundle(
+    bundle_path = write_classifier_bundle(
         out,
         features=types.SimpleNamespace(
             backbone=bb, extractor=types.SimpleNamespace(onnx_path=onnx_path), failures=failures

@@ -60,16 +60,37 @@ def worker_session(digest: str, model: Any, threads: int) -> Any:
     return session
 
 
-def task_threads(default: int = 1) -> int:
-    """Cores of the running Spark task (``spark.task.cpus``, or ``landsight.spark.threads``)."""
+def configured_threads(spark: SparkSession) -> int | None:
+    """``landsight.spark.threads`` of the session (``--conf landsight.spark.threads=N``), read on the driver."""
+    value = spark.conf.get(THREADS_CONF, None)
+    if value in (None, ""):
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        raise LandsightValueError(f"{THREADS_CONF} must be a positive integer, got {value!r}") from None
+    if threads < 1:
+        raise LandsightValueError(f"{THREADS_CONF} must be a positive integer, got {value!r}")
+    return threads
+
+
+def task_threads(configured: int | None = None, default: int = 1) -> int:
+    """The onnxruntime threads of the running Spark task.
+
+    Args:
+        configured: :func:`configured_threads` of the session, passed from the driver; wins when set.
+        default: Outside a Spark task.
+
+    Returns:
+        ``configured``, else the task's cores (``spark.task.cpus``), else ``default``.
+    """
     from pyspark import TaskContext
 
+    if configured:
+        return configured
     ctx = TaskContext.get()
     if ctx is None:
         return default
-    configured = ctx.getLocalProperty(THREADS_CONF)
-    if configured:
-        return max(1, int(configured))
     try:
         return max(1, int(ctx.cpus()))
     except Exception:  # noqa: BLE001 - older pyspark without TaskContext.cpus
@@ -94,7 +115,12 @@ def load_path(path: str, preprocessing: Any) -> LoadedImage:
         data = read_bytes(path)
     except OSError as exc:
         return LoadedImage(path=path, error=f"cannot open file: {exc.strerror or exc}")
-    return load_bytes(path, data, preprocessing)
+    except Exception as exc:  # noqa: BLE001 - a bad URL or a missing fsspec driver is this image's error, not the job's
+        return LoadedImage(path=path, error=f"cannot open file: {type(exc).__name__}: {exc}")
+    try:
+        return load_bytes(path, data, preprocessing)
+    except Exception as exc:  # noqa: BLE001 - never fail the task for one image
+        return LoadedImage(path=path, error=f"cannot read image: {type(exc).__name__}: {exc}")
 
 
 def map_batches(
@@ -106,6 +132,7 @@ def map_batches(
     batch_size: int,
     build: Callable[[Sequence[LoadedImage], list[int], np.ndarray, pd.DataFrame], pd.DataFrame],
     out_dim: int,
+    threads: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The ``mapInPandas`` body: load images, run the ONNX graph per batch, build output rows.
 
@@ -117,6 +144,7 @@ def map_batches(
         batch_size: Images per forward pass.
         build: Makes the output frame from (items, decoded positions, graph output, input chunk).
         out_dim: Width of the graph output (for empty batches).
+        threads: onnxruntime threads (default: the task's cores, see :func:`task_threads`).
 
     Yields:
         One output frame per batch.
@@ -128,7 +156,7 @@ def map_batches(
     from landsight.models.backbones import Preprocessing
 
     prep = Preprocessing.from_dict(preprocessing)
-    session = worker_session(digest, model, task_threads())
+    session = worker_session(digest, model, task_threads(threads))
     for frame in frames:
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start : start + batch_size]
@@ -174,6 +202,7 @@ def score_frame(bundle: Bundle, paths: DataFrame, *, batch_size: int = 32) -> Da
     classes = list(bundle.classes)
     columns = prediction_columns(classes)
     prep = bundle.preprocessing.to_dict()
+    threads = configured_threads(paths.sparkSession)
 
     def build(items: Sequence[LoadedImage], idx: list[int], proba: np.ndarray, chunk: pd.DataFrame) -> pd.DataFrame:
         import pandas as pd
@@ -183,7 +212,7 @@ def score_frame(bundle: Bundle, paths: DataFrame, *, batch_size: int = 32) -> Da
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield from map_batches(
             frames, model=model, digest=digest, preprocessing=prep, batch_size=batch_size, build=build,
-            out_dim=len(classes),
+            out_dim=len(classes), threads=threads,
         )  # fmt: skip
 
     return paths.select("path").mapInPandas(run, prediction_schema(classes))
@@ -225,6 +254,7 @@ def predict(
     conf: dict[str, str] | None = None,
     batch_size: int = 32,
     partitions: int | None = None,
+    chunk_size: int = 4096,
     spark: SparkSession | None = None,
     tracking_uri: str | None = None,
     track: bool = True,
@@ -233,9 +263,11 @@ def predict(
 
     The output folder holds Parquet part files whose rows are those of the local engine
     (:func:`landsight.predict.predict`) for the same images; ``pandas.read_parquet(out)`` reads
-    it. When ``out`` already holds rows, the paths in it are skipped (anti-join on ``path``)
-    and only the new images are scored and appended: re-running after a crash or with more
-    images never duplicates a row. A bad, missing or unreadable image gives an error row.
+    it. The images are scored in chunks of ``chunk_size``, each appended to ``out`` by its own
+    Spark job, so a crash loses at most the chunk in flight. When ``out`` already holds rows,
+    the paths in it are skipped and only the new images are scored and appended: re-running
+    after a crash or with more images never duplicates a row. A bad, missing or unreadable
+    image gives an error row.
 
     Args:
         bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
@@ -245,7 +277,8 @@ def predict(
         master: Spark master URL (``local[*]``, ``spark://host:7077``...).
         conf: Extra Spark settings.
         batch_size: Images per forward pass.
-        partitions: Partitions of the path list (default: 2 per core, at most 256 images each).
+        partitions: Partitions of each chunk (default: 2 per core, at most 256 images each).
+        chunk_size: Images per Spark job (one append to ``out`` each).
         spark: Use this session instead of :func:`landsight.spark.session.get_session`.
         tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
         track: Record the run in MLflow.
@@ -254,7 +287,8 @@ def predict(
         A :class:`SparkPredictResult`.
 
     Raises:
-        LandsightValueError: ``out`` is not a Parquet folder name, or ``batch_size`` < 1.
+        LandsightValueError: ``out`` is not a Parquet folder name, ``batch_size`` or
+            ``chunk_size`` < 1, or ``bundle`` is not an image classifier.
         DataNotFoundError: ``inputs`` holds no images.
 
     """
@@ -275,9 +309,14 @@ def predict(
             f"out {out_text!r} is a single file (from --engine local?); the Spark engine writes a Parquet folder: "
             "give another name"
         )
-    if batch_size < 1:
-        raise LandsightValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    if batch_size < 1 or chunk_size < 1:
+        raise LandsightValueError(f"batch_size and chunk_size must be >= 1, got {batch_size!r}, {chunk_size!r}")
     model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if not isinstance(model, Bundle):
+        raise LandsightValueError(
+            f"{model.path} is a {type(model).__name__}; --engine spark scores image classifiers "
+            "(use `landsight segment predict` for segmentation bundles)"
+        )
     spark = spark or get_session(master, conf)
     paths = list_inputs(inputs)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": out_text, "engine": "spark",
@@ -287,10 +326,9 @@ def predict(
         started = time.perf_counter()
         done = _existing_paths(spark, out_text)
         todo = [p for p in paths if p not in done]
-        if todo:
-            frame = paths_frame(spark, todo, partitions=partitions)
-            scored = score_frame(model, frame, batch_size=batch_size)
-            scored.write.mode("append").parquet(out_text)
+        for start in range(0, len(todo), chunk_size):
+            frame = paths_frame(spark, todo[start : start + chunk_size], partitions=partitions)
+            score_frame(model, frame, batch_size=batch_size).write.mode("append").parquet(out_text)
         seconds = time.perf_counter() - started
         written = spark.read.parquet(out_text)
         bad = written.filter(F.col("error") != "")
