@@ -141,9 +141,9 @@ def test_two_processes_ddp_write_a_valid_bundle(small_dataset: Path, tmp_path: P
 
 
 def test_torchrun_two_processes_write_one_bundle_and_one_mlflow_run(small_dataset: Path, tmp_path: Path) -> None:
-    import mlflow
-
     import socket
+
+    import mlflow
 
     out, store = tmp_path / "torchrun.landsight", f"sqlite:///{tmp_path / 'mlflow.db'}"
     with socket.socket() as s:

@@ -170,6 +170,18 @@ def test_band_stats_windowed_equal_whole_raster(ches: Path) -> None:
     assert stats.pixels == whole.shape[1] and stats.bands == (1, 4)
 
 
+def test_band_stats_subsample_covers_rows_and_columns(tmp_path: Path) -> None:
+    from landsight.segment.stats import band_stats
+
+    data = np.zeros((1, 400, 400), dtype=np.uint8)
+    data[0, :, 200:] = 100  # synthetic: left half 0, right half 100
+    with rasterio.open(tmp_path / "synthetic_halves.tif", "w", driver="GTiff", height=400, width=400, count=1,
+                       dtype="uint8") as dst:  # fmt: skip
+        dst.write(data)
+    stats = band_stats([tmp_path / "synthetic_halves.tif"], window=100, max_pixels=40_000)  # every 2nd block row/col
+    assert stats.pixels == 4 * 100 * 100 and stats.mean == pytest.approx((50.0,))
+
+
 def test_chips_context_oversampling_and_uint16(tmp_path: Path) -> None:
     from landsight.segment.chips import ChipDataset
     from landsight.segment.pairs import RasterPair
@@ -375,6 +387,30 @@ def test_evaluation_metrics_by_hand(tmp_path: Path) -> None:
     assert got["confusion_matrix"] == [[1920, 512], [0, 1408]]
     assert got["pixel_accuracy"] == pytest.approx(3328 / 3840)
     assert got["per_class"]["c2"]["iou"] == pytest.approx(1408 / (1408 + 512))
+
+
+def test_label_nodata_is_ignored_and_metrics_json_is_strict(tmp_path: Path) -> None:
+    from landsight.segment.evaluate import evaluate_segmentation
+    from landsight.segment.pairs import RasterPair
+
+    bundle = _synthetic_bundle(tmp_path / "synthetic.landsight", bands=2)
+    image = np.zeros((2, 64, 64), dtype=np.uint8)
+    image[0, :, :32], image[1, :, 32:] = 200, 200  # model: left half class 1, right half class 2
+    labels = np.ones((1, 64, 64), dtype=np.uint8)
+    labels[0, :, 32:] = 2  # code 2 is a class, but this label raster declares 2 as its nodata
+    for name, arr, nodata in (("synthetic_img.tif", image, None), ("synthetic_lab.tif", labels, 2)):
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", height=64, width=64, count=len(arr),
+                           dtype="uint8", nodata=nodata) as dst:  # fmt: skip
+            dst.write(arr)
+    pair = RasterPair(str(tmp_path / "synthetic_img.tif"), str(tmp_path / "synthetic_lab.tif"), 64, 64)
+    got = evaluate_segmentation(bundle, [pair], tile_size=96, progress=False, write_to=tmp_path / "ev")
+    assert got["n_pixels"] == 64 * 32 and got["confusion_matrix"] == [[2048, 0], [0, 0]]
+    text = (tmp_path / "ev" / "segmentation_metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text)["per_class"]["c2"]["iou"] is None  # no c2 pixels: undefined
+    with pytest.raises(LandsightValueError, match="no mask_colours"):
+        load_class_map({"name": "coded", "classes": [{"code": 1, "name": "a"}]}).colours_to_index(
+            np.zeros((4, 4, 3), np.uint8)
+        )
 
 
 def test_cli_train_predict_and_evaluate(trained, ches: Path, dubai: Path, tmp_path: Path) -> None:  # noqa: ANN001

@@ -41,20 +41,19 @@ def class_presence(pair: RasterPair, class_map: ClassMap, block: int) -> np.ndar
     Returns:
         ``(rows, cols, K)`` bool: ``[i, j, k]`` is True when class k occurs in cell (i, j).
     """
-    from landsight.segment.raster import open_raster, read_labels
+    from landsight.segment.raster import iter_blocks, open_raster, read_labels
 
     k = class_map.num_classes
     rows, cols = -(-pair.height // block), -(-pair.width // block)
     out = np.zeros((rows, cols, k), dtype=bool)
-    stripe = max(block, (4096 // block) * block)
+    side = max(block, (4096 // block) * block)  # windows of whole cells, at most ~4096 px square
     with open_raster(pair.label) as src:
-        for r in range(0, pair.height, stripe):
-            h = min(stripe, pair.height - r)
-            idx = read_labels(src, r, 0, h, pair.width, class_map)
+        for r, c, h, w in iter_blocks(pair.height, pair.width, side):
+            idx = read_labels(src, r, c, h, w, class_map)
             for i in range(0, h, block):
-                for j in range(0, pair.width, block):
+                for j in range(0, w, block):
                     present = np.bincount(idx[i : i + block, j : j + block].ravel(), minlength=256)[:k] > 0
-                    out[(r + i) // block, j // block] = present
+                    out[(r + i) // block, (c + j) // block] = present
     return out
 
 

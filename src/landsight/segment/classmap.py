@@ -213,6 +213,11 @@ class ClassMap:
             for m in c.mask_colours:
                 keys.append(_pack(np.array(m)))
                 values.append(i)
+        if not keys:
+            raise LandsightValueError(
+                f"class map {self.name!r} has no mask_colours, so a 3-band colour mask cannot be read; "
+                "give each class its mask colour(s) or use a 1-band coded label raster"
+            )
         order = np.argsort(keys)
         sorted_keys = np.asarray(keys, dtype=np.int32)[order]
         sorted_values = np.asarray(values, dtype=np.uint8)[order]

@@ -42,6 +42,17 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN / infinite float replaced by ``None``, so ``json.dumps`` writes strict JSON."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def segmentation_metrics(matrix: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     """Metrics from a confusion matrix.
 
@@ -125,7 +136,7 @@ def evaluate_segmentation(
     if write_to is not None:
         path = Path(write_to)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "segmentation_metrics.json").write_text(json.dumps(metrics, indent=2))
+        (path / "segmentation_metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
     return metrics
 
 

@@ -121,6 +121,10 @@ def pair_rasters(images: str | Path, labels: str | Path | None = None) -> PairSe
                     skipped.append((image, f"size {a.height}x{a.width} differs from label {label!r} "
                                            f"{b.height}x{b.width}"))  # fmt: skip
                     continue
+                if a.crs and b.crs and (a.crs != b.crs or not a.transform.almost_equals(b.transform)):
+                    skipped.append((image, f"CRS / transform ({a.crs}, {tuple(a.transform)[:6]}) differ from label "
+                                           f"{label!r} ({b.crs}, {tuple(b.transform)[:6]})"))  # fmt: skip
+                    continue
                 pairs.append(RasterPair(str(image), str(label), int(a.height), int(a.width)))
         except LandsightError as exc:
             skipped.append((image, str(exc)))

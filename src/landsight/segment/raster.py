@@ -228,15 +228,18 @@ def read_labels(src: Any, row: int, col: int, height: int, width: int, class_map
 
     Returns:
         ``(height, width)`` uint8 class indices; :data:`~landsight.segment.classmap.IGNORE_INDEX`
-        outside the raster and where ignored.
+        outside the raster, where the label raster is nodata, and where the class map ignores.
     """
     from landsight.segment.classmap import IGNORE_INDEX, labels_to_index
 
     data = np.asarray(read_window(src, row, col, height, width))
+    nodata = (data == src.nodata).all(axis=0) if src.nodata is not None else None
     palette = label_palette(src, class_map)
     if palette is not None:
         data = np.moveaxis(palette[data[0]], -1, 0)
     out = labels_to_index(data, class_map)
+    if nodata is not None:
+        out[nodata] = IGNORE_INDEX  # the label raster's own nodata value
     r0, c0 = max(0, -row), max(0, -col)
     r1, c1 = min(height, src.height - row), min(width, src.width - col)
     outside = np.ones((height, width), dtype=bool)

@@ -344,5 +344,7 @@ def _write_meta(out: Path, meta: dict[str, Any]) -> None:
     import os
 
     tmp = out / ".bundle.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
+    from landsight.segment.evaluate import json_safe
+
+    tmp.write_text(json.dumps(json_safe(meta), indent=2, allow_nan=False))
     os.replace(tmp, out / "bundle.json")
