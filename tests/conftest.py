@@ -53,6 +53,7 @@ def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # n
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: the pages must not need the network
 )  # fmt: skip
 
 

@@ -95,6 +95,9 @@ def test_cli_lists_and_deletes_only_when_asked(shared_data: Path, tmp_path: Path
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before  # nothing deleted without --remove
     assert len(pd.read_csv(tmp_path / "g.csv")) == 3
 
+    out = runner.invoke(app, ["dedup", str(tmp_path / "data"), "--remove", "--keep", "elsewhere/", "-q"])
+    assert out.exit_code == 2 and "--keep must be one of" in out.output  # a typo never keeps the wrong copy
+
     out = runner.invoke(app, ["dedup", str(tmp_path / "data"), "--remove", "-q"], input="n\n")
     assert out.exit_code == 1 and "nothing changed" in out.output
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == before

@@ -516,6 +516,11 @@ def dedup(
 
     if remove and move_to is not None:
         raise typer.BadParameter("give --remove or --move-to, not both")
+    if keep is not None:
+        same = [d for d in data if d.rstrip("/") == keep.rstrip("/")]
+        if not same:
+            raise typer.BadParameter(f"--keep must be one of the DATA sources ({', '.join(data)}), got {keep!r}")
+        keep = same[0]
     result = find_duplicates(data, threshold=threshold, method=method, progress=not quiet)
     _print_skipped(result.skipped)
     console.print(_dedup_table(result.groups))

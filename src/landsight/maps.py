@@ -163,7 +163,7 @@ def load_reference(source: str | Path | pd.DataFrame | Mapping[str, str]) -> dic
 
 
 def class_colors(classes: Sequence[str]) -> dict[str, str]:
-    """Give each class a distinct, stable colour (matplotlib ``tab10`` / ``tab20``, in order).
+    """Give each class a distinct, stable colour (matplotlib ``tab10``; ``tab20`` + ``tab20b`` above 10 classes).
 
     Args:
         classes: Class names; the same list always gives the same colours.
@@ -175,8 +175,11 @@ def class_colors(classes: Sequence[str]) -> dict[str, str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
-    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
-    return {c: to_hex(cmap(i % cmap.N)) for i, c in enumerate(classes)}
+    if len(classes) <= 10:
+        palette = [to_hex(c) for c in colormaps["tab10"].colors]
+    else:  # 40 distinct colours (UC Merced has 21 classes); beyond that they repeat
+        palette = [to_hex(c) for name in ("tab20", "tab20b") for c in colormaps[name].colors]
+    return {c: palette[i % len(palette)] for i, c in enumerate(classes)}
 
 
 def tile_polygons(table: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -464,21 +467,21 @@ def _write_html(
     prob_cols = _probability_columns(tiles)
     records = tiles.drop(columns=["polygon"]).to_dict("records")
     popups = [_popup_html(r, prob_cols, t) for r, t in zip(records, thumbs, strict=True)]
+    short = [_popup_html(r, prob_cols, None) for r in records]  # overlay layers: no second copy of the thumbnail
 
-    def props(color_of: Sequence[str]) -> list[dict[str, Any]]:
-        return [{"color": c, "popup": p} for c, p in zip(color_of, popups, strict=True)]
-
-    _add_layer(fmap, tiles, props([colors[c] for c in tiles["predicted"]]), "predicted class", fill=True)
+    predicted = [{"color": colors[c], "popup": p} for c, p in zip(tiles["predicted"], popups, strict=True)]
+    _add_layer(fmap, tiles, predicted, "predicted class", fill=True)
     has_ref = bool((tiles["reference"] != "").any())
     if has_ref:
         ref_colors = [colors.get(c, NEUTRAL_COLOR) for c in tiles["reference"]]
-        _add_layer(fmap, tiles, props(ref_colors), "reference label", fill=True, show=False)
+        _add_layer(fmap, tiles, [{"color": c, "popup": p} for c, p in zip(ref_colors, short, strict=True)],
+                   "reference label", fill=True, show=False)  # fmt: skip
         sel = np.flatnonzero(disagree)
-        _add_layer(fmap, tiles.iloc[sel], [{"color": HIGHLIGHT_COLOR, "popup": popups[i]} for i in sel],
+        _add_layer(fmap, tiles.iloc[sel], [{"color": HIGHLIGHT_COLOR, "popup": short[i]} for i in sel],
                    "disagrees with reference", fill=False)  # fmt: skip
     if changed.any():
         sel = np.flatnonzero(changed)
-        _add_layer(fmap, tiles.iloc[sel], [{"color": "#000000", "popup": popups[i]} for i in sel],
+        _add_layer(fmap, tiles.iloc[sel], [{"color": "#000000", "popup": short[i]} for i in sel],
                    "changed since before", fill=False)  # fmt: skip
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds([[south, west], [north, east]])

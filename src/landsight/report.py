@@ -116,20 +116,22 @@ def _run_data(run_id: str, tracking_uri: str | None) -> ReportData:
     metrics: dict[str, Any] = {}
     quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no tqdm bar per downloaded file
-    with tempfile.TemporaryDirectory(prefix="landsight-report-") as tmp:
-        for artifact in ("bundle/metrics.json", "evaluation/metrics.json"):
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=full_id, artifact_path=artifact, dst_path=tmp, tracking_uri=uri
-                )
-            except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-                continue
-            metrics = json.loads(Path(local).read_text())
-            break
-    if quiet is None:
-        os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-    else:
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
+    try:
+        with tempfile.TemporaryDirectory(prefix="landsight-report-") as tmp:
+            for artifact in ("bundle/metrics.json", "evaluation/metrics.json"):
+                try:
+                    local = mlflow.artifacts.download_artifacts(
+                        run_id=full_id, artifact_path=artifact, dst_path=tmp, tracking_uri=uri
+                    )
+                except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+                    continue
+                metrics = json.loads(Path(local).read_text())
+                break
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
     summary = {k: float(v) for k, v in run.data.metrics.items() if k not in CURVE_METRICS}
     return ReportData(
         title=f"{command} run {full_id[:8]}",

@@ -10,12 +10,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE
+
+if TYPE_CHECKING:
+    import onnx
+
+    from landsight.models.backbones import Backbone
 
 
 @dataclass
@@ -195,6 +200,7 @@ def _train(
     from landsight.data.catalog import training_catalog
     from landsight.featurize import featurize
     from landsight.models.heads import describe_head, fit_head
+    from landsight.models.onnx_graph import head_to_onnx
 
     started = time.perf_counter()
     catalog = training_catalog(
@@ -244,8 +250,10 @@ def _train(
         metrics = compute_metrics(list(labels[is_test]), proba, head_classes, paths=test_paths)
     bundle_path = write_classifier_bundle(
         out,
-        features=features,
-        head=estimator,
+        backbone=features.backbone,
+        backbone_onnx=features.extractor.onnx_path,
+        head_graph=head_to_onnx(estimator, features.backbone.num_features),
+        skipped=features.failures,
         classes=head_classes,
         metrics=metrics,
         meta={
@@ -272,28 +280,38 @@ def _train(
 def write_classifier_bundle(
     out: str | Path,
     *,
-    features: Any,
-    head: Any,
+    backbone: Backbone,
+    backbone_onnx: str | Path,
+    head_graph: onnx.ModelProto,
     classes: list[str],
     metrics: dict[str, Any],
     meta: dict[str, Any],
-    head_graph: Any = None,
+    skipped: list[tuple[str, str]],
 ) -> Path:
     """Merge backbone and head into one ONNX graph and write the bundle with its reports.
 
-    ``head_graph`` (an ``onnx.ModelProto``, ``features`` -> ``probabilities``) replaces the
-    skl2onnx conversion of ``head``: ``landsight.spark.heads`` passes its MLlib head this way.
+    Args:
+        out: Bundle folder to write.
+        backbone: The backbone (preprocessing and description go to ``bundle.json``).
+        backbone_onnx: Its exported graph (``image`` -> ``features``).
+        head_graph: The head as ONNX (``features`` -> ``probabilities``): skl2onnx for the local
+            heads, :mod:`landsight.spark.heads` for MLlib ones.
+        classes: Class names, in probability order.
+        metrics: Held-out metrics (:func:`landsight.evaluate.compute_metrics`; empty for none).
+        meta: More ``bundle.json`` entries (``head``, ``data``...).
+        skipped: ``(path, reason)`` of unreadable images (``skipped.csv``).
+
+    Returns:
+        The bundle folder.
     """
     import onnx
 
     from landsight.bundle import write_bundle, write_skipped
     from landsight.evaluate import write_evaluation
-    from landsight.models.onnx_graph import head_to_onnx, merge_backbone_head
+    from landsight.models.onnx_graph import merge_backbone_head
 
-    bb = features.backbone
-    if head_graph is None:
-        head_graph = head_to_onnx(head, bb.num_features)
-    graph = merge_backbone_head(onnx.load(str(features.extractor.onnx_path)), head_graph)
+    bb = backbone
+    graph = merge_backbone_head(onnx.load(str(backbone_onnx)), head_graph)
     summary = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n") if k in metrics}
     path = write_bundle(
         out,
@@ -308,5 +326,5 @@ def write_classifier_bundle(
     )
     if metrics:
         write_evaluation(metrics, path)
-    write_skipped(path, features.failures)
+    write_skipped(path, skipped)
     return path

@@ -17,7 +17,6 @@ merge_backbone_head`) and written by the same code as the local ``train``, so
 from __future__ import annotations
 
 import time
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,11 +371,10 @@ def _train(
     described = {"kind": head, "estimator": f"pyspark.ml.{type(fitted).__name__}", "params": _head_params(fitted, C)}
     bundle_path = write_classifier_bundle(
         out,
-        features=types.SimpleNamespace(
-            backbone=bb, extractor=types.SimpleNamespace(onnx_path=onnx_path), failures=failures
-        ),
-        head=None,
+        backbone=bb,
+        backbone_onnx=onnx_path,
         head_graph=head_graph,
+        skipped=failures,
         classes=classes,
         metrics=metrics,
         meta={

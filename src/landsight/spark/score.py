@@ -262,8 +262,9 @@ def predict(
     """Predict images on Spark executors into a Parquet dataset, resumable.
 
     The output folder holds Parquet part files whose rows are those of the local engine
-    (:func:`landsight.predict.predict`) for the same images; ``pandas.read_parquet(out)`` reads
-    it. The images are scored in chunks of ``chunk_size``, each appended to ``out`` by its own
+    (:func:`landsight.predict.predict`) for the same images, though not in input order (the
+    paths are spread over partitions; sort by ``path`` to compare); ``pandas.read_parquet(out)``
+    reads it. The images are scored in chunks of ``chunk_size``, each appended to ``out`` by its own
     Spark job, so a crash loses at most the chunk in flight. When ``out`` already holds rows,
     the paths in it are skipped and only the new images are scored and appended: re-running
     after a crash or with more images never duplicates a row. A bad, missing or unreadable
