@@ -26,19 +26,10 @@ from _common import DATA, machine, markdown_table, timed  # noqa: E402
 
 
 def cut(out: Path, n: int) -> Path:
-    import rasterio
-    from rasterio.windows import Window
+    from landsight.data.tiling import cut_tiles
 
-    out.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(DATA / "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif") as src:
-        size = src.width // n
-        for r in range(n):
-            for c in range(n):
-                window = Window(c * size, r * size, size, size)
-                profile = src.profile | {"width": size, "height": size, "transform": src.window_transform(window)}
-                profile.pop("blockysize", None)
-                with rasterio.open(out / f"tile_{r}_{c}.tif", "w", **profile) as dst:
-                    dst.write(src.read(window=window))
+    scene = DATA / "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif"  # 260 x 260 px
+    cut_tiles(scene, out, size=260 // n)
     return out
 
 

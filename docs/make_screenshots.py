@@ -33,23 +33,15 @@ def cut_tiles(out: Path, n: int = 8) -> Path:
     """Cut an n x n grid of GeoTIFF tiles; write reference.csv (path,label)."""
     import pandas as pd
     import rasterio
-    from rasterio.windows import Window
 
-    out.mkdir(parents=True, exist_ok=True)
+    from landsight.data.tiling import cut_tiles
+
     rows = []
     tile = DATA / "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif"
-    with rasterio.open(tile) as src, rasterio.open(str(tile).replace("naip-new", "lc")) as lc:
-        size = src.width // n
-        for r in range(n):
-            for c in range(n):
-                window = Window(c * size, r * size, size, size)
-                profile = src.profile | {"width": size, "height": size, "transform": src.window_transform(window)}
-                profile.pop("blockysize", None)
-                path = out / f"tile_{r}_{c}.tif"
-                with rasterio.open(path, "w", **profile) as dst:
-                    dst.write(src.read(window=window))
-                codes, counts = np.unique(lc.read(1, window=window), return_counts=True)
-                rows.append((str(path), LC_NAMES.get(int(codes[counts.argmax()]), "other")))
+    with rasterio.open(str(tile).replace("naip-new", "lc")) as lc:
+        for t in cut_tiles(tile, out, size=lc.width // n):
+            codes, counts = np.unique(lc.read(1, window=t.window), return_counts=True)
+            rows.append((str(t.path), LC_NAMES.get(int(codes[counts.argmax()]), "other")))
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(out / "reference.csv", index=False)
     return out / "reference.csv"
 

@@ -28,23 +28,18 @@ N = 3  # 3 x 3 tiles
 def geo_tiles(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], list]:
     """9 real GeoTIFF tiles with known bounds, their reference labels and bounds."""
     import rasterio
-    from rasterio.windows import Window
+
+    from landsight.data.tiling import cut_tiles
 
     root = tmp_path_factory.mktemp("geo_tiles")
     reference, bounds = {}, []
+    tiles = cut_tiles(shared_data / TILE, root, size=260 // N)  # the scene is 260 x 260 px
+    assert [(t.row, t.col) for t in tiles] == [(r, c) for r in range(N) for c in range(N)]
     with rasterio.open(shared_data / TILE) as src, rasterio.open(shared_data / LC) as lc:
-        size = src.width // N
-        for r in range(N):
-            for c in range(N):
-                window = Window(c * size, r * size, size, size)
-                profile = src.profile | {"width": size, "height": size, "transform": src.window_transform(window)}
-                profile.pop("blockysize", None)
-                path = root / f"tile_{r}_{c}.tif"
-                with rasterio.open(path, "w", **profile) as dst:
-                    dst.write(src.read(window=window))
-                codes, counts = np.unique(lc.read(1, window=window), return_counts=True)
-                reference[str(path)] = LC_NAMES[int(codes[counts.argmax()])]
-                bounds.append((str(path), rasterio.windows.bounds(window, src.transform), src.crs))
+        for t in tiles:
+            codes, counts = np.unique(lc.read(1, window=t.window), return_counts=True)
+            reference[str(t.path)] = LC_NAMES[int(codes[counts.argmax()])]
+            bounds.append((str(t.path), rasterio.windows.bounds(t.window, src.transform), src.crs))
     return root, reference, bounds
 
 
@@ -190,3 +185,20 @@ def test_optional_basemap_is_the_only_network_resource(geo_preds: Path, tmp_path
     assert url in html and "L.tileLayer(" in html and "Example" in html
     plain = prediction_map(geo_preds, tmp_path / "p.html", thumbnails=False, progress=False).html.read_text()
     assert "L.tileLayer(" not in plain
+
+
+def test_cli_tile_cuts_whole_georeferenced_tiles(shared_data: Path, tmp_path: Path) -> None:
+    import rasterio
+
+    from landsight.cli import app
+    from landsight.data.tiling import cut_tiles
+
+    out = CliRunner().invoke(app, ["tile", str(shared_data / TILE), "--out", str(tmp_path / "t"), "--size", "100"])
+    assert out.exit_code == 0, out.output
+    assert "4 tiles (2 x 2 of 100 px)" in out.output  # 260 px: the partial third row / column is left out
+    with rasterio.open(shared_data / TILE) as src, rasterio.open(tmp_path / "t" / "tile_1_0.tif") as tile:
+        assert tile.crs == src.crs and (tile.width, tile.height, tile.count) == (100, 100, 4)
+        assert tile.transform == src.transform * rasterio.Affine.translation(0, 100)
+        np.testing.assert_array_equal(tile.read(), src.read(window=rasterio.windows.Window(0, 100, 100, 100)))
+    with pytest.raises(LandsightValueError, match="tile size"):
+        cut_tiles(shared_data / TILE, tmp_path / "x", size=261)

@@ -438,6 +438,20 @@ def serve(
     run(bundle, host=host, port=port, workers=workers, settings=settings, log_level=log_level, announce=announce)
 
 
+@app.command()
+def tile(
+    raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...).")],
+    out: Annotated[Path, typer.Option(help="Folder for the tiles.")] = Path("tiles"),
+    size: Annotated[int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).")] = 256,
+) -> None:
+    """Cut a raster into a grid of GeoTIFF tiles (then `predict` them and `map` the predictions)."""
+    from landsight.data.tiling import cut_tiles
+
+    tiles = cut_tiles(raster, out, size=size)
+    rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
+    console.print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out}[/bold]")
+
+
 @app.command("map")
 def map_(
     predictions: Annotated[Path, typer.Argument(help="Predictions .parquet / .csv with bounds and CRS.")],
