@@ -81,9 +81,13 @@ def train_cmd(
         num_nodes=num_nodes, num_workers=num_workers, resume=resume, progress=not quiet,
         tracking_uri=tracking_uri, track=not no_track,
     )  # fmt: skip
+    from landsight.distributed import global_rank
+
+    if global_rank() != 0:  # torchrun / srun: rank 0 reports
+        return
     _print_skipped(result.skipped)
     console.print(metrics_table(result.metrics))
-    console.print(f"best epoch {result.best_epoch}; bundle: [bold]{result.bundle_path}[/bold]")
+    console.print(f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]")
 
 
 @segment_app.command("predict")
