@@ -302,6 +302,23 @@ def test_ddp_two_processes_train_on_their_own_chips(ches: Path, tmp_path: Path) 
     assert json.loads((result.bundle_path / "bundle.json").read_text())["training"]["devices"] == 2
 
 
+def test_deeplabv3plus_trains_exports_and_maps_a_real_tile(ches: Path, tmp_path: Path) -> None:
+    from landsight import load_bundle
+    from landsight.segment.train import train_segmentation
+
+    result = train_segmentation(
+        str(ches / "train/images/*.tif"), str(ches / "train/labels/*_lc.tif"), out=tmp_path / "dl.landsight",
+        arch="deeplabv3plus", epochs=1, chip_size=64, chips_per_epoch=8, val_chips=4, batch_size=4, progress=False,
+        track=False,
+    )  # fmt: skip
+    assert json.loads((result.bundle_path / "bundle.json").read_text())["network"]["arch"] == "deeplabv3plus"
+    src_path = ches / CHES_TILE.split("/", 1)[1]  # 260 x 260: not a multiple of the ONNX graph's stride
+    out = load_bundle(result.bundle_path).predict(src_path, tmp_path / "lc.tif", tile_size=128, progress=False)
+    with rasterio.open(src_path) as src, rasterio.open(out) as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert set(np.unique(dst.read(1))) <= {1, 2, 3, 4}
+
+
 # --- prediction -------------------------------------------------------------------------------
 
 
