@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,6 @@ def fit_module(
     progress: bool = True,
     early_stopping: int | None = None,
     gradient_clip: float | None = None,
-    extra_callbacks: Sequence[Any] = (),
 ) -> FitResult:
     """Train ``module`` with Lightning and load its best epoch's weights into ``module.model``.
 
@@ -90,7 +88,6 @@ def fit_module(
         progress: Lightning's progress bar.
         early_stopping: Stop after this many epochs without a lower ``val_error``.
         gradient_clip: Clip gradients to this norm.
-        extra_callbacks: More Lightning callbacks.
 
     Returns:
         A :class:`FitResult`.
@@ -107,7 +104,7 @@ def fit_module(
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val_error", mode="min", save_last=True, save_top_k=1
     )
-    callbacks: list[Any] = [checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE), *extra_callbacks]
+    callbacks: list[Any] = [checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE)]
     if early_stopping:
         callbacks.append(pl.callbacks.EarlyStopping(monitor="val_error", mode="min", patience=early_stopping))
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

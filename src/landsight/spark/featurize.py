@@ -7,7 +7,6 @@ a broadcast and run it like :mod:`landsight.spark.score` runs a bundle.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,11 +43,9 @@ def feature_frame(backbone: Backbone, onnx_path: str | Path, paths: DataFrame, *
     """
     from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-    from landsight.spark.score import configured_threads, map_batches
+    from landsight.spark.score import broadcast_model, configured_threads, map_batches
 
-    data = Path(onnx_path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    model = paths.sparkSession.sparkContext.broadcast(data)
+    digest, model = broadcast_model(paths.sparkSession, onnx_path)
     prep = backbone.preprocessing.to_dict()
     dim = backbone.num_features
     threads = configured_threads(paths.sparkSession)

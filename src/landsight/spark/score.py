@@ -60,6 +60,21 @@ def worker_session(digest: str, model: Any, threads: int) -> Any:
     return session
 
 
+def broadcast_model(spark: SparkSession, onnx_path: str | Path) -> tuple[str, Any]:
+    """Send an ONNX graph to the executors once.
+
+    Args:
+        spark: The session.
+        onnx_path: The ``.onnx`` file on the driver.
+
+    Returns:
+        ``(digest, broadcast)``: the SHA-256 of the bytes (the workers' session cache key) and
+        the broadcast variable holding them.
+    """
+    data = Path(onnx_path).read_bytes()
+    return hashlib.sha256(data).hexdigest(), spark.sparkContext.broadcast(data)
+
+
 def configured_threads(spark: SparkSession) -> int | None:
     """``landsight.spark.threads`` of the session (``--conf landsight.spark.threads=N``), read on the driver."""
     value = spark.conf.get(THREADS_CONF, None)
@@ -182,13 +197,17 @@ def prediction_schema(classes: Sequence[str]) -> StructType:
     )
 
 
-def score_frame(bundle: Bundle, paths: DataFrame, *, batch_size: int = 32) -> DataFrame:
+def score_frame(
+    bundle: Bundle, paths: DataFrame, *, batch_size: int = 32, graph: tuple[str, Any] | None = None
+) -> DataFrame:
     """Lazily score a DataFrame of paths with a bundle on the executors.
 
     Args:
-        bundle: The loaded bundle (its ``model.onnx`` is broadcast).
+        bundle: The loaded bundle.
         paths: DataFrame with a ``path`` string column.
         batch_size: Images per forward pass.
+        graph: :func:`broadcast_model` of the bundle's ``model.onnx``, made once for several
+            frames; by default it is broadcast here.
 
     Returns:
         DataFrame of prediction rows (columns of :func:`landsight.bundle.prediction_columns`).
@@ -196,9 +215,7 @@ def score_frame(bundle: Bundle, paths: DataFrame, *, batch_size: int = 32) -> Da
     """
     from landsight.bundle import MODEL_FILE, prediction_columns, prediction_rows
 
-    data = (bundle.path / MODEL_FILE).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    model = paths.sparkSession.sparkContext.broadcast(data)
+    digest, shared = graph or broadcast_model(paths.sparkSession, bundle.path / MODEL_FILE)
     classes = list(bundle.classes)
     columns = prediction_columns(classes)
     prep = bundle.preprocessing.to_dict()
@@ -211,7 +228,7 @@ def score_frame(bundle: Bundle, paths: DataFrame, *, batch_size: int = 32) -> Da
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield from map_batches(
-            frames, model=model, digest=digest, preprocessing=prep, batch_size=batch_size, build=build,
+            frames, model=shared, digest=digest, preprocessing=prep, batch_size=batch_size, build=build,
             out_dim=len(classes), threads=threads,
         )  # fmt: skip
 
@@ -295,7 +312,7 @@ def predict(
     """
     from pyspark.sql import functions as F
 
-    from landsight.bundle import Bundle, load_bundle
+    from landsight.bundle import MODEL_FILE, Bundle, load_bundle
     from landsight.spark.io import list_inputs, paths_frame
     from landsight.spark.session import get_session
     from landsight.tracking import tracked_run
@@ -327,9 +344,10 @@ def predict(
         started = time.perf_counter()
         done = _existing_paths(spark, out_text)
         todo = [p for p in paths if p not in done]
+        graph = broadcast_model(spark, model.path / MODEL_FILE) if todo else None  # once for all chunks
         for start in range(0, len(todo), chunk_size):
             frame = paths_frame(spark, todo[start : start + chunk_size], partitions=partitions)
-            score_frame(model, frame, batch_size=batch_size).write.mode("append").parquet(out_text)
+            score_frame(model, frame, batch_size=batch_size, graph=graph).write.mode("append").parquet(out_text)
         seconds = time.perf_counter() - started
         written = spark.read.parquet(out_text)
         bad = written.filter(F.col("error") != "")
