@@ -34,9 +34,9 @@ import pandas as pd
 from _common import DATA, fresh_cache, machine, markdown_table, timed
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+from landsight.classify.featurize import FeatureExtractor, featurize
 from landsight.data.catalog import build_catalog, split_catalog
 from landsight.data.readers import read_image
-from landsight.featurize import FeatureExtractor, featurize
 from landsight.models.backbones import create_backbone
 from landsight.models.heads import describe_head, make_head
 

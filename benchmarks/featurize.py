@@ -43,10 +43,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from landsight.classify.featurize import FeatureExtractor, featurize
 from landsight.data.catalog import build_catalog
 from landsight.data.loader import load_one
 from landsight.data.readers import read_image
-from landsight.featurize import FeatureExtractor, featurize
 from landsight.models.backbones import Backbone, create_backbone
 
 BACKBONE = "tf_efficientnet_lite0"

@@ -2,7 +2,7 @@
 
 Phases (``--phases``, default all three, in this order):
 
-  speed     Seconds per epoch and training samples/s of ``landsight.finetune.finetune`` on a
+  speed     Seconds per epoch and training samples/s of ``landsight.classify.finetune.finetune`` on a
             subset of EuroSAT RGB (``--per-class`` images per class, random weights) for
             ``last`` on cached features, ``last`` with the frozen backbone in the loop
             (``cache_features=False, augment=False``), ``fc`` and ``all``, for each ``--backbones``.
@@ -12,9 +12,9 @@ Phases (``--phases``, default all three, in this order):
   ddp       ``retrain="fc"``, same subset, ``devices=2`` (ddp_spawn, gloo) against ``devices=1``.
   accuracy  ``retrain="all"`` on all of EuroSAT RGB with the offline ImageNet weights of
             ``tf_efficientnet_lite0`` (seeded 70/10/20 train/val/test split), against the
-            frozen-features logistic-regression head of ``landsight.train.train`` (seeded 80/20
+            frozen-features logistic-regression head of ``landsight.classify.train.train`` (seeded 80/20
             split; the same test images, checked), both bundles also re-scored with
-            ``landsight.evaluate.evaluate`` on a map file of the test images.
+            ``landsight.classify.evaluate.evaluate`` on a map file of the test images.
 
 Before each timed run the script waits (polling every 15 s, at most 20 minutes) until no other
 benchmark script (featurize / accuracy / serve) is running, and reports the 1-minute load average
@@ -41,8 +41,8 @@ from typing import Any
 
 from _common import DATA, machine, markdown_table, timed
 
-import landsight.featurize
-import landsight.finetune
+import landsight.classify.featurize
+import landsight.classify.finetune
 from landsight.data.catalog import build_catalog, split_catalog
 
 OTHER_BENCHMARKS = "benchmarks/(featurize|accuracy|serve).py"
@@ -98,7 +98,7 @@ def cache_env(folder: Path) -> Iterator[None]:
 def prepass_timer() -> Iterator[dict[str, float]]:
     """Time finetune's one-time pass over the images (featurize for cached 'last', else _scan)."""
     spent: dict[str, float] = {"seconds": 0.0}
-    originals = landsight.featurize.featurize, landsight.finetune._scan
+    originals = landsight.classify.featurize.featurize, landsight.classify.finetune._scan
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed_fn(*args: Any, **kwargs: Any) -> Any:
@@ -110,12 +110,12 @@ def prepass_timer() -> Iterator[dict[str, float]]:
 
         return timed_fn
 
-    landsight.featurize.featurize = wrap(originals[0])  # finetune imports it at call time
-    landsight.finetune._scan = wrap(originals[1])
+    landsight.classify.featurize.featurize = wrap(originals[0])  # finetune imports it at call time
+    landsight.classify.finetune._scan = wrap(originals[1])
     try:
         yield spent
     finally:
-        landsight.featurize.featurize, landsight.finetune._scan = originals
+        landsight.classify.featurize.featurize, landsight.classify.finetune._scan = originals
 
 
 def write_map(rows: list[tuple[str, str]], path: Path) -> Path:
@@ -139,7 +139,7 @@ def run_finetune(data: Path, **kwargs: Any) -> dict[str, Any]:
     load_start = load1()
     with tempfile.TemporaryDirectory(prefix="landsight-ft-") as tmp, cache_env(Path(tmp) / "cache"):
         with prepass_timer() as prepass, timed() as t:
-            result = landsight.finetune.finetune(
+            result = landsight.classify.finetune.finetune(
                 data, out=Path(tmp) / "model.landsight", progress=False, track=False, **kwargs
             )
         hist = result.history
@@ -224,8 +224,8 @@ def ddp_phase(args: argparse.Namespace, data: Path) -> None:
 
 
 def accuracy_phase(args: argparse.Namespace) -> None:
-    from landsight.evaluate import evaluate
-    from landsight.train import train
+    from landsight.classify.evaluate import evaluate
+    from landsight.classify.train import train
 
     data = DATA / "eurosat_rgb"
     catalog = build_catalog(data)
@@ -246,7 +246,7 @@ def accuracy_phase(args: argparse.Namespace) -> None:
         waited = wait_for_other_benchmarks()
         load_start = load1()
         with cache_env(keep_dir / "cache-ft"), prepass_timer() as prepass, timed() as t:
-            ft = landsight.finetune.finetune(
+            ft = landsight.classify.finetune.finetune(
                 data, out=keep_dir / "ft.landsight", backbone="tf_efficientnet_lite0", weights="imagenet",
                 retrain="all", epochs=args.full_epochs, batch_size=args.batch_size, optimizer=args.full_optimizer,
                 lr=args.full_lr, lr_schedule=args.full_schedule, val_size=0.1, test_size=0.2, random_state=0,

@@ -41,12 +41,12 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlruns.db'}")
     os.environ.setdefault("LANDSIGHT_CACHE_DIR", str(work / "cache"))
 
+    from landsight.classify.predict import predict
+    from landsight.classify.train import train
     from landsight.data.sample import eurosat_sample
     from landsight.dedup import find_duplicates
     from landsight.maps import prediction_map
-    from landsight.predict import predict
     from landsight.report import build_report
-    from landsight.train import train
 
     print(f"machine: {machine()}\n")
     rows = []

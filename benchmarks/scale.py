@@ -5,7 +5,7 @@ UC Merced folders of ../shared/data repeated until there are ``--n``; 64x64 JPEG
 TIFFs) with the same bundle (``tf_efficientnet_lite0`` + logreg, trained on the package's sample)
 into a fresh Parquet output, and reports images/s:
 
-  local               ``landsight.predict.predict`` (one process, all cores)
+  local               ``landsight.classify.predict.predict`` (one process, all cores)
   spark local[2]      ``landsight.spark.predict`` on ``local[2]`` (driver + 2 task slots)
   standalone 1x1      master + 1 worker x 1 core on 127.0.0.1 (separate executor JVM)
   standalone 2x1      master + 2 workers x 1 core
@@ -96,15 +96,15 @@ def make_list_file(folder: Path, n: int) -> Path:
 
 def make_bundle(folder: Path) -> Path:
     """Train the benchmark bundle on the package's EuroSAT sample (seconds)."""
+    from landsight.classify.train import train
     from landsight.data.sample import eurosat_sample
-    from landsight.train import train
 
     return train(eurosat_sample(), out=folder / "bench.landsight", progress=False, track=False).bundle_path
 
 
 def run_local(bundle: Path, listing: Path, out: Path) -> tuple[float, ...]:
     """Time the local engine twice; returns (images, cold s, warm s, other load, nan)."""
-    from landsight.predict import predict
+    from landsight.classify.predict import predict
 
     seconds = []
     with timed_tree() as t:
@@ -179,7 +179,7 @@ def scale_table(n: int, configs: list[str], quiet_wait: float = 20.0) -> str:
 def heads_table(trees: int) -> str:
     """Train logreg and forest heads with both engines on all of EuroSAT; markdown table of accuracy."""
     from landsight import spark as ls
-    from landsight.train import train
+    from landsight.classify.train import train
 
     rows = []
     data = DATA / "eurosat_rgb"

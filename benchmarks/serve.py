@@ -127,8 +127,8 @@ def main() -> None:
     parser.add_argument("--serve-args", default="", help="extra `landsight serve` options, e.g. '--max-batch-size 8'")
     args = parser.parse_args()
 
+    from landsight.classify.train import train
     from landsight.data.sample import eurosat_sample
-    from landsight.train import train
 
     started = time.perf_counter()
     files = sorted(eurosat_sample().rglob("*.jpg"))

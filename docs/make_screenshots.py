@@ -61,11 +61,11 @@ def main() -> None:
     work: Path = args.work
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlruns.db'}")
 
-    from landsight.finetune import finetune
+    from landsight.classify.finetune import finetune
+    from landsight.classify.predict import predict
+    from landsight.classify.train import train
     from landsight.maps import prediction_map
-    from landsight.predict import predict
     from landsight.report import build_report
-    from landsight.train import train
 
     euro = work / "eurosat"
     for cls in CLASSES:

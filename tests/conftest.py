@@ -44,7 +44,7 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A logreg bundle trained once per session on ``small_dataset`` (25 % held out)."""
-    from landsight.train import train
+    from landsight.classify.train import train
 
     out = tmp_path_factory.mktemp("bundles") / "small.landsight"
     return train(small_dataset, out=out, test_size=0.25, progress=False)

@@ -117,7 +117,7 @@ def test_bad_parameters(tmp_path: Path) -> None:
 
 
 def test_train_dedup_drops_test_images_duplicating_training_images(small_dataset: Path, tmp_path: Path) -> None:
-    from landsight.train import train
+    from landsight.classify.train import train
 
     test = tmp_path / "test"
     for cls in ("Forest", "River", "SeaLake"):

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from landsight.classify.evaluate import compute_metrics, evaluate, write_evaluation
 from landsight.errors import LandsightValueError
-from landsight.evaluate import compute_metrics, evaluate, write_evaluation
 
 
 def test_recall_is_tp_over_tp_plus_fn() -> None:

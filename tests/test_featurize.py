@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from landsight.classify.featurize import FeatureExtractor, featurize
 from landsight.data.readers import read_image
-from landsight.featurize import FeatureExtractor, featurize
 from landsight.models.backbones import create_backbone
 
 

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from landsight.bundle import load_bundle
+from landsight.classify.finetune import finetune
 from landsight.errors import LandsightValueError
-from landsight.finetune import finetune
 from landsight.models.backbones import create_backbone
-from landsight.models.classifier import fc_block_prefix, parse_lr_schedule
-from landsight.models.fit import read_history
+from landsight.models.classifier import fc_block_prefix
+from landsight.models.fit import parse_lr_schedule, read_history
 
 EPOCH_KEYS = {"train_loss", "train_error", "val_loss", "val_error", "epoch_seconds", "samples_per_second", "lr"}
 
@@ -170,7 +170,7 @@ def test_history_lr_follows_the_per_epoch_schedule(small_dataset: Path, tmp_path
 
 
 def test_random_initialisations_get_distinct_cache_keys() -> None:
-    from landsight.featurize import cache_key
+    from landsight.classify.featurize import cache_key
 
     a, b = (create_backbone("tf_efficientnet_lite0", weights=None) for _ in range(2))
     assert cache_key(a) != cache_key(b)

@@ -46,7 +46,7 @@ def geo_tiles(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 @pytest.fixture(scope="module")
 def geo_preds(geo_tiles: tuple, trained, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
     """Real predictions of the 9 tiles by the session's bundle, as Parquet."""
-    from landsight.predict import predict
+    from landsight.classify.predict import predict
 
     out = tmp_path_factory.mktemp("geo_preds") / "preds.parquet"
     predict(trained.bundle_path, geo_tiles[0], out=out, progress=False, track=False, num_workers=1)
@@ -56,7 +56,8 @@ def geo_preds(geo_tiles: tuple, trained, tmp_path_factory: pytest.TempPathFactor
 def test_predictions_carry_bounds_and_polygons_are_reprojected_to_wgs84(geo_tiles: tuple, geo_preds: Path) -> None:
     from rasterio.warp import transform_bounds
 
-    from landsight.maps import load_predictions, tile_polygons
+    from landsight.maps import tile_polygons
+    from landsight.predictions import load_predictions
 
     table = load_predictions(geo_preds)
     assert len(table) == N * N and (table["error"] == "").all() and (table["crs"] == "EPSG:26917").all()

@@ -5,9 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landsight.bundle import Bundle, load_bundle
+from landsight.bundle import load_bundle
+from landsight.classify.bundle import Bundle
+from landsight.classify.predict import predict
 from landsight.errors import LandsightValueError
-from landsight.predict import predict
 
 
 @pytest.fixture()

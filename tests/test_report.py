@@ -40,7 +40,7 @@ def test_bundle_report_is_self_contained_with_metrics_and_confusion_matrix(train
 @pytest.fixture(scope="module")
 def eval_run(trained, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:  # noqa: ANN001
     """An MLflow evaluate run of the session bundle on 8 unseen real EuroSAT tiles per class."""
-    from landsight.evaluate import evaluate
+    from landsight.classify.evaluate import evaluate
     from landsight.runs import list_runs
 
     data = tmp_path_factory.mktemp("eval_data")
@@ -73,7 +73,7 @@ def test_run_report_shows_the_most_confidently_wrong_images(eval_run: tuple, tmp
 
 
 def test_finetune_bundle_report_has_error_curves(small_dataset: Path, tmp_path: Path, chromium) -> None:  # noqa: ANN001
-    from landsight.finetune import finetune
+    from landsight.classify.finetune import finetune
 
     result = finetune(
         small_dataset, out=tmp_path / "ft.landsight", retrain="last", epochs=2, batch_size=8, num_workers=0,

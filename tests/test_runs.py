@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from landsight.classify.finetune import finetune
+from landsight.classify.train import train
 from landsight.cli import app
 from landsight.errors import LandsightValueError
-from landsight.finetune import finetune
 from landsight.runs import list_runs, plot_curves
-from landsight.train import train
 
 
 @pytest.fixture()

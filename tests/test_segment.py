@@ -313,7 +313,7 @@ def test_deeplabv3plus_trains_exports_and_maps_a_real_tile(ches: Path, tmp_path:
     )  # fmt: skip
     assert json.loads((result.bundle_path / "bundle.json").read_text())["network"]["arch"] == "deeplabv3plus"
     src_path = ches / CHES_TILE.split("/", 1)[1]  # 260 x 260: not a multiple of the ONNX graph's stride
-    out = load_bundle(result.bundle_path).predict(src_path, tmp_path / "lc.tif", tile_size=128, progress=False)
+    out = load_bundle(result.bundle_path).predict(src_path, tmp_path / "lc.tif", window_size=128, progress=False)
     with rasterio.open(src_path) as src, rasterio.open(out) as dst:
         assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
         assert set(np.unique(dst.read(1))) <= {1, 2, 3, 4}
@@ -328,7 +328,7 @@ def test_predict_keeps_crs_transform_and_writes_colour_table(trained, ches: Path
 
     src_path = ches / CHES_TILE.split("/", 1)[1]
     out, probs = tmp_path / "landcover.tif", tmp_path / "probs.tif"
-    load_bundle(trained.bundle_path).predict(src_path, out, probabilities=probs, cog=cog, tile_size=128,
+    load_bundle(trained.bundle_path).predict(src_path, out, probabilities=probs, cog=cog, window_size=128,
                                              progress=False)  # fmt: skip
     with rasterio.open(src_path) as src, rasterio.open(out) as dst:
         assert dst.crs == src.crs and dst.crs.to_epsg() == 26917
@@ -360,7 +360,7 @@ def test_tiles_stitch_seamlessly_and_nodata_is_kept(tmp_path: Path) -> None:
     with rasterio.open(path, "w", driver="GTiff", height=300, width=250, count=4, dtype="uint8", nodata=0,
                        crs="EPSG:32617", transform=from_origin(500000, 4000000, 0.6, 0.6)) as dst:  # fmt: skip
         dst.write(data)
-    out = bundle.predict(path, tmp_path / "synthetic_map.tif", tile_size=96, progress=False)
+    out = bundle.predict(path, tmp_path / "synthetic_map.tif", window_size=96, progress=False)
     with rasterio.open(out) as dst:
         codes = dst.read(1)
         assert dst.transform == from_origin(500000, 4000000, 0.6, 0.6)
@@ -398,7 +398,7 @@ def test_evaluation_metrics_by_hand(tmp_path: Path) -> None:
                            dtype="uint8") as dst:  # fmt: skip
             dst.write(arr)
     pair = RasterPair(str(tmp_path / "synthetic_img.tif"), str(tmp_path / "synthetic_lab.tif"), 64, 64)
-    got = evaluate_segmentation(bundle, [pair], tile_size=96, progress=False)
+    got = evaluate_segmentation(bundle, [pair], window_size=96, progress=False)
     # counted: 64*60 = 3840; class 1 true: 60*32 + 16*32 = 2432 (1920 right), class 2 true: 44*32 = 1408
     assert got["n_pixels"] == 3840
     assert got["confusion_matrix"] == [[1920, 512], [0, 1408]]
@@ -420,7 +420,7 @@ def test_label_nodata_is_ignored_and_metrics_json_is_strict(tmp_path: Path) -> N
                            dtype="uint8", nodata=nodata) as dst:  # fmt: skip
             dst.write(arr)
     pair = RasterPair(str(tmp_path / "synthetic_img.tif"), str(tmp_path / "synthetic_lab.tif"), 64, 64)
-    got = evaluate_segmentation(bundle, [pair], tile_size=96, progress=False, write_to=tmp_path / "ev")
+    got = evaluate_segmentation(bundle, [pair], window_size=96, progress=False, write_to=tmp_path / "ev")
     assert got["n_pixels"] == 64 * 32 and got["confusion_matrix"] == [[2048, 0], [0, 0]]
     text = (tmp_path / "ev" / "segmentation_metrics.json").read_text()
     assert "NaN" not in text and json.loads(text)["per_class"]["c2"]["iou"] is None  # no c2 pixels: undefined
@@ -472,7 +472,7 @@ _MEASURE = textwrap.dedent(
     """
     import re, sys
     from landsight import load_bundle
-    load_bundle(sys.argv[1]).predict(sys.argv[2], sys.argv[3], tile_size=576, batch_size=2, progress=False)
+    load_bundle(sys.argv[1]).predict(sys.argv[2], sys.argv[3], window_size=576, batch_size=2, progress=False)
     print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
     """
 )

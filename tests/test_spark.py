@@ -78,7 +78,7 @@ def _assert_same_rows(spark_rows: pd.DataFrame, local_rows: pd.DataFrame) -> Non
 
 def test_predict_matches_the_local_engine_row_for_row(spark, trained, images: list[str], tmp_path: Path) -> None:  # noqa: ANN001
     from landsight import spark as ls
-    from landsight.predict import predict as local_predict
+    from landsight.classify.predict import predict as local_predict
 
     listing = _list_file(tmp_path, images)
     local = local_predict(trained.bundle_path, listing, out=tmp_path / "local.parquet", progress=False, track=False)
@@ -204,7 +204,7 @@ def test_one_onnxruntime_session_per_python_worker(spark, trained) -> None:  # n
 
 def test_featurize_on_executors_matches_local_features(spark, images, tmp_path: Path) -> None:  # noqa: ANN001
     from landsight import spark as ls
-    from landsight.featurize import featurize
+    from landsight.classify.featurize import featurize
     from landsight.spark.featurize import features_to_numpy
 
     subset = [*images[:8], images[-1]]
@@ -254,12 +254,12 @@ def test_spark_train_writes_a_bundle_that_matches_mllib_and_the_local_head(spark
 
     from landsight import spark as ls
     from landsight.bundle import load_bundle
-    from landsight.evaluate import compute_metrics
-    from landsight.featurize import cached_backbone_onnx
+    from landsight.classify.evaluate import compute_metrics
+    from landsight.classify.featurize import cached_backbone_onnx
+    from landsight.classify.train import train as local_train
     from landsight.models.backbones import create_backbone
     from landsight.spark.featurize import feature_frame
     from landsight.spark.io import paths_frame
-    from landsight.train import train as local_train
 
     kw = {"n_estimators": 20} if head == "forest" else {}
     result = ls.train(eurosat_60, out=tmp_path / "s.landsight", head=head, test_size=0.25, spark=spark, track=False,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from landsight.bundle import load_bundle
+from landsight.classify.train import train
 from landsight.data.readers import read_image
 from landsight.errors import BundleError, LandsightValueError
-from landsight.train import train
 
 CLASSES = ("Forest", "River", "SeaLake")  # as in conftest.small_dataset
 
@@ -82,9 +82,9 @@ def test_unseen_test_label_fails_before_featurizing(small_dataset: Path, tmp_pat
         (test_dir / cls).mkdir(parents=True)
         src = small_dataset / ("Forest" if cls == "Highway" else cls)
         shutil.copy(next(src.glob("*.jpg")), test_dir / cls / "x.jpg")
-    import landsight.featurize
+    import landsight.classify.featurize
 
-    monkeypatch.setattr(landsight.featurize, "featurize", lambda *a, **k: pytest.fail("featurized"))
+    monkeypatch.setattr(landsight.classify.featurize, "featurize", lambda *a, **k: pytest.fail("featurized"))
     with pytest.raises(LandsightValueError, match="Highway"):
         train(small_dataset, test=test_dir, out=tmp_path / "x.landsight", progress=False)
 

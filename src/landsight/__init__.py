@@ -6,6 +6,16 @@ The Python API mirrors the CLI; heavy libraries load only when a function is cal
     result = landsight.train("eurosat/", out="eurosat.landsight", head="logreg")
     bundle = landsight.load_bundle("eurosat.landsight")
     table = bundle.predict(["tile.png"])
+    metrics = landsight.evaluate(bundle, "more_labelled_tiles/")
+
+Packages follow the pipeline: :mod:`landsight.data` (catalogs, readers, preprocessing, tiling),
+:mod:`landsight.models` (backbones, heads, the shared Lightning fit loop),
+:mod:`landsight.classify` (frozen-feature classifiers and fine-tuning), :mod:`landsight.segment`
+(semantic segmentation of rasters), :mod:`landsight.spark` and :mod:`landsight.serve` (scoring
+at scale), then the tools that read predictions (maps, change, reports, runs, dedup).
+
+No public name here is also a submodule name, so importing any submodule never replaces a
+function of this API with a module.
 """
 
 from __future__ import annotations
@@ -15,22 +25,58 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: Public name -> module that defines it (imported on first access).
 _API = {
-    "train": "landsight.train",
-    "evaluate": "landsight.evaluate",
-    "predict": "landsight.predict",
-    "featurize": "landsight.featurize",
-    "demo": "landsight.demo",
+    "train": "landsight.classify.train",
+    "finetune": "landsight.classify.finetune",
+    "evaluate": "landsight.classify.evaluate",
+    "predict": "landsight.classify.predict",
+    "featurize": "landsight.classify.featurize",
+    "train_segmentation": "landsight.segment.train",
+    "predict_raster": "landsight.segment.predict",
+    "evaluate_rasters": "landsight.segment.evaluate",
     "load_bundle": "landsight.bundle",
+    "load_predictions": "landsight.predictions",
+    "prediction_map": "landsight.maps",
+    "compare_predictions": "landsight.change",
+    "build_report": "landsight.report",
+    "find_duplicates": "landsight.dedup",
     "build_catalog": "landsight.data.catalog",
     "read_image": "landsight.data.readers",
+    "cut_tiles": "landsight.data.tiling",
     "create_backbone": "landsight.models.backbones",
 }
 
-__all__ = [*_API, "__version__"]
+__all__ = [
+    "__version__",
+    "build_catalog",
+    "build_report",
+    "compare_predictions",
+    "create_backbone",
+    "cut_tiles",
+    "evaluate",
+    "evaluate_rasters",
+    "featurize",
+    "find_duplicates",
+    "finetune",
+    "load_bundle",
+    "load_predictions",
+    "predict",
+    "predict_raster",
+    "prediction_map",
+    "read_image",
+    "train",
+    "train_segmentation",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        return getattr(import_module(_API[name]), name)
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value  # bind the function once: later lookups skip __getattr__
+        return value
     raise AttributeError(f"module 'landsight' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

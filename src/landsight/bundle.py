@@ -1,42 +1,65 @@
-"""The model bundle: the one deployable artifact of a trained classifier.
+"""The model bundle format: the one deployable artifact of every landsight task.
 
 A bundle is a folder ``NAME.landsight/`` (or a zip of it) holding:
 
-* ``bundle.json``: schema version, task, classes, preprocessing, backbone, head, metrics,
-  training-data fingerprint, package versions, creation time;
-* ``model.onnx``: the whole inference graph, backbone and head. Input ``image``: **uint8**
-  ``(N, H, W, C)``, the image after band selection and resizing to ``preprocessing.input_size``,
-  *before* normalisation (the graph casts, scales and normalises). Output ``probabilities``:
-  float32 ``(N, n_classes)`` in ``classes`` order;
-* ``metrics.json``, ``confusion_matrix.{json,png}``, ``skipped.csv`` from training.
+* ``bundle.json``: schema version, ``task`` (``"classification"`` or ``"segmentation"``), the
+  task's own entries (classes, preprocessing, backbone, head, metrics... see
+  :mod:`landsight.classify.bundle` and :mod:`landsight.segment.bundle`), training-data
+  fingerprint, package versions, creation time;
+* ``model.onnx``: the whole inference graph (input ``image``, output ``probabilities``);
+* reports from training: ``metrics.json``, ``confusion_matrix.{json,png}``, ``skipped.csv``...
 
-Loading reads JSON and ONNX only: nothing is unpickled, and torch is not needed.
+This module holds the format only: names, :func:`write_bundle`, :func:`load_bundle` (which
+validates the metadata against the graph and dispatches on ``task``) and
+:func:`staged_bundle` (a bundle is replaced whole, never merged with an older one). Loading
+reads JSON and ONNX only: nothing is unpickled, and torch is not needed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
+from landsight.errors import BundleError, OutputExistsError
+from landsight.outputs import atomic_path, write_json
 
-from landsight.errors import BundleError
-from landsight.models.backbones import Preprocessing
-
-if TYPE_CHECKING:
-    import onnx
-    import pandas as pd
-
-    from landsight.runtime import OnnxModel
+__all__ = [
+    "BUNDLE_FILE",
+    "MODEL_FILE",
+    "SCHEMA_VERSION",
+    "SKIPPED_FILE",
+    "TASKS",
+    "WEIGHTS_FILE",
+    "graph_io",
+    "is_bundle",
+    "load_bundle",
+    "package_versions",
+    "staged_bundle",
+    "write_bundle",
+    "write_skipped",
+]
 
 SCHEMA_VERSION = 1
 BUNDLE_FILE = "bundle.json"
 MODEL_FILE = "model.onnx"
-PROBABILITY_PREFIX = "prob_"
+WEIGHTS_FILE = "weights.safetensors"
+SKIPPED_FILE = "skipped.csv"
+
+#: task -> "module:class" of its loaded-bundle class (imported only when such a bundle is loaded).
+TASKS = {
+    "classification": "landsight.classify.bundle:Bundle",
+    "segmentation": "landsight.segment.bundle:SegmentationBundle",
+}
+
+#: The verb that uses each task's bundles, for errors when a bundle is given to the wrong verb.
+TASK_VERBS = {"classification": "landsight predict / evaluate / serve", "segmentation": "landsight segment predict"}
 
 
 def package_versions() -> dict[str, str]:
@@ -52,219 +75,161 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_bundle(out: str | Path, *, model: onnx.ModelProto | None, meta: dict[str, Any]) -> Path:
+def is_bundle(path: str | Path) -> bool:
+    """Return whether ``path`` is a folder holding a ``bundle.json``."""
+    return (Path(path) / BUNDLE_FILE).is_file()
+
+
+@contextmanager
+def staged_bundle(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Write a bundle into a staging folder and put it in place of ``out`` only when complete.
+
+    A training run writes every file of the new bundle under the yielded folder. When the block
+    succeeds the old bundle (if any) is replaced whole, so no stale file of it survives
+    (``metrics.json``, ``weights.safetensors``...); when it fails, ``out`` is left as it was.
+
+    Args:
+        out: The bundle folder.
+        overwrite: Allow replacing an existing bundle.
+
+    Yields:
+        The staging folder (``.NAME.staging`` next to ``out``).
+
+    Raises:
+        OutputExistsError: ``out`` is a bundle and ``overwrite`` is False, or ``out`` is a file
+            or a non-empty folder that is not a landsight bundle (never replaced).
+
+    """
+    out = Path(out)
+    check_bundle_out(out, overwrite=overwrite)
+    staging = out.with_name(f".{out.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_bundle_out(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Check, before training, that a bundle may be written to ``out``.
+
+    Args:
+        out: The bundle folder to write.
+        overwrite: Allow replacing an existing bundle.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        OutputExistsError: ``out`` is a bundle and ``overwrite`` is False, or ``out`` is a file
+            or a non-empty folder that is not a landsight bundle.
+
+    """
+    out = Path(out)
+    if out.is_file():
+        raise OutputExistsError(f"bundle output {str(out)!r} is a file; choose a folder name such as 'model.landsight'")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_bundle(out):
+            raise OutputExistsError(
+                f"bundle output {str(out)!r} is a non-empty folder that is not a landsight bundle; "
+                "choose a new folder name (it is never replaced)"
+            )
+        if not overwrite:
+            raise OutputExistsError(f"bundle {str(out)!r} already exists; pass --overwrite to replace it whole")
+    return out
+
+
+def write_bundle(out: str | Path, *, model: Any | None, meta: dict[str, Any]) -> Path:
     """Write ``model.onnx`` and ``bundle.json`` into the bundle folder ``out``.
 
     Args:
         out: Bundle folder (created; conventionally named ``*.landsight``).
-        model: Image -> probabilities graph, or ``None`` when ``out/model.onnx`` is already written.
-        meta: Bundle metadata; ``schema_version``, ``task``, ``created`` and
-            ``package_versions`` are filled in.
+        model: ``onnx.ModelProto`` of the inference graph, or ``None`` when ``out/model.onnx`` is
+            already written.
+        meta: Bundle metadata; must hold ``task`` and the ``model`` input/output description.
+            ``schema_version``, ``created`` and ``package_versions`` are filled in.
 
     Returns:
         The bundle folder.
 
-    """
-    import onnx
+    Raises:
+        BundleError: No model given and none written, or ``meta`` lacks ``task``.
 
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if meta.get("task") not in TASKS:
+        raise BundleError(f"bundle metadata task must be one of {sorted(TASKS)}, got {meta.get('task')!r}")
     if model is not None:
-        onnx.save(model, str(out / MODEL_FILE))
+        import onnx
+
+        with atomic_path(out / MODEL_FILE) as tmp:
+            onnx.save(model, str(tmp))
     elif not (out / MODEL_FILE).is_file():
         raise BundleError(f"{str(out / MODEL_FILE)!r} is missing and no model was given")
     full = {
         "schema_version": SCHEMA_VERSION,
-        "task": "classification",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "package_versions": package_versions(),
-        "model": {
-            "file": MODEL_FILE,
-            "input": {"name": "image", "dtype": "uint8", "layout": "NHWC", "normalized": False},
-            "output": {"name": "probabilities", "dtype": "float32", "shape": ["N", "n_classes"]},
-        },
         **meta,
     }
-    tmp = out / f".{BUNDLE_FILE}.tmp"
-    tmp.write_text(json.dumps(full, indent=2, default=_json_default))
-    os.replace(tmp, out / BUNDLE_FILE)
+    write_json(out / BUNDLE_FILE, full)
     return out
 
 
 def write_skipped(out: str | Path, skipped: Sequence[tuple[str, str]]) -> Path:
-    """Write ``skipped.csv`` (columns ``path``, ``reason``) listing the unreadable images of a run."""
+    """Write ``skipped.csv`` (columns ``path``, ``reason``) listing the unreadable inputs of a run."""
     import csv
 
-    path = Path(out) / "skipped.csv"
-    with open(path, "w", newline="") as f:
+    path = Path(out) / SKIPPED_FILE
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "reason"])
         writer.writerows(skipped)
     return path
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-class Bundle:
-    """A loaded model bundle (see the module docstring for the format).
-
-    Use :func:`load_bundle` to create one.
-
-    Attributes:
-        path: The bundle folder.
-        meta: ``bundle.json`` as a dict.
-        classes: Class names, the columns of the probabilities.
-        preprocessing: Band choice, input size and normalisation.
-
-    """
-
-    def __init__(self, path: Path, meta: dict[str, Any], device: str = "auto") -> None:
-        self.path = path
-        self.meta = meta
-        self.classes: list[str] = list(meta["classes"])
-        self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-        self.device = device
-        self._model: OnnxModel | None = None
-
-    def __repr__(self) -> str:
-        return f"Bundle({str(self.path)!r}, classes={self.classes!r}, backbone={self.meta['backbone']['name']!r})"
-
-    @property
-    def model(self) -> OnnxModel:
-        """The onnxruntime session over ``model.onnx`` (created on first use)."""
-        if self._model is None:
-            from landsight.runtime import OnnxModel
-
-            self._model = OnnxModel(self.path / MODEL_FILE, device=self.device)
-        return self._model
-
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities of a batch of resized images.
-
-        Args:
-            images: ``(N, H, W, C)`` uint8, already resized to ``preprocessing.input_size``
-                (see :meth:`landsight.models.backbones.Preprocessing.resize`).
-
-        Returns:
-            ``(N, n_classes)`` float32, rows sum to 1.
-
-        """
-        return np.asarray(self.model(np.ascontiguousarray(images, dtype=np.uint8)), dtype=np.float32)
-
-    def predict(
-        self,
-        paths: Sequence[str | Path],
-        *,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        progress: bool = False,
-    ) -> pd.DataFrame:
-        """Predict image files; unreadable files give a row with ``error`` set.
-
-        Args:
-            paths: Image files.
-            batch_size: Images per forward pass.
-            num_workers: Decoding threads.
-            progress: Show a rich progress bar.
-
-        Returns:
-            One row per path, in input order, with columns ``path``, ``predicted`` (class name,
-            empty on error), ``confidence`` (its probability), ``prob_<class>`` per class,
-            ``error`` (empty when fine), ``minx``, ``miny``, ``maxx``, ``maxy`` (bounds in CRS
-            units, NaN when not georeferenced) and ``crs``.
-
-        """
-        import pandas as pd
-
-        from landsight.data.loader import iter_batches
-        from landsight.progress import progress_bar
-
-        rows: list[dict[str, Any]] = []
-        str_paths = [str(p) for p in paths]
-        with progress_bar(len(str_paths), "predict", enabled=progress) as bar:
-            for batch in iter_batches(str_paths, self.preprocessing, batch_size=batch_size, num_workers=num_workers):
-                idx, stack = batch.stack()
-                proba = self.predict_proba(stack) if stack is not None else np.empty((0, len(self.classes)))
-                rows.extend(prediction_rows(batch.items, idx, proba, self.classes))
-                bar.advance(len(batch.items))
-        return pd.DataFrame(rows, columns=prediction_columns(self.classes))
-
-
-def prediction_columns(classes: Sequence[str]) -> list[str]:
-    """Return the columns of a prediction table, in order.
+def graph_io(model_path: str | Path) -> tuple[list[int | str], list[int | str]]:
+    """Read the input and output shapes of an ONNX graph without running it.
 
     Args:
-        classes: Class names in the bundle's order.
+        model_path: The ``model.onnx`` file.
 
     Returns:
-        ``path``, ``predicted``, ``confidence``, ``prob_<class>`` per class, ``error``,
-        ``minx``, ``miny``, ``maxx``, ``maxy``, ``crs``.
-
-    """
-    columns = ["path", "predicted", "confidence", *(f"{PROBABILITY_PREFIX}{c}" for c in classes)]
-    return columns + ["error", "minx", "miny", "maxx", "maxy", "crs"]
-
-
-def prediction_rows(
-    items: Sequence[Any], idx: Sequence[int], proba: np.ndarray, classes: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Build prediction rows (see :meth:`Bundle.predict`) for one batch of loaded images.
-
-    Shared by the local engine and ``landsight.spark`` so both write identical rows.
-
-    Args:
-        items: :class:`landsight.data.loader.LoadedImage` of the batch, in input order.
-        idx: Positions in ``items`` of the decoded images (from ``ImageBatch.stack``).
-        proba: ``(len(idx), n_classes)`` float32 probabilities of those images.
-        classes: Class names, the columns of ``proba``.
-
-    Returns:
-        One dict per item, keyed by :func:`prediction_columns`.
-
-    """
-    by_item = dict(zip(idx, proba, strict=True))
-    rows: list[dict[str, Any]] = []
-    for i, item in enumerate(items):
-        row: dict[str, Any] = {"path": item.path}
-        p = by_item.get(i)
-        k = int(np.argmax(p)) if p is not None else -1
-        row["predicted"] = classes[k] if p is not None else ""
-        row["confidence"] = float(p[k]) if p is not None else float("nan")
-        for c, name in enumerate(classes):
-            row[f"{PROBABILITY_PREFIX}{name}"] = float(p[c]) if p is not None else float("nan")
-        row["error"] = item.error
-        b = item.bounds or (float("nan"),) * 4
-        row.update(minx=b[0], miny=b[1], maxx=b[2], maxy=b[3], crs=item.crs or "")
-        rows.append(row)
-    return rows
-
-
-def load_bundle(path: str | Path, *, device: str = "auto") -> Any:
-    """Open a model bundle folder (or a ``.zip`` of one) without unpickling anything.
-
-    Args:
-        path: The ``*.landsight`` folder, or a zip archive containing it.
-        device: onnxruntime device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-
-    Returns:
-        The :class:`Bundle`, or a :class:`landsight.segment.bundle.SegmentationBundle` for
-        ``task = "segmentation"``.
+        ``(input_shape, output_shape)`` of the first input and output: an int per static
+        dimension, the symbolic name (or ``"?"``) per dynamic one.
 
     Raises:
-        BundleError: Not a bundle, a file missing, or an unsupported schema version.
+        BundleError: The file is not a readable ONNX graph.
 
     """
-    path = Path(path)
+    import onnx
+
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception as exc:  # protobuf raises its own DecodeError
+        raise BundleError(f"{str(model_path)!r} is not a readable ONNX graph: {exc}") from exc
+
+    def shape(value: Any) -> list[int | str]:
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in
+                value.type.tensor_type.shape.dim]  # fmt: skip
+
+    if not graph.input or not graph.output:
+        raise BundleError(f"{str(model_path)!r} has no input or no output")
+    return shape(graph.input[0]), shape(graph.output[0])
+
+
+def _open_folder(path: Path) -> Path:
     if path.is_file() and path.suffix == ".zip":
         from landsight.cache import cache_dir, file_digest
         from landsight.data.catalog import safe_extract
@@ -279,22 +244,57 @@ def load_bundle(path: str | Path, *, device: str = "auto") -> Any:
     for name in (BUNDLE_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise BundleError(f"bundle {str(path)!r} lacks {name!r}; it is incomplete or not a landsight bundle")
+    return path
+
+
+def load_bundle(path: str | Path, *, device: str = "auto", task: str | None = None) -> Any:
+    """Open and validate a model bundle folder (or a ``.zip`` of one) without unpickling anything.
+
+    The metadata is checked against the graph before anything is predicted: required entries,
+    the class count against the graph's output width, the input size and bands against the
+    graph's input (see each task's bundle class).
+
+    Args:
+        path: The ``*.landsight`` folder, or a zip archive containing it.
+        device: onnxruntime device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        task: The task the caller needs (``"classification"`` or ``"segmentation"``); ``None``
+            accepts either.
+
+    Returns:
+        A :class:`landsight.classify.bundle.Bundle` for ``task = "classification"``, a
+        :class:`landsight.segment.bundle.SegmentationBundle` for ``"segmentation"``.
+
+    Raises:
+        BundleError: Not a bundle, a file missing, invalid metadata, metadata that does not
+            match the graph, an unsupported schema version, or a bundle of another task than
+            ``task``.
+
+    """
+    path = _open_folder(Path(path))
     try:
         meta = json.loads((path / BUNDLE_FILE).read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{str(path / BUNDLE_FILE)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{str(path / BUNDLE_FILE)!r} must hold a JSON object, got {type(meta).__name__}")
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BundleError(
             f"bundle {str(path)!r} has schema_version {version!r}; this landsight reads {SCHEMA_VERSION}. "
             "Upgrade landsight or re-train the bundle."
         )
-    if meta.get("task") == "segmentation":
-        from landsight.segment.bundle import SegmentationBundle
-
-        return SegmentationBundle(path, meta, device=device)
-    if meta.get("task") != "classification":
-        raise BundleError(
-            f"bundle {str(path)!r} is a {meta.get('task')!r} bundle; expected 'classification' or 'segmentation'"
-        )
-    return Bundle(path, meta, device=device)
+    kind = meta.get("task")
+    if kind not in TASKS:
+        raise BundleError(f"bundle {str(path)!r} has task {kind!r}; expected one of {sorted(TASKS)}")
+    if task is not None and kind != task:
+        raise BundleError(f"{str(path)!r} is a {kind} bundle; use {TASK_VERBS[kind]} with it")
+    module, name = TASKS[kind].split(":")
+    cls = getattr(import_module(module), name)
+    try:
+        bundle = cls(path, meta, device=device)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"bundle {str(path / BUNDLE_FILE)!r} has a missing or invalid entry: {exc!r}") from exc
+    bundle.validate(*graph_io(path / MODEL_FILE))
+    return bundle

@@ -2,8 +2,8 @@
 
 The tiles of the two tables are matched by footprint (``crs`` and bounds, rounded to
 ``decimals``) when both are georeferenced, otherwise by file name, and each matched tile gets its
-class before and after. The transitions table counts tiles per (before, after) pair, as in the
-seeds' "newly developed" analysis: the row ``undeveloped -> developed`` is the count of tiles that
+class before and after. The transitions table counts tiles per (before, after) pair, as in a
+"newly developed" analysis: the row ``undeveloped -> developed`` is the count of tiles that
 became developed.
 
 Example:
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from landsight.errors import LandsightValueError
+from landsight.predictions import BOUNDS_COLUMNS, load_predictions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,18 +59,18 @@ def _key(table: pd.DataFrame, on: str, decimals: int) -> pd.Series:
         return table["path"].astype(str)
     if on == "name":
         return table["path"].map(lambda p: Path(str(p)).name)
-    b = table[["minx", "miny", "maxx", "maxy"]].round(decimals).astype(str)
+    b = table[list(BOUNDS_COLUMNS)].round(decimals).astype(str)
     return table["crs"].astype(str) + "|" + b["minx"] + "|" + b["miny"] + "|" + b["maxx"] + "|" + b["maxy"]
 
 
 def _georeferenced(table: pd.DataFrame) -> bool:
-    cols = {"minx", "miny", "maxx", "maxy", "crs"}
+    cols = {*BOUNDS_COLUMNS, "crs"}
     if not cols <= set(table.columns):
         return False
     ok = table["error"] == ""
     return (
         bool(ok.any())
-        and bool(table.loc[ok, ["minx", "miny", "maxx", "maxy"]].notna().all().all())
+        and bool(table.loc[ok, list(BOUNDS_COLUMNS)].notna().all().all())
         and bool((table.loc[ok, "crs"].fillna("").astype(str) != "").all())
     )
 
@@ -99,8 +100,6 @@ def compare_predictions(
 
     """
     import pandas as pd
-
-    from landsight.maps import load_predictions
 
     if on not in MATCH_OPTIONS:
         raise LandsightValueError(f"on must be one of {MATCH_OPTIONS}, got {on!r}")

@@ -97,8 +97,8 @@ def train(
     dedup_threshold: Annotated[int, typer.Option(help="--dedup Hamming-distance threshold, bits of 64.")] = 4,
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
-    from landsight.evaluate import metrics_table
-    from landsight.train import train as train_api
+    from landsight.classify.evaluate import metrics_table
+    from landsight.classify.train import train as train_api
 
     if _spark_engine(engine):
         from landsight import spark
@@ -166,8 +166,8 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a bundle on labelled images."""
-    from landsight.evaluate import evaluate as evaluate_api
-    from landsight.evaluate import metrics_table
+    from landsight.classify.evaluate import evaluate as evaluate_api
+    from landsight.classify.evaluate import metrics_table
 
     metrics = evaluate_api(
         bundle, data, out=out, class_names=class_names, batch_size=batch_size, progress=not quiet,
@@ -194,7 +194,7 @@ def predict(
     conf: ConfOpt = None,
 ) -> None:
     """Predict images with a bundle; bad images give rows with an error."""
-    from landsight.predict import predict as predict_api
+    from landsight.classify.predict import predict as predict_api
 
     if _spark_engine(engine):
         from landsight import spark
@@ -244,8 +244,8 @@ def featurize(
     """Featurize images with a pretrained backbone into a Parquet table."""
     import pandas as pd
 
+    from landsight.classify.featurize import featurize as featurize_api
     from landsight.data.catalog import list_images
-    from landsight.featurize import featurize as featurize_api
 
     if _spark_engine(engine):
         from landsight import spark
@@ -313,8 +313,8 @@ def finetune(
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a pretrained CNN at a retraining depth (last | fc | all) and write a bundle."""
-    from landsight.evaluate import metrics_table
-    from landsight.finetune import finetune as finetune_api
+    from landsight.classify.evaluate import metrics_table
+    from landsight.classify.finetune import finetune as finetune_api
 
     result = finetune_api(
         data, out=out, test=test, backbone=backbone, weights=_weights(weights), bands=_bands(bands),
@@ -374,8 +374,8 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """Train, evaluate and predict on the real EuroSAT sample shipped in the package."""
-    from landsight.demo import demo as demo_api
-    from landsight.evaluate import metrics_table
+    from landsight.classify.demo import demo as demo_api
+    from landsight.classify.evaluate import metrics_table
 
     result = demo_api(out, head=head, progress=not quiet)
     console.print(metrics_table(result.metrics))

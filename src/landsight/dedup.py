@@ -356,7 +356,7 @@ def drop_cross_split_duplicates(
 
     Args:
         catalog: Catalog with ``path`` and ``split`` (``"train"`` / ``"test"``) columns, as
-            built in :func:`landsight.train.train`.
+            built in :func:`landsight.classify.train.train`.
         threshold: Hamming-distance threshold in bits.
         method: imagehash function name.
         num_workers: Decoding threads.

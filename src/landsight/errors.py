@@ -45,3 +45,11 @@ class WeightsUnavailableError(LandsightError, RuntimeError):
 
 class BundleError(LandsightError, ValueError):
     """A model bundle is missing, incomplete or of an unsupported schema version."""
+
+
+class OutputExistsError(LandsightError, FileExistsError):
+    """An output file or folder exists and replacing it was not asked for (``--overwrite``)."""
+
+
+class ResourceLimitError(LandsightError, ValueError):
+    """An input would need more memory or disk than the configured limit (decompression bomb, huge image)."""

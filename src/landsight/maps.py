@@ -1,6 +1,6 @@
 """Maps of tile predictions: an interactive, offline Leaflet map (folium) and a static PNG.
 
-Input is any predictions table with bounds and CRS, as written by :func:`landsight.predict.predict`
+Input is any predictions table with bounds and CRS, as written by :func:`landsight.classify.predict.predict`
 (columns ``path``, ``predicted``, ``confidence``, ``prob_<class>``..., ``error``, ``minx``,
 ``miny``, ``maxx``, ``maxy``, ``crs``). Each georeferenced tile becomes one polygon, its four
 corners reprojected to WGS84 (EPSG:4326) with :func:`rasterio.warp.transform`, coloured by the
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import DataNotFoundError, LandsightValueError
+from landsight.predictions import BOUNDS_COLUMNS, PROBABILITY_PREFIX, load_predictions, probability_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,19 +41,14 @@ if TYPE_CHECKING:
     from landsight.change import ChangeResult
 
 __all__ = [
-    "BOUNDS_COLUMNS",
     "MapResult",
     "class_colors",
-    "load_predictions",
     "load_reference",
     "prediction_map",
     "static_map",
     "thumbnail_data_uri",
     "tile_polygons",
 ]
-
-BOUNDS_COLUMNS = ("minx", "miny", "maxx", "maxy")
-"""Columns of a predictions table that hold a tile's bounds, in units of its ``crs``."""
 
 #: Colour of tiles whose reference label is missing, and of changed / disagreeing outlines.
 NEUTRAL_COLOR = "#9e9e9e"
@@ -88,45 +84,6 @@ class MapResult:
     n_disagree: int = 0
     n_changed: int = 0
     change: ChangeResult | None = None
-
-
-def load_predictions(source: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Read a predictions table (``.parquet`` or ``.csv``) written by :func:`landsight.predict.predict`.
-
-    Args:
-        source: The file, or a DataFrame (returned as is, copied).
-
-    Returns:
-        The table, with at least the columns ``path``, ``predicted`` and ``error``.
-
-    Raises:
-        DataNotFoundError: The file does not exist.
-        LandsightValueError: Unsupported suffix, or a required column is missing.
-
-    """
-    import pandas as pd
-
-    if isinstance(source, pd.DataFrame):
-        table = source.copy()
-        name = "the predictions table"
-    else:
-        from landsight.predict import FORMATS, read_table
-
-        path = Path(source)
-        name = repr(str(path))
-        if path.suffix not in FORMATS:
-            raise LandsightValueError(f"predictions file {name} must end in one of {FORMATS}")
-        if not path.is_file():
-            raise DataNotFoundError(f"predictions file {name} does not exist; write one with `landsight predict`")
-        table = read_table(path)
-    missing = [c for c in ("path", "predicted") if c not in table.columns]
-    if missing:
-        raise LandsightValueError(f"{name} lacks the column(s) {missing!r}; is it a `landsight predict` output?")
-    if "error" not in table.columns:
-        table["error"] = ""
-    table["error"] = table["error"].fillna("").astype(str)
-    table["predicted"] = table["predicted"].fillna("").astype(str)
-    return table
 
 
 def load_reference(source: str | Path | pd.DataFrame | Mapping[str, str]) -> dict[str, str]:
@@ -262,10 +219,6 @@ def thumbnail_data_uri(path: str | Path, *, size: int = 96) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _probability_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c.startswith("prob_")]
-
-
 def _popup_html(row: Mapping[str, Any], prob_cols: Sequence[str], thumb: str | None) -> str:
     esc = html.escape
     parts = [f"<div style='font:12px sans-serif;min-width:180px'><b>{esc(Path(str(row['path'])).name)}</b><br>"]
@@ -281,7 +234,8 @@ def _popup_html(row: Mapping[str, Any], prob_cols: Sequence[str], thumb: str | N
         ranked = sorted(prob_cols, key=lambda c: -float(row[c]))
         for c in ranked:
             parts.append(
-                f"<tr><td>{esc(c[len('prob_') :])}</td><td style='text-align:right'>{float(row[c]):.3f}</td></tr>"
+                f"<tr><td>{esc(c[len(PROBABILITY_PREFIX) :])}</td>"
+                f"<td style='text-align:right'>{float(row[c]):.3f}</td></tr>"
             )
         parts.append("</table>")
     parts.append("</div>")
@@ -417,7 +371,7 @@ def prediction_map(
         tiles["before"] = ""
 
     classes = sorted(c for c in set(tiles["predicted"]) | set(tiles["reference"]) | set(tiles["before"]) if c)
-    prob_classes = [c[len("prob_") :] for c in _probability_columns(tiles)]
+    prob_classes = [c[len(PROBABILITY_PREFIX) :] for c in probability_columns(tiles)]
     ordered = prob_classes + [c for c in classes if c not in prob_classes]  # all model classes: stable colours
     colors = class_colors(ordered)
     disagree = (tiles["reference"] != "") & (tiles["reference"] != tiles["predicted"])
@@ -464,7 +418,7 @@ def _write_html(
     if basemap:
         folium.TileLayer(basemap, attr=attribution or basemap, name="base map").add_to(fmap)
 
-    prob_cols = _probability_columns(tiles)
+    prob_cols = probability_columns(tiles)
     records = tiles.drop(columns=["polygon"]).to_dict("records")
     popups = [_popup_html(r, prob_cols, t) for r, t in zip(records, thumbs, strict=True)]
     short = [_popup_html(r, prob_cols, None) for r in records]  # overlay layers: no second copy of the thumbnail

@@ -56,7 +56,9 @@ def progress_bar(total: int, description: str, *, enabled: bool = True, unit: st
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as progress:
+    from rich.console import Console
+
+    with Progress(*columns, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total)
         yield _Bar(progress, task)
 

@@ -7,7 +7,7 @@ matplotlib PNGs and thumbnails small PNGs, both embedded as base64 ``data:`` URI
 HTML file can be mailed or archived and opens offline.
 
 Nothing is recomputed: the numbers come from what training / evaluation stored
-(:func:`landsight.evaluate.compute_metrics` output in ``metrics.json``, the per-epoch history in
+(:func:`landsight.classify.evaluate.compute_metrics` output in ``metrics.json``, the per-epoch history in
 ``bundle.json`` or the MLflow run's metric history).
 
 Example:
@@ -45,7 +45,7 @@ class ReportData:
         kind: ``"bundle"`` or ``"run"``.
         params: Parameters (name -> value, as text).
         summary: Headline numbers (name -> float).
-        metrics: Full :func:`landsight.evaluate.compute_metrics` dict, or empty when none was
+        metrics: Full :func:`landsight.classify.evaluate.compute_metrics` dict, or empty when none was
             stored (e.g. a predict run).
         history: One dict per epoch (``epoch`` and any of :data:`CURVE_METRICS`).
 
@@ -193,7 +193,7 @@ def _figures(data: ReportData) -> dict[str, str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from landsight.evaluate import write_evaluation
+    from landsight.classify.evaluate import write_evaluation
 
     figs: dict[str, str] = {}
     if data.metrics.get("confusion_matrix"):

@@ -82,3 +82,28 @@ class OnnxModel:
             return self._run(x)
         slices = np.array_split(x, min(self.parallel, len(x)))
         return np.concatenate(list(self._pool.map(self._run, slices)))
+
+
+class OnnxBundleModel:
+    """Base of the loaded bundle classes: ``path``, ``meta``, ``device`` and a lazy ``model``.
+
+    Args:
+        path: The bundle folder; the graph is ``path / model_file``.
+        meta: ``bundle.json`` as a dict.
+        device: See :func:`available_providers`.
+    """
+
+    model_file = "model.onnx"
+
+    def __init__(self, path: Path, meta: dict[str, Any], device: str = "auto") -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self.device = device
+        self._model: OnnxModel | None = None
+
+    @property
+    def model(self) -> OnnxModel:
+        """The onnxruntime session over the bundle's graph (created on first use)."""
+        if self._model is None:
+            self._model = OnnxModel(self.path / self.model_file, device=self.device)
+        return self._model

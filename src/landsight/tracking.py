@@ -169,7 +169,7 @@ def tracked_run(
 
 
 def log_evaluation(run: Run, metrics: Mapping[str, Any], *, prefix: str = "test_") -> None:
-    """Log the headline numbers of :func:`landsight.evaluate.compute_metrics` output.
+    """Log the headline numbers of :func:`landsight.classify.evaluate.compute_metrics` output.
 
     Args:
         run: The open run.

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from landsight.data.preprocessing import Preprocessing
 from landsight.data.readers import read_image
-from landsight.models.backbones import Preprocessing
 
 
 class ImageDataset(Dataset):
     """Images decoded and resized on access; labels as class indices.
 
-    Unreadable images must be removed beforehand (``landsight.finetune`` checks every image once
+    Unreadable images must be removed beforehand (``landsight.classify.finetune`` checks every image once
     and reports the bad ones), so a worker never fails mid-epoch.
 
     Args:

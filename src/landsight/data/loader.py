@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from landsight.data.preprocessing import Preprocessing
 from landsight.data.readers import decode_image
 from landsight.errors import ImageReadError, LandsightError
-from landsight.models.backbones import Preprocessing
 
 
 @dataclass

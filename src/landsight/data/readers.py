@@ -118,7 +118,7 @@ def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> 
         (64, 64, 3)
 
     """
-    band_list = _check_bands(bands)
+    band_list = check_bands(bands)
     if len(data) == 0:
         raise ImageReadError(name, "zero-byte file")
     if data[:4] in _TIFF_MAGIC and not _plain_8bit_tiff(data):
@@ -164,7 +164,20 @@ class _NotForRasterio(Exception):
     """The TIFF is better decoded by Pillow (internal)."""
 
 
-def _check_bands(bands: Sequence[int] | None) -> list[int] | None:
+def check_bands(bands: Sequence[int] | None, count: int | None = None, source: str = "") -> list[int] | None:
+    """Validate 1-based band indices (as rasterio numbers bands), optionally against a band count.
+
+    Args:
+        bands: Band indices, e.g. ``(1, 2, 3)``; ``None`` passes through.
+        count: Bands of the raster they will be read from; ``None`` checks the syntax only.
+        source: The raster's name, for the message.
+
+    Returns:
+        The indices as a list of ints, or ``None``.
+
+    Raises:
+        LandsightValueError: Not a non-empty sequence of integers >= 1, or an index above ``count``.
+    """
     if bands is None:
         return None
     if isinstance(bands, int | str | bytes) or not isinstance(bands, Sequence) or not bands:
@@ -178,6 +191,10 @@ def _check_bands(bands: Sequence[int] | None) -> list[int] | None:
                 f"bands must hold 1-based band indices (1 = first band), as in rasterio; got {bands!r}"
             )
         out.append(int(band))
+    bad = [b for b in out if count is not None and b > count]
+    if bad:
+        where = f"{source!r} has" if source else "the file has"
+        raise LandsightValueError(f"band {bad[0]} requested but {where} {count} band(s); use indices 1..{count}")
     return out
 
 
@@ -188,9 +205,10 @@ def _select(array: np.ndarray, bands: list[int] | None) -> np.ndarray:
         if count >= 3:
             return array[:, :, :3]
         return np.repeat(array[:, :, :1], 3, axis=2)  # gray (or gray + alpha) -> RGB
-    bad = [b for b in bands if b > count]
-    if bad:
-        raise _BandError(f"band {bad[0]} requested but the file has {count} band(s); use indices 1..{count}")
+    try:
+        check_bands(bands, count)
+    except LandsightValueError as exc:
+        raise _BandError(str(exc)) from None
     return array[:, :, [b - 1 for b in bands]]
 
 

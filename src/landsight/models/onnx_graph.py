@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
 
-    from landsight.models.backbones import Backbone, Preprocessing
+    from landsight.data.preprocessing import Preprocessing
+    from landsight.models.backbones import Backbone
 
 OPSET = 17
 IMAGE_INPUT = "image"

@@ -1,4 +1,4 @@
-"""Job 4: pixel-level land cover with a U-Net on multiband rasters.
+"""Semantic segmentation: pixel-level land cover with a U-Net on multiband rasters.
 
 Modules, one concept each, in pipeline order: :mod:`~landsight.segment.classmap` (class map YAML,
 remap, ignore index, colour masks), :mod:`~landsight.segment.raster` (the one place that opens

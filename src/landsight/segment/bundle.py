@@ -9,16 +9,16 @@ Loading reads JSON and ONNX only; prediction needs onnxruntime, not torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from landsight.errors import BundleError
+from landsight.runtime import OnnxBundleModel
 from landsight.segment.classmap import ClassMap
 from landsight.segment.stats import BandStats
-
-if TYPE_CHECKING:
-    from landsight.runtime import OnnxModel
 
 TASK = "segmentation"
 
@@ -33,7 +33,7 @@ def model_io(in_chans: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class SegmentationBundle:
+class SegmentationBundle(OnnxBundleModel):
     """A loaded segmentation bundle; create it with :func:`landsight.load_bundle`.
 
     Attributes:
@@ -47,14 +47,13 @@ class SegmentationBundle:
     """
 
     def __init__(self, path: Path, meta: dict[str, Any], device: str = "auto") -> None:
-        self.path, self.meta, self.device = path, meta, device
+        super().__init__(path, meta, device)
         self.class_map = ClassMap.from_dict(meta["class_map"], f"bundle {str(path)!r}")
         self.band_stats = BandStats.from_dict(meta["band_stats"])
         self.bands: list[int] = [int(b) for b in meta["bands"]]
         self.chip_size = int(meta["chip_size"])
         self.context: int | None = None if meta.get("context") is None else int(meta["context"])
         self.classes: list[str] = self.class_map.names
-        self._model: OnnxModel | None = None
 
     def __repr__(self) -> str:
         return f"SegmentationBundle({str(self.path)!r}, classes={self.classes!r}, bands={self.bands!r})"
@@ -66,14 +65,23 @@ class SegmentationBundle:
             return (self.chip_size - self.context) // 2
         return 32
 
-    @property
-    def model(self) -> OnnxModel:
-        """The onnxruntime session over ``model.onnx`` (created on first use)."""
-        if self._model is None:
-            from landsight.runtime import OnnxModel
+    def validate(self, input_shape: Sequence[int | str], output_shape: Sequence[int | str]) -> None:
+        """Check the metadata against the graph's input ``(N, C, H, W)`` and output ``(N, K, H, W)`` shapes.
 
-            self._model = OnnxModel(self.path / "model.onnx", device=self.device)
-        return self._model
+        Raises:
+            BundleError: The band count or class count differs from the graph's.
+        """
+        where = f"bundle {str(self.path)!r}"
+        if len(input_shape) != 4 or (isinstance(input_shape[1], int) and input_shape[1] != len(self.bands)):
+            raise BundleError(
+                f"{where} reads {len(self.bands)} band(s) but model.onnx expects input {list(input_shape)!r}; "
+                "bundle.json was edited or belongs to another model"
+            )
+        if len(output_shape) != 4 or (isinstance(output_shape[1], int) and output_shape[1] != len(self.classes)):
+            raise BundleError(
+                f"{where} lists {len(self.classes)} classes but model.onnx outputs {list(output_shape)!r}; "
+                "bundle.json was edited or belongs to another model"
+            )
 
     def predict_proba(self, tiles: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of tiles.

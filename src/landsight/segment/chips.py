@@ -182,14 +182,3 @@ class ChipDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))
 
 
-def class_frequencies(dataset: ChipDataset, n: int = 64) -> np.ndarray:
-    """Fraction of labelled pixels per class over ``n`` chips of a dataset (for reports).
-
-    Returns:
-        ``(K,)`` float64 summing to 1 (zeros when no pixel is labelled).
-    """
-    counts = np.zeros(dataset.class_map.num_classes, dtype=np.float64)
-    for i in range(min(n, len(dataset))):
-        y = dataset[i][1].numpy().ravel()
-        counts += np.bincount(y[y != IGNORE_INDEX], minlength=len(counts))[: len(counts)]
-    return counts / max(counts.sum(), 1)

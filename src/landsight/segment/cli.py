@@ -17,7 +17,7 @@ console = Console()
 ImagesOpt = Annotated[str, typer.Option(help="Glob of image rasters (quote it), or a CSV with columns image,label.")]
 LabelsOpt = Annotated[str | None, typer.Option(help="Glob of label rasters whose wildcards match --images'.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-TileOpt = Annotated[int, typer.Option(help="Prediction tile side in pixels (multiple of 32).")]
+WindowOpt = Annotated[int, typer.Option(help="Prediction tile side in pixels (multiple of 32).")]
 
 
 def _ints(value: str | None, name: str) -> tuple[int, ...] | None:
@@ -97,19 +97,15 @@ def predict_cmd(
     out: Annotated[Path, typer.Option(help="Output GeoTIFF of class codes.")] = Path("landcover.tif"),
     probabilities: Annotated[Path | None, typer.Option(help="Also write per-class probabilities here.")] = None,
     cog: Annotated[bool, typer.Option(help="Write Cloud Optimized GeoTIFFs.")] = False,
-    tile_size: TileOpt = 576,
+    window_size: WindowOpt = 576,
     batch_size: Annotated[int, typer.Option(help="Tiles per inference call.")] = 2,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the land-cover map of a raster (same CRS and transform, colour table, nodata)."""
     from landsight.bundle import load_bundle
-    from landsight.errors import BundleError
-    from landsight.segment.bundle import SegmentationBundle
 
-    loaded = load_bundle(bundle)
-    if not isinstance(loaded, SegmentationBundle):
-        raise BundleError(f"bundle {str(bundle)!r} is not a segmentation bundle; use `landsight predict`")
-    path = loaded.predict(raster, out, probabilities=probabilities, cog=cog, tile_size=tile_size,
+    loaded = load_bundle(bundle, task="segmentation")
+    path = loaded.predict(raster, out, probabilities=probabilities, cog=cog, window_size=window_size,
                           batch_size=batch_size, progress=not quiet)  # fmt: skip
     console.print(f"land cover: [bold]{path}[/bold]" + (f", probabilities: [bold]{probabilities}[/bold]"
                                                          if probabilities else ""))  # fmt: skip
@@ -121,7 +117,7 @@ def evaluate_cmd(
     images: ImagesOpt,
     labels: LabelsOpt = None,
     out: Annotated[Path, typer.Option(help="Folder for segmentation_metrics.json.")] = Path("evaluation"),
-    tile_size: TileOpt = 576,
+    window_size: WindowOpt = 576,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
     no_track: Annotated[bool, typer.Option(help="Do not record an MLflow run.")] = False,
     quiet: QuietOpt = False,
@@ -129,7 +125,7 @@ def evaluate_cmd(
     """Pixel accuracy, per-class IoU / F1, mean IoU and the confusion matrix over whole rasters."""
     from landsight.segment.evaluate import evaluate_rasters, metrics_table
 
-    metrics = evaluate_rasters(bundle, images, labels, out=out, tile_size=tile_size, progress=not quiet,
+    metrics = evaluate_rasters(bundle, images, labels, out=out, window_size=window_size, progress=not quiet,
                                tracking_uri=tracking_uri, track=not no_track)  # fmt: skip
     _print_skipped(metrics["skipped"])
     console.print(metrics_table(metrics))

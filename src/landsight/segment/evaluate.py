@@ -10,13 +10,13 @@ that occur in the labels or the predictions (a class absent from both has no IoU
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from landsight.outputs import write_json
 from landsight.segment.classmap import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -40,17 +40,6 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     keep = y_true != IGNORE_INDEX
     t, p = y_true[keep].astype(np.int64), y_pred[keep].astype(np.int64)
     return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN / infinite float replaced by ``None``, so ``json.dumps`` writes strict JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def segmentation_metrics(matrix: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -94,7 +83,7 @@ def evaluate_segmentation(
     bundle: SegmentationBundle,
     pairs: Sequence[RasterPair],
     *,
-    tile_size: int = 576,
+    window_size: int = 576,
     batch_size: int = 2,
     progress: bool = True,
     write_to: str | Path | None = None,
@@ -104,7 +93,7 @@ def evaluate_segmentation(
     Args:
         bundle: The bundle.
         pairs: Image / label pairs (:func:`landsight.segment.pairs.pair_rasters`).
-        tile_size: Prediction tile side (multiple of 32).
+        window_size: Prediction window side (multiple of 32).
         batch_size: Tiles per onnxruntime call.
         progress: Rich progress bars.
         write_to: Folder for ``segmentation_metrics.json`` (optional).
@@ -122,7 +111,7 @@ def evaluate_segmentation(
     for pair in pairs:
         matrix = np.zeros((k, k), dtype=np.int64)
         with open_raster(pair.image) as src, open_raster(pair.label) as lab:
-            for t in iter_predictions(src, bundle, tile_size=tile_size, batch_size=batch_size, progress=progress):
+            for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size, progress=progress):
                 h, w = t.valid.shape
                 y = read_labels(lab, t.row, t.col, h, w, bundle.class_map)
                 y = np.where(t.valid, y, IGNORE_INDEX)
@@ -136,7 +125,7 @@ def evaluate_segmentation(
     if write_to is not None:
         path = Path(write_to)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "segmentation_metrics.json").write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False))
+        write_json(path / "segmentation_metrics.json", metrics)
     return metrics
 
 
@@ -161,7 +150,7 @@ def evaluate_rasters(
     labels: str | Path | None = None,
     *,
     out: str | Path | None = None,
-    tile_size: int = 576,
+    window_size: int = 576,
     batch_size: int = 2,
     progress: bool = True,
     tracking_uri: str | None = None,
@@ -174,7 +163,7 @@ def evaluate_rasters(
         images: Glob pattern of image rasters, or a CSV of pairs.
         labels: Glob pattern of label rasters (``None`` with a CSV).
         out: Folder for ``segmentation_metrics.json``.
-        tile_size: Prediction tile side (multiple of 32).
+        window_size: Prediction window side (multiple of 32).
         batch_size: Tiles per onnxruntime call.
         progress: Progress bars.
         tracking_uri: MLflow store.
@@ -187,19 +176,15 @@ def evaluate_rasters(
         BundleError: ``bundle`` is not a segmentation bundle.
     """
     from landsight.bundle import load_bundle
-    from landsight.errors import BundleError
-    from landsight.segment.bundle import SegmentationBundle
     from landsight.segment.pairs import pair_rasters
     from landsight.tracking import tracked_run
 
-    loaded = load_bundle(bundle)
-    if not isinstance(loaded, SegmentationBundle):
-        raise BundleError(f"bundle {str(bundle)!r} is a {loaded.meta.get('task')!r} bundle; expected 'segmentation'")
+    loaded = load_bundle(bundle, task="segmentation")
     found = pair_rasters(images, labels)
-    params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "tile_size": tile_size}
+    params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size}
     with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
         metrics = evaluate_segmentation(
-            loaded, found.pairs, tile_size=tile_size, batch_size=batch_size, progress=progress, write_to=out
+            loaded, found.pairs, window_size=window_size, batch_size=batch_size, progress=progress, write_to=out
         )
         run.log_metrics({k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "mean_f1")})
         run.log_metrics({f"iou.{n}": m["iou"] for n, m in metrics["per_class"].items()})

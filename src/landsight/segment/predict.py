@@ -1,11 +1,11 @@
 """Windowed prediction over rasters of any size into a georeferenced label GeoTIFF.
 
-The raster is cut into a grid of *cores*; each core is predicted from a tile that extends it by
-``margin`` pixels on every side (read with reflection padding past the raster's edges), and only
-the core is kept: overlapping tiles stitched by centre-cropping, so no tile edge shows in the
-map. Tiles run through the bundle's ONNX graph in onnxruntime (no torch) in small batches, and
-each core is written as soon as it is predicted: peak memory is a few tiles, independent of the
-raster's size.
+The raster is cut into a grid of *cores*; each core is predicted from a prediction *window* that
+extends it by ``margin`` pixels on every side (read with reflection padding past the raster's
+edges), and only the core is kept: overlapping windows stitched by centre-cropping, so no window
+edge shows in the map. Windows run through the bundle's ONNX graph in onnxruntime (no torch) in
+small batches, and each core is written as soon as it is predicted: peak memory is a few windows,
+independent of the raster's size.
 
 The output has the input's CRS and transform, uint8 class codes from the class map, nodata
 (:data:`~landsight.segment.classmap.NODATA_CODE`) where the input is nodata, and the class map's
@@ -52,32 +52,32 @@ class TilePrediction:
     valid: np.ndarray
 
 
-def tile_layout(height: int, width: int, tile_size: int, margin: int) -> tuple[int, int]:
-    """Choose the tile side and core side for a raster.
+def tile_layout(height: int, width: int, window_size: int, margin: int) -> tuple[int, int]:
+    """Choose the prediction window side and core side for a raster.
 
     Args:
         height: Raster rows.
         width: Raster columns.
-        tile_size: Requested tile side (a multiple of 32).
+        window_size: Requested prediction window side (a multiple of 32).
         margin: Context kept around each core, pixels.
 
     Returns:
-        ``(tile, core)``: the tile side actually used (a multiple of 32, shrunk to fit small
+        ``(window, core)``: the window side actually used (a multiple of 32, shrunk to fit small
         rasters) and the core side. Where the tile allows, the core is a multiple of the output's
         256-pixel blocks, so every output block is written whole, once, and leaves GDAL's cache
         at once; the tile then holds at least ``core + 2 * margin`` pixels.
 
     Raises:
-        LandsightValueError: ``tile_size`` not a multiple of 32 or not larger than ``2 * margin``.
+        LandsightValueError: ``window_size`` not a multiple of 32 or not larger than ``2 * margin``.
     """
-    if tile_size % STRIDE or tile_size <= 2 * margin:
+    if window_size % STRIDE or window_size <= 2 * margin:
         raise LandsightValueError(
-            f"tile_size must be a multiple of {STRIDE} larger than 2 x margin ({2 * margin}), got {tile_size!r}"
+            f"window_size must be a multiple of {STRIDE} larger than 2 x margin ({2 * margin}), got {window_size!r}"
         )
     fit = math.ceil((max(height, width) + 2 * margin) / STRIDE) * STRIDE
-    if fit <= tile_size:
+    if fit <= window_size:
         return fit, fit - 2 * margin
-    core = (tile_size - 2 * margin) // BLOCK * BLOCK or tile_size - 2 * margin
+    core = (window_size - 2 * margin) // BLOCK * BLOCK or window_size - 2 * margin
     return math.ceil((core + 2 * margin) / STRIDE) * STRIDE, core
 
 
@@ -85,7 +85,7 @@ def iter_predictions(
     src: Any,
     bundle: SegmentationBundle,
     *,
-    tile_size: int = 576,
+    window_size: int = 576,
     margin: int | None = None,
     batch_size: int = 2,
     progress: bool = False,
@@ -95,7 +95,7 @@ def iter_predictions(
     Args:
         src: Open rasterio dataset with at least the bundle's bands.
         bundle: The segmentation bundle.
-        tile_size: Tile side in pixels (multiple of 32).
+        window_size: Prediction window side in pixels (multiple of 32).
         margin: Context around each core (default: the bundle's, see
             :attr:`SegmentationBundle.margin`).
         batch_size: Tiles per onnxruntime call.
@@ -105,11 +105,11 @@ def iter_predictions(
         :class:`TilePrediction` per core, row by row.
     """
     from landsight.progress import progress_bar
-    from landsight.segment.raster import check_bands, read_window
+    from landsight.segment.raster import raster_bands, read_window
 
-    bands = check_bands(src, bundle.bands)
+    bands = raster_bands(src, bundle.bands)
     margin = bundle.margin if margin is None else margin
-    tile, core = tile_layout(src.height, src.width, tile_size, margin)
+    tile, core = tile_layout(src.height, src.width, window_size, margin)
     cores = [(r, c) for r in range(0, src.height, core) for c in range(0, src.width, core)]
     with progress_bar(len(cores), f"segment {Path(src.name).name}", enabled=progress, unit="tiles") as bar:
         for start in range(0, len(cores), batch_size):
@@ -150,7 +150,7 @@ def predict_raster(
     *,
     probabilities: str | Path | None = None,
     cog: bool = False,
-    tile_size: int = 576,
+    window_size: int = 576,
     batch_size: int = 2,
     progress: bool = True,
     cache_mb: int = 64,
@@ -164,7 +164,7 @@ def predict_raster(
         probabilities: Optional per-class probability GeoTIFF (uint8, ``round(p * 254)``, GDAL
             scale ``1/254``, nodata 255, one band per class named after it).
         cog: Write Cloud Optimized GeoTIFFs (GDAL COG driver: tiled, overviews).
-        tile_size: Tile side (multiple of 32); memory grows with its square, not with the raster.
+        window_size: Prediction window side (multiple of 32); memory grows with its square, not with the raster.
         batch_size: Tiles per onnxruntime call.
         progress: Rich progress bar.
         cache_mb: GDAL block cache limit (``GDAL_CACHEMAX``) during the run, MB; GDAL's default
@@ -197,7 +197,7 @@ def predict_raster(
                 dsts[1].scales = (1 / PROB_SCALE,) * bundle.class_map.num_classes
             from rasterio.windows import Window
 
-            for t in iter_predictions(src, bundle, tile_size=tile_size, batch_size=batch_size, progress=progress):
+            for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size, progress=progress):
                 h, w = t.valid.shape
                 window = Window(t.col, t.row, w, h)
                 codes = np.where(t.valid, lut[t.probabilities.argmax(axis=0)], NODATA_CODE).astype(np.uint8)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from landsight.errors import DataNotFoundError, ImageReadError, LandsightValueError
+from landsight.data.readers import check_bands
+from landsight.errors import DataNotFoundError, ImageReadError
 
 if TYPE_CHECKING:
     from landsight.segment.classmap import ClassMap
@@ -63,7 +64,7 @@ def open_dataset(path: str | Path) -> Any:
         raise ImageReadError(str(path), f"not a raster GDAL can open ({exc})") from exc
 
 
-def check_bands(src: Any, bands: Sequence[int] | None) -> list[int]:
+def raster_bands(src: Any, bands: Sequence[int] | None) -> list[int]:
     """Validate 1-based band indices against an open raster.
 
     Args:
@@ -78,12 +79,7 @@ def check_bands(src: Any, bands: Sequence[int] | None) -> list[int]:
     """
     if bands is None:
         return list(range(1, src.count + 1))
-    out = [int(b) for b in bands]
-    if not out or any(not 1 <= b <= src.count for b in out):
-        raise LandsightValueError(
-            f"bands {tuple(bands)!r} out of range for {src.name!r}, which has {src.count} band(s)"
-        )
-    return out
+    return check_bands(bands, src.count, src.name) or []
 
 
 def read_window(
@@ -118,7 +114,7 @@ def read_window(
     """
     from rasterio.windows import Window
 
-    band_list = check_bands(src, bands)
+    band_list = raster_bands(src, bands)
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + height, src.height), min(col + width, src.width)
     dtype = np.dtype(src.dtypes[band_list[0] - 1])
@@ -169,12 +165,6 @@ def _pad(array: np.ndarray, widths: tuple[tuple[int, int], ...], pad: str, fill:
     if pad == "reflect":  # numpy reflects repeatedly when the pad is wider than the array
         return np.pad(array, widths, mode="reflect" if min(array.shape[1:]) > 1 else "edge")
     return np.pad(array, widths, mode="constant", constant_values=fill)
-
-
-def raster_shape(path: str | Path) -> tuple[int, int, int, str]:
-    """Return ``(height, width, count, dtype)`` of a raster without reading pixels."""
-    with open_raster(path) as src:
-        return int(src.height), int(src.width), int(src.count), str(src.dtypes[0])
 
 
 def iter_blocks(height: int, width: int, size: int) -> Iterator[tuple[int, int, int, int]]:

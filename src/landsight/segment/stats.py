@@ -66,14 +66,14 @@ def band_stats(
         LandsightValueError: No valid pixel at all.
     """
     from landsight.progress import progress_bar
-    from landsight.segment.raster import check_bands, iter_blocks, open_raster, read_window
+    from landsight.segment.raster import iter_blocks, open_raster, raster_bands, read_window
 
     total = s1 = s2 = None
     band_list: list[int] = []
     with progress_bar(len(paths), "band statistics", enabled=progress, unit="rasters") as bar:
         for path in paths:
             with open_raster(path) as src:
-                band_list = check_bands(src, bands)
+                band_list = raster_bands(src, bands)
                 # over budget: every k-th block row and column (a grid over the whole raster)
                 k = max(1, int(np.ceil(np.sqrt(src.height * src.width / max_pixels))))
                 for r, c, h, w in iter_blocks(src.height, src.width, window):

@@ -1,9 +1,9 @@
 """Train a segmentation network on raster pairs and write a segmentation bundle.
 
 The training loop is the fine-tuning machinery (:func:`landsight.models.fit.fit_module`, shared
-with :mod:`landsight.finetune`): :class:`~landsight.models.classifier.FinetuneModule`
+with :mod:`landsight.classify.finetune`): :class:`~landsight.models.fit.FinetuneModule`
 (optimisers, schedules, discriminative learning rates: encoder at ``lr * backbone_lr_mult``),
-:class:`~landsight.models.classifier.EpochHistory` (per-epoch ``history.jsonl``), Lightning
+:class:`~landsight.models.fit.EpochHistory` (per-epoch ``history.jsonl``), Lightning
 checkpoints every epoch in ``<out>.checkpoints/`` (``resume=True`` continues), DDP over
 ``devices`` processes (``ddp_spawn`` on one machine, ``ddp`` under torchrun / SLURM; Lightning's
 ``DistributedSampler`` gives each process its own shard of the chips) and an MLflow run with
@@ -14,6 +14,7 @@ with the ignore index (unknown / nodata / outside the ``context`` centre never c
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,13 +23,15 @@ from typing import Any
 
 import torch
 
+from landsight.bundle import BUNDLE_FILE
 from landsight.errors import LandsightValueError
-from landsight.models.classifier import FinetuneModule
+from landsight.models.fit import FinetuneModule
+from landsight.outputs import write_json
 from landsight.segment.classmap import IGNORE_INDEX
 
 
 class SegmentationModule(FinetuneModule):
-    """:class:`~landsight.models.classifier.FinetuneModule` with a per-pixel loss.
+    """:class:`~landsight.models.fit.FinetuneModule` with a per-pixel loss.
 
     Batches are ``(x, y)``: float32 ``(N, C, H, W)`` raw band values and int64 ``(N, H, W)``
     class indices; pixels equal to :data:`IGNORE_INDEX` are left out of the loss and the error.
@@ -232,8 +235,7 @@ def _train(
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from landsight.models.classifier import parse_lr_schedule, steps_per_epoch
-    from landsight.models.fit import fit_module
+    from landsight.models.fit import fit_module, parse_lr_schedule, steps_per_epoch
     from landsight.segment.chips import ChipDataset
     from landsight.segment.classmap import load_class_map
     from landsight.segment.model import build_model, encoder_parameters
@@ -294,7 +296,7 @@ def _train(
 
     metrics = evaluate_segmentation(bundle, val_pairs, progress=False, write_to=out)
     bundle.meta["metrics"] = {k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "n_pixels")}
-    _write_meta(out, bundle.meta)
+    write_json(Path(out) / BUNDLE_FILE, bundle.meta)
     return SegmentTrainResult(out, history, metrics, best_epoch, found.skipped)
 
 
@@ -319,7 +321,7 @@ def write_segmentation_bundle(
     Raises:
         LandsightValueError: ``meta`` lacks a required entry.
     """
-    from landsight.bundle import write_bundle, write_skipped
+    from landsight.bundle import MODEL_FILE, WEIGHTS_FILE, write_bundle, write_skipped
     from landsight.segment.bundle import TASK, SegmentationBundle, model_io
     from landsight.segment.model import export_segmentation_onnx
 
@@ -328,23 +330,10 @@ def write_segmentation_bundle(
         raise LandsightValueError(f"segmentation bundle metadata lacks {missing!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    export_segmentation_onnx(model, len(meta["bands"]), out / "model.onnx")
+    export_segmentation_onnx(model, len(meta["bands"]), out / MODEL_FILE)
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_FILE))
     write_bundle(out, model=None, meta={"task": TASK, "model": model_io(len(meta["bands"])), "metrics": {}, **meta})
     write_skipped(out, skipped)
-    import json
-
-    return SegmentationBundle(out, json.loads((out / "bundle.json").read_text()))
-
-
-def _write_meta(out: Path, meta: dict[str, Any]) -> None:
-    import json
-    import os
-
-    tmp = out / ".bundle.json.tmp"
-    from landsight.segment.evaluate import json_safe
-
-    tmp.write_text(json.dumps(json_safe(meta), indent=2, allow_nan=False))
-    os.replace(tmp, out / "bundle.json")
+    return SegmentationBundle(out, json.loads((out / BUNDLE_FILE).read_text()))

@@ -22,16 +22,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from landsight import __version__
-from landsight.serve.app import (
-    ERROR_RESPONSES,
-    NOT_FOUND_RESPONSES,
-    ApiError,
-    ModelName,
-    ModelService,
-    ServiceDep,
-    SettingsDep,
-    too_many_pixels,
-)
 from landsight.serve.schemas import (
     V2Health,
     V2InferInput,
@@ -42,6 +32,16 @@ from landsight.serve.schemas import (
     V2ModelReady,
     V2ServerMetadata,
     V2Tensor,
+)
+from landsight.serve.service import (
+    ERROR_RESPONSES,
+    NOT_FOUND_RESPONSES,
+    ApiError,
+    ModelName,
+    ModelService,
+    ServiceDep,
+    SettingsDep,
+    too_many_pixels,
 )
 from landsight.serve.settings import ServeSettings
 

@@ -1,7 +1,7 @@
 """Featurizing on the executors: the backbone's ONNX graph in onnxruntime, no torch there.
 
 The driver builds the backbone once (torch + timm, offline weights) only to export its ONNX graph
-(cached by :func:`landsight.featurize.cached_backbone_onnx`); executors receive the graph bytes as
+(cached by :func:`landsight.classify.featurize.cached_backbone_onnx`); executors receive the graph bytes as
 a broadcast and run it like :mod:`landsight.spark.score` runs a bundle.
 """
 
@@ -32,7 +32,7 @@ def feature_frame(backbone: Backbone, onnx_path: str | Path, paths: DataFrame, *
     Args:
         backbone: The backbone (its preprocessing and feature width).
         onnx_path: Its exported graph (``image`` uint8 ``(N, H, W, C)`` -> ``features`` float32
-            ``(N, D)``), from :func:`landsight.featurize.cached_backbone_onnx`.
+            ``(N, D)``), from :func:`landsight.classify.featurize.cached_backbone_onnx`.
         paths: DataFrame with a ``path`` string column; its other columns are carried through.
         batch_size: Images per forward pass.
 
@@ -137,7 +137,7 @@ def featurize(
     """
     from pyspark.sql import functions as F
 
-    from landsight.featurize import cached_backbone_onnx
+    from landsight.classify.featurize import cached_backbone_onnx
     from landsight.models.backbones import create_backbone
     from landsight.spark.io import list_inputs, paths_frame
     from landsight.spark.session import get_session

@@ -1,6 +1,6 @@
 """Spark MLlib heads on executor-made features, turned into ONNX for a normal landsight bundle.
 
-The seeds' MMLSpark path: featurize on the cluster, then fit ``pyspark.ml`` LogisticRegression or
+The MMLSpark (SynapseML) path: featurize on the cluster, then fit ``pyspark.ml`` LogisticRegression or
 RandomForestClassifier on the feature DataFrame. The fitted head becomes an ONNX graph, never a
 pickle or an MLlib model folder:
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import onnx
     from pyspark.sql import SparkSession
 
-    from landsight.train import TrainResult
+    from landsight.classify.train import TrainResult
 
 #: Default depth of MLlib forest trees (MLlib caps depth at 30 and has no "unlimited").
 DEFAULT_FOREST_DEPTH = 12
@@ -243,7 +243,7 @@ def train(
         track: Record the run in MLflow.
 
     Returns:
-        A :class:`landsight.train.TrainResult` (``head`` is the fitted MLlib model, in memory).
+        A :class:`landsight.classify.train.TrainResult` (``head`` is the fitted MLlib model, in memory).
 
     Raises:
         LandsightValueError: Bad parameters, fewer than two classes, or a class left without
@@ -251,8 +251,8 @@ def train(
         WeightsUnavailableError: The backbone's weights cannot be had.
 
     """
+    from landsight.classify.train import log_train_result
     from landsight.tracking import tracked_run
-    from landsight.train import log_train_result
 
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
@@ -308,14 +308,14 @@ def _train(
     from pyspark.ml.functions import array_to_vector, vector_to_array
     from pyspark.sql import functions as F
 
+    from landsight.classify.evaluate import compute_metrics
+    from landsight.classify.featurize import cached_backbone_onnx
+    from landsight.classify.train import TrainResult, write_classifier_bundle
     from landsight.data.catalog import training_catalog
-    from landsight.evaluate import compute_metrics
-    from landsight.featurize import cached_backbone_onnx
     from landsight.models.backbones import create_backbone
     from landsight.spark.featurize import feature_frame
     from landsight.spark.io import paths_frame
     from landsight.spark.session import get_session
-    from landsight.train import TrainResult, write_classifier_bundle
 
     started = time.perf_counter()
     catalog = training_catalog(

@@ -7,7 +7,7 @@ reach the executors as a broadcast variable, so the bundle need not be on a shar
 Each session uses ``spark.task.cpus`` intra-op threads (the cores Spark gives one task; an
 executor with C cores runs C such tasks at once), or ``landsight.spark.threads`` when set.
 
-Rows are built by :func:`landsight.bundle.prediction_rows`, the same function the local engine
+Rows are built by :func:`landsight.predictions.prediction_rows`, the same function the local engine
 uses, and images are read, decoded and resized by :func:`landsight.data.loader.load_bytes`
 exactly as there, so both engines write the same rows.
 """
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-    from landsight.bundle import Bundle
+    from landsight.classify.bundle import Bundle
     from landsight.data.loader import LoadedImage
 
 #: Per Python worker: model digest -> onnxruntime session wrapper.
@@ -168,7 +168,7 @@ def map_batches(
     import pandas as pd
 
     from landsight.data.loader import ImageBatch
-    from landsight.models.backbones import Preprocessing
+    from landsight.data.preprocessing import Preprocessing
 
     prep = Preprocessing.from_dict(preprocessing)
     session = worker_session(digest, model, task_threads(threads))
@@ -186,10 +186,10 @@ def map_batches(
 
 
 def prediction_schema(classes: Sequence[str]) -> StructType:
-    """Spark schema of prediction rows (:func:`landsight.bundle.prediction_columns`)."""
+    """Spark schema of prediction rows (:func:`landsight.predictions.prediction_columns`)."""
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-    from landsight.bundle import prediction_columns
+    from landsight.predictions import prediction_columns
 
     strings = {"path", "predicted", "error", "crs"}
     return StructType(
@@ -210,10 +210,11 @@ def score_frame(
             frames; by default it is broadcast here.
 
     Returns:
-        DataFrame of prediction rows (columns of :func:`landsight.bundle.prediction_columns`).
+        DataFrame of prediction rows (columns of :func:`landsight.predictions.prediction_columns`).
 
     """
-    from landsight.bundle import MODEL_FILE, prediction_columns, prediction_rows
+    from landsight.bundle import MODEL_FILE
+    from landsight.predictions import prediction_columns, prediction_rows
 
     digest, shared = graph or broadcast_model(paths.sparkSession, bundle.path / MODEL_FILE)
     classes = list(bundle.classes)
@@ -279,7 +280,7 @@ def predict(
     """Predict images on Spark executors into a Parquet dataset, resumable.
 
     The output folder holds Parquet part files whose rows are those of the local engine
-    (:func:`landsight.predict.predict`) for the same images, though not in input order (the
+    (:func:`landsight.classify.predict.predict`) for the same images, though not in input order (the
     paths are spread over partitions; sort by ``path`` to compare); ``pandas.read_parquet(out)``
     reads it. The images are scored in chunks of ``chunk_size``, each appended to ``out`` by its own
     Spark job, so a crash loses at most the chunk in flight. When ``out`` already holds rows,
@@ -312,7 +313,8 @@ def predict(
     """
     from pyspark.sql import functions as F
 
-    from landsight.bundle import MODEL_FILE, Bundle, load_bundle
+    from landsight.bundle import MODEL_FILE
+    from landsight.classify.bundle import as_bundle
     from landsight.spark.io import list_inputs, paths_frame
     from landsight.spark.session import get_session
     from landsight.tracking import tracked_run
@@ -329,12 +331,7 @@ def predict(
         )
     if batch_size < 1 or chunk_size < 1:
         raise LandsightValueError(f"batch_size and chunk_size must be >= 1, got {batch_size!r}, {chunk_size!r}")
-    model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    if not isinstance(model, Bundle):
-        raise LandsightValueError(
-            f"{model.path} is a {type(model).__name__}; --engine spark scores image classifiers "
-            "(use `landsight segment predict` for segmentation bundles)"
-        )
+    model = as_bundle(bundle)
     spark = spark or get_session(master, conf)
     paths = list_inputs(inputs)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": out_text, "engine": "spark",

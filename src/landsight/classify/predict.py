@@ -18,7 +18,7 @@ from landsight.errors import LandsightValueError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from landsight.bundle import Bundle
+    from landsight.classify.bundle import Bundle
 
 FORMATS = (".parquet", ".csv")
 
@@ -86,14 +86,14 @@ def predict(
         DataNotFoundError: ``inputs`` holds no images.
 
     """
-    from landsight.bundle import Bundle, load_bundle
+    from landsight.classify.bundle import as_bundle
     from landsight.data.catalog import list_images
     from landsight.tracking import tracked_run
 
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.suffix not in FORMATS:
         raise LandsightValueError(f"out must end in one of {FORMATS}, got {str(out_path)!r}")
-    model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    model = as_bundle(bundle)
     paths = list_images(inputs)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": str(out_path) if out_path else None,
               "backbone": model.meta["backbone"]["name"], "batch_size": batch_size}  # fmt: skip

@@ -1,12 +1,11 @@
-"""Job 2: fine-tune a pretrained CNN at a chosen retraining depth, on one process or many.
+"""Fine-tune a pretrained CNN at a chosen retraining depth, on one process or many.
 
 Training runs in Lightning: checkpoints every epoch (``<out>.checkpoints/last.ckpt`` and the
 best epoch by validation error), ``resume=True`` continues after a crash, optional early
 stopping, data-parallel DDP over ``devices`` processes and ``num_nodes`` nodes (gloo on CPU,
 nccl on GPU; each process sees its shard through a ``DistributedSampler``), mixed precision on
-a GPU. Validation runs every epoch on held-out images, never training images (the seeds'
-distributed job measured "test accuracy" on its training folder). The best epoch is exported
-to the same model bundle as the frozen-features job, plus ``weights.safetensors``.
+a GPU. Validation runs every epoch on held-out images, never training images. The best epoch is exported
+to the same model bundle as the frozen-feature classifier, plus ``weights.safetensors``.
 
 ``retrain="last"`` with ``cache_features=True`` does not run the frozen backbone every epoch: it
 featurizes once (the Parquet feature cache) and trains the final layer on the cached features.
@@ -29,6 +28,7 @@ import numpy as np
 
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE
+from landsight.predictions import PROBABILITY_PREFIX
 
 
 @dataclass
@@ -37,7 +37,7 @@ class FinetuneResult:
 
     Attributes:
         bundle_path: The bundle folder (``model.onnx``, ``bundle.json``, ``weights.safetensors``).
-        metrics: Held-out test metrics (see :func:`landsight.evaluate.compute_metrics`); empty
+        metrics: Held-out test metrics (see :func:`landsight.classify.evaluate.compute_metrics`); empty
             when there is no test split.
         history: One dict per epoch: ``epoch``, ``train_loss``, ``train_error`` (%),
             ``val_loss``, ``val_error`` (%), ``epoch_seconds``, ``samples_per_second``, ``lr``.
@@ -133,7 +133,8 @@ def finetune(
             ``resume=True`` without a checkpoint (all before training).
         WeightsUnavailableError: The backbone's weights cannot be had.
     """
-    from landsight.models.classifier import OPTIMIZERS, RETRAIN_DEPTHS, parse_lr_schedule
+    from landsight.models.classifier import RETRAIN_DEPTHS
+    from landsight.models.fit import OPTIMIZERS, parse_lr_schedule
     from landsight.tracking import log_evaluation, tracked_run
 
     started = time.perf_counter()
@@ -232,13 +233,8 @@ def _finetune(
     from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
     from landsight.data.dataset import ImageDataset
     from landsight.models.backbones import create_backbone
-    from landsight.models.classifier import (
-        FinetuneModule,
-        ImageClassifier,
-        steps_per_epoch,
-        trainable_parameters,
-    )
-    from landsight.models.fit import fit_module
+    from landsight.models.classifier import ImageClassifier, trainable_parameters
+    from landsight.models.fit import FinetuneModule, fit_module, steps_per_epoch
 
     started = time.perf_counter()
     catalog = build_catalog(data, class_names=class_names)
@@ -255,7 +251,7 @@ def _finetune(
     bb = create_backbone(backbone, weights=weights, bands=bands)
     # Every image is read once before training: unreadable ones are reported and left out, so no
     # worker fails mid-epoch. For cached 'last' this pass is the featurization itself.
-    from landsight.featurize import featurize
+    from landsight.classify.featurize import featurize
 
     feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
     skipped = feats.failures if feats is not None else _scan(list(catalog["path"]), bb.preprocessing, progress)
@@ -359,32 +355,30 @@ def _write_finetuned_bundle(
     """Export the best weights to ONNX + safetensors, test them through the bundle, write reports."""
     from safetensors.torch import save_file
 
-    from landsight.bundle import MODEL_FILE, Bundle, write_bundle, write_skipped
-    from landsight.evaluate import compute_metrics, write_evaluation
+    from landsight.bundle import MODEL_FILE, WEIGHTS_FILE, write_bundle, write_skipped
+    from landsight.classify.bundle import Bundle, classifier_meta
+    from landsight.classify.evaluate import compute_metrics, write_evaluation
     from landsight.models.classifier import Probabilities
     from landsight.models.onnx_graph import PROBABILITIES_OUTPUT, export_image_model
 
     out.mkdir(parents=True, exist_ok=True)
     classifier = classifier.eval().cpu()
     export_image_model(Probabilities(classifier), backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
-    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / "weights.safetensors"))
-    meta = {
-        "classes": classes,
-        "preprocessing": backbone.preprocessing.to_dict(),
-        "backbone": backbone.describe(),
-        "head": {"kind": "finetune", "retrain": retrain, "params": head_params},
-        "training": {"best_epoch": best_epoch, "history": history, "seconds": round(seconds, 2)},
-        "data": {"source": str(data), "n_skipped": len(skipped)},
-        "metrics": {},
-    }
+    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / WEIGHTS_FILE))
     metrics: dict[str, Any] = {}
+    data_meta: dict[str, Any] = {"source": str(data), "n_skipped": len(skipped)}
     if len(test):  # test through the exported graph, exactly as predict and evaluate will run it
-        preds = Bundle(out, meta).predict(list(test["path"]))
-        proba = preds[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float32)
+        untested = classifier_meta(classes=classes, backbone=backbone, head={}, metrics={}, data={})
+        preds = Bundle(out, untested).predict(list(test["path"]))
+        proba = preds[[f"{PROBABILITY_PREFIX}{c}" for c in classes]].to_numpy(dtype=np.float32)
         metrics = compute_metrics(list(test["label"]), proba, classes, paths=list(test["path"]))
         write_evaluation(metrics, out)
-        meta["metrics"] = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")}
-        meta["data"]["n_test"] = int(len(test))
+        data_meta["n_test"] = int(len(test))
+    meta = classifier_meta(
+        classes=classes, backbone=backbone, head={"kind": "finetune", "retrain": retrain, "params": head_params},
+        metrics=metrics, data=data_meta,
+        training={"best_epoch": best_epoch, "history": history, "seconds": round(seconds, 2)},
+    )  # fmt: skip
     write_bundle(out, model=None, meta=meta)
     write_skipped(out, skipped)
     return FinetuneResult(out, metrics, history, best_epoch, skipped, "")

@@ -43,8 +43,8 @@ def demo(out_dir: str | Path = "landsight-demo", *, head: str = "logreg", progre
         A :class:`DemoResult`.
 
     """
-    from landsight.predict import predict
-    from landsight.train import train
+    from landsight.classify.predict import predict
+    from landsight.classify.train import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

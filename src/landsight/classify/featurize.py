@@ -24,8 +24,9 @@ import numpy as np
 
 from landsight.cache import cache_dir
 from landsight.data.loader import iter_batches
+from landsight.data.preprocessing import Preprocessing
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE, Backbone, Preprocessing, create_backbone
+from landsight.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone
 from landsight.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")

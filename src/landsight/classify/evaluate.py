@@ -1,7 +1,7 @@
 """Evaluation of a classifier on labelled held-out images: metrics, confusion matrix, worst errors.
 
 Metrics follow scikit-learn's definitions: precision = TP / (TP + FP), recall = TP / (TP + FN)
-(the seed notebook divided by the wrong total), F1 their harmonic mean, balanced accuracy the
+F1 their harmonic mean, balanced accuracy the
 mean per-class recall.
 """
 
@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import LandsightValueError
+from landsight.predictions import PROBABILITY_PREFIX
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from landsight.bundle import Bundle
+    from landsight.classify.bundle import Bundle
 
 
 def compute_metrics(
@@ -179,10 +180,10 @@ def evaluate(
             before any image is decoded).
 
     """
-    from landsight.bundle import Bundle, load_bundle
+    from landsight.classify.bundle import as_bundle
     from landsight.tracking import log_evaluation, tracked_run
 
-    model = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    model = as_bundle(bundle)
     params = {"bundle": str(model.path), "data": str(data), "backbone": model.meta["backbone"]["name"],
               "head": model.meta["head"]["kind"], "retrain": model.meta["head"].get("retrain")}  # fmt: skip
     with tracked_run("evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
@@ -213,7 +214,7 @@ def _evaluate(
         )
     preds = model.predict(list(catalog["path"]), batch_size=batch_size, progress=progress)
     ok = (preds["error"] == "").to_numpy()
-    proba = preds.loc[ok, [f"prob_{c}" for c in model.classes]].to_numpy(dtype=np.float32)
+    proba = preds.loc[ok, [f"{PROBABILITY_PREFIX}{c}" for c in model.classes]].to_numpy(dtype=np.float32)
     metrics = compute_metrics(list(catalog["label"][ok]), proba, model.classes, paths=list(preds["path"][ok]))
     metrics["skipped"] = [
         {"path": p, "reason": e} for p, e in zip(preds["path"][~ok], preds["error"][~ok], strict=True)

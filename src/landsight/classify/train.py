@@ -1,4 +1,4 @@
-"""Job 1: frozen pretrained features + a logistic-regression or random-forest head, to a bundle.
+"""Linear probe / frozen-feature classifier: pretrained features + a logistic-regression or random-forest head.
 
 The chain: catalog -> checks (before any heavy work) -> stratified split -> featurize (cached) ->
 fit the head on the training split -> evaluate on the held-out split -> bundle (one ONNX graph,
@@ -29,7 +29,7 @@ class TrainResult:
 
     Attributes:
         bundle_path: The bundle folder.
-        metrics: Held-out metrics (see :func:`landsight.evaluate.compute_metrics`); empty when
+        metrics: Held-out metrics (see :func:`landsight.classify.evaluate.compute_metrics`); empty when
             ``test_size=0`` and no ``test`` data was given.
         n_train: Training images used.
         n_test: Test images used.
@@ -197,8 +197,8 @@ def _train(
     dedup_threshold: int = 4,
 ) -> TrainResult:
 
+    from landsight.classify.featurize import featurize
     from landsight.data.catalog import training_catalog
-    from landsight.featurize import featurize
     from landsight.models.heads import describe_head, fit_head
     from landsight.models.onnx_graph import head_to_onnx
 
@@ -244,7 +244,7 @@ def _train(
     is_test = splits == "test"
     test_paths = [p for p, t in zip(features.paths, is_test, strict=True) if t]
     if test_paths:
-        from landsight.evaluate import compute_metrics
+        from landsight.classify.evaluate import compute_metrics
 
         proba = estimator.predict_proba(features.X[is_test])
         metrics = compute_metrics(list(labels[is_test]), proba, head_classes, paths=test_paths)
@@ -256,9 +256,8 @@ def _train(
         skipped=features.failures,
         classes=head_classes,
         metrics=metrics,
-        meta={
-            "head": describe_head(estimator),
-            "data": {
+        head=describe_head(estimator),
+        data={
                 "source": str(data),
                 "test_source": str(test) if test is not None else None,
                 "fingerprint": features.fingerprint(list(labels)),
@@ -268,9 +267,8 @@ def _train(
                 "test_size": test_size if test is None else None,
                 "random_state": random_state,
                 **({"dropped_duplicates": dropped} if dedup else {}),
-            },
-            "training_seconds": round(time.perf_counter() - started, 2),
         },
+        training_seconds=round(time.perf_counter() - started, 2),
     )
     return TrainResult(
         bundle_path, metrics, int(is_train.sum()), int(is_test.sum()), features.failures, estimator, test_paths
@@ -285,8 +283,10 @@ def write_classifier_bundle(
     head_graph: onnx.ModelProto,
     classes: list[str],
     metrics: dict[str, Any],
-    meta: dict[str, Any],
+    head: dict[str, Any],
+    data: dict[str, Any],
     skipped: list[tuple[str, str]],
+    **extra: Any,
 ) -> Path:
     """Merge backbone and head into one ONNX graph and write the bundle with its reports.
 
@@ -297,9 +297,11 @@ def write_classifier_bundle(
         head_graph: The head as ONNX (``features`` -> ``probabilities``): skl2onnx for the local
             heads, :mod:`landsight.spark.heads` for MLlib ones.
         classes: Class names, in probability order.
-        metrics: Held-out metrics (:func:`landsight.evaluate.compute_metrics`; empty for none).
-        meta: More ``bundle.json`` entries (``head``, ``data``...).
+        metrics: Held-out metrics (:func:`landsight.classify.evaluate.compute_metrics`; empty for none).
+        head: ``kind`` and parameters of the head (``bundle.json``'s ``head``).
+        data: Training-data description (``bundle.json``'s ``data``).
         skipped: ``(path, reason)`` of unreadable images (``skipped.csv``).
+        **extra: More ``bundle.json`` entries (``training_seconds``...).
 
     Returns:
         The bundle folder.
@@ -307,23 +309,13 @@ def write_classifier_bundle(
     import onnx
 
     from landsight.bundle import write_bundle, write_skipped
-    from landsight.evaluate import write_evaluation
+    from landsight.classify.bundle import classifier_meta
+    from landsight.classify.evaluate import write_evaluation
     from landsight.models.onnx_graph import merge_backbone_head
 
-    bb = backbone
     graph = merge_backbone_head(onnx.load(str(backbone_onnx)), head_graph)
-    summary = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "n") if k in metrics}
-    path = write_bundle(
-        out,
-        model=graph,
-        meta={
-            "classes": classes,
-            "preprocessing": bb.preprocessing.to_dict(),
-            "backbone": bb.describe(),
-            "metrics": summary,
-            **meta,
-        },
-    )
+    meta = classifier_meta(classes=classes, backbone=backbone, head=head, metrics=metrics, data=data, **extra)
+    path = write_bundle(out, model=graph, meta=meta)
     if metrics:
         write_evaluation(metrics, path)
     write_skipped(path, skipped)
