@@ -45,8 +45,9 @@ def test_errors_are_one_line_and_exit_2(small_dataset: Path, tmp_path: Path, mon
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 2
-    out = capsys.readouterr().out
-    assert "at least two classes" in out and "Traceback" not in out
+    captured = capsys.readouterr()
+    assert "at least two classes" in captured.err and "Traceback" not in captured.err + captured.out
+    assert captured.out == ""  # errors go to stderr, never into results
 
 
 def test_python_dash_m_and_light_import() -> None:

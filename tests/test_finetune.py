@@ -154,7 +154,7 @@ def test_torchrun_two_processes_write_one_bundle_and_one_mlflow_run(small_datase
             "--devices", "2", "-q", "--num-workers", "0", "--tracking-uri", store]  # fmt: skip
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("best epoch") == 1  # only rank 0 reports
+    assert r.stderr.count("best epoch") == 1  # only rank 0 reports (notes go to stderr)
     client = mlflow.MlflowClient(store)
     runs = [run for e in client.search_experiments() for run in client.search_runs([e.experiment_id])]
     assert [run.info.status for run in runs] == ["FINISHED"]

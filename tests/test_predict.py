@@ -51,18 +51,18 @@ def test_rerun_after_a_crash_scores_only_the_rest(trained, folder: Path, tmp_pat
     monkeypatch.setattr(Bundle, "predict", crash_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
         predict(trained.bundle_path, folder, out=out, chunk_size=4, progress=False)
-    assert not out.exists() and len(list((tmp_path / "preds.parquet.parts").iterdir())) == 2
+    assert not out.exists() and len(list((tmp_path / "preds.parquet.parts").glob("part-*"))) == 2
     calls.clear()
     monkeypatch.setattr(
         Bundle, "predict", lambda self, paths, **kw: (calls.append(len(paths)), real(self, paths, **kw))[1]
     )
     df = predict(trained.bundle_path, folder, out=out, chunk_size=4, progress=False)
-    assert sum(calls) == 13 - 8  # only the images not scored before the crash
+    assert sum(calls) == 13 - 8 + 1  # the images not scored before the crash, and corrupt.jpg's error row again
     assert len(df) == 13 and df["path"].is_unique
     assert not (tmp_path / "preds.parquet.parts").exists()
     calls.clear()
     predict(trained.bundle_path, folder, out=out, progress=False)
-    assert calls == []  # everything done: nothing re-scored
+    assert calls == [1]  # everything done: only the error row (corrupt.jpg) is tried again
 
 
 def test_georeferenced_tiles_keep_bounds_and_crs(trained, shared_data: Path, tmp_path: Path) -> None:  # noqa: ANN001

@@ -134,21 +134,30 @@ def compare_predictions(
     return ChangeResult(table.reset_index(drop=True), transitions, len(new) - len(table))
 
 
-def write_change(result: ChangeResult, out: str | Path) -> dict[str, Path]:
-    """Write the per-tile change table and the transition counts as CSV files.
+def write_change(result: ChangeResult, out: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+    """Write the per-tile change table and the transition counts as CSV files (atomically).
 
     Args:
         result: From :func:`compare_predictions`.
         out: The per-tile CSV (``change.csv``); the counts go beside it as
             ``<stem>_transitions.csv``.
+        overwrite: Replace existing files.
 
     Returns:
         ``{"tiles": path, "transitions": path}``.
 
+    Raises:
+        OutputExistsError: A file exists and ``overwrite`` is False.
+
     """
+    from landsight.outputs import atomic_path, check_output
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     counts = out.with_name(f"{out.stem}_transitions.csv")
-    result.table.to_csv(out, index=False)
-    result.transitions.to_csv(counts, index=False)
-    return {"tiles": out, "transitions": counts}
+    files = {"tiles": out, "transitions": counts}
+    for path in files.values():
+        check_output(path, overwrite=overwrite, what="change table")
+    for path, frame in ((out, result.table), (counts, result.transitions)):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    return files

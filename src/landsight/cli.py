@@ -1,4 +1,9 @@
-"""The ``landsight`` command line: parse, call the Python API, print. Nothing else lives here."""
+"""The ``landsight`` command line: parse, call the Python API, print. Nothing else lives here.
+
+Results go to stdout in ``--format table|csv|tsv|json``; progress, notes and skipped inputs go to
+stderr (:mod:`landsight.console`). Exit codes: 0 success, 1 a bug, 2 a user error, 3 some inputs
+skipped.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,66 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from landsight.console import emit, err, note_skipped, out, parse_ints
 from landsight.errors import LandsightError
+from landsight.options import (
+    BandsOpt,
+    ClassNamesOpt,
+    ColumnsOpt,
+    FormatOpt,
+    OverwriteOpt,
+    QuietOpt,
+    TrackingOpt,
+    TrackOpt,
+)
 
 app = typer.Typer(
     help="Transfer learning on imagery, aerial imagery first.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
-console = Console()
 
 BackboneOpt = Annotated[str, typer.Option(help="timm model name, 'alexnet' or 'torchvision/<name>'.")]
 WeightsOpt = Annotated[
     str, typer.Option(help="'imagenet', 'none' (random, explicit) or a .safetensors / state-dict file.")
 ]
-BandsOpt = Annotated[str | None, typer.Option(help="1-based bands to read, e.g. '1,2,3' (default RGB).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-TrackingOpt = Annotated[
-    str | None, typer.Option(help="MLflow store (default sqlite:///mlruns.db or $MLFLOW_TRACKING_URI).")
-]
-NoTrackOpt = Annotated[bool, typer.Option(help="Do not record this run in MLflow.")]
 EngineOpt = Annotated[str, typer.Option(help="local | spark (pyspark; executors need only onnxruntime).")]
 MasterOpt = Annotated[str, typer.Option(help="Spark master with --engine spark: local[*], spark://host:7077, yarn.")]
 ConfOpt = Annotated[list[str] | None, typer.Option("--conf", help="Spark setting KEY=VALUE (--engine spark); repeat.")]
+
+VERSIONED = ("torch", "torchvision", "timm", "onnxruntime", "scikit-learn", "pyspark", "rasterio", "lightning")
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from landsight import __version__
+
+    lines = [f"landsight {__version__}"]
+    for name in VERSIONED:
+        try:
+            lines.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            lines.append(f"{name} (not installed)")
+    out().print("\n".join(lines))
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the versions of landsight and its engines."
+        ),
+    ] = False,
+) -> None:
+    """Transfer learning on imagery, aerial imagery first."""
 
 
 def _spark_engine(engine: str) -> bool:
@@ -41,110 +79,8 @@ def _spark_engine(engine: str) -> bool:
     return engine == "spark"
 
 
-def _bands(value: str | None) -> tuple[int, ...] | None:
-    if not value:
-        return None
-    try:
-        return tuple(int(b) for b in value.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter(f"--bands must be comma-separated integers, got {value!r}") from exc
-
-
 def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
-
-
-def _print_skipped(skipped: list[Any], where: Path | None = None) -> None:
-    if not skipped:
-        return
-    console.print(
-        f"[yellow]skipped {len(skipped)} unreadable image(s)[/yellow]" + (f" (listed in {where})" if where else "")
-    )
-    for path, reason in list(skipped)[:10]:
-        console.print(f"  [yellow]{path}[/yellow]: {reason}")
-
-
-@app.command()
-def train(
-    data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
-    out: Annotated[Path, typer.Option(help="Bundle folder to write.")] = Path("model.landsight"),
-    test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
-    backbone: BackboneOpt = "tf_efficientnet_lite0",
-    weights: WeightsOpt = "imagenet",
-    bands: BandsOpt = None,
-    tta: Annotated[str, typer.Option(help="none | rot4 (average features over 4 rotations; 4x compute).")] = "none",
-    head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
-    c: Annotated[str, typer.Option("--C", help="logreg inverse regularisation, or 'auto' (cross-validated).")] = "1.0",
-    no_standardize: Annotated[bool, typer.Option(help="logreg without feature standardisation.")] = False,
-    n_estimators: Annotated[int, typer.Option(help="forest trees.")] = 300,
-    max_depth: Annotated[int | None, typer.Option(help="forest depth limit.")] = None,
-    balanced: Annotated[bool, typer.Option(help="Class weights inversely proportional to frequency.")] = False,
-    test_size: Annotated[float, typer.Option(help="Held-out fraction of DATA (stratified).")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the head.")] = 0,
-    class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
-    batch_size: BatchOpt = 32,
-    device: DeviceOpt = "auto",
-    no_cache: Annotated[bool, typer.Option(help="Do not read or write the feature cache.")] = False,
-    tracking_uri: TrackingOpt = None,
-    no_track: NoTrackOpt = False,
-    quiet: QuietOpt = False,
-    engine: EngineOpt = "local",
-    master: MasterOpt = "local[*]",
-    conf: ConfOpt = None,
-    dedup: Annotated[
-        bool, typer.Option("--dedup/--no-dedup", help="Drop test images that near-duplicate training images (pHash).")
-    ] = False,
-    dedup_threshold: Annotated[int, typer.Option(help="--dedup Hamming-distance threshold, bits of 64.")] = 4,
-) -> None:
-    """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
-    from landsight.classify.evaluate import metrics_table
-    from landsight.classify.train import train as train_api
-
-    if _spark_engine(engine):
-        from landsight import spark
-
-        if dedup:
-            raise typer.BadParameter("--dedup works with --engine local only")
-        result = spark.train(
-            data, out=out, test=test, backbone=backbone, weights=_weights(weights), bands=_bands(bands), tta=tta,
-            head=head, C=c if c == "auto" else _float(c, "--C"), standardize=not no_standardize,
-            n_estimators=n_estimators, max_depth=max_depth, class_weight="balanced" if balanced else None,
-            test_size=test_size, random_state=seed, class_names=class_names, batch_size=batch_size,
-            master=master, conf=spark.parse_conf(conf), tracking_uri=tracking_uri, track=not no_track,
-        )  # fmt: skip
-    else:
-        result = train_api(
-            data,
-            out=out,
-            test=test,
-            backbone=backbone,
-            weights=_weights(weights),
-            bands=_bands(bands),
-            tta=tta,
-            head=head,
-            C=c if c == "auto" else _float(c, "--C"),
-            standardize=not no_standardize,
-            n_estimators=n_estimators,
-            max_depth=max_depth,
-            class_weight="balanced" if balanced else None,
-            test_size=test_size,
-            random_state=seed,
-            class_names=class_names,
-            batch_size=batch_size,
-            device=device,
-            cache=not no_cache,
-            progress=not quiet,
-            tracking_uri=tracking_uri,
-            track=not no_track,
-            dedup=dedup,
-            dedup_threshold=dedup_threshold,
-        )
-    _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
-    if result.metrics:
-        console.print(metrics_table(result.metrics))
-    console.print(
-        f"trained on {result.n_train} images, tested on {result.n_test}; bundle: [bold]{result.bundle_path}[/bold]"
-    )
 
 
 def _float(value: str, name: str) -> float:
@@ -154,82 +90,174 @@ def _float(value: str, name: str) -> float:
         raise typer.BadParameter(f"{name} must be a number or 'auto', got {value!r}") from exc
 
 
+def _columns(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def _metrics(metrics: dict[str, Any], fmt: str) -> None:
+    """Per-class precision / recall / F1 / support, the headline figures in the title."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [{"class": name, "precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "support": m["support"]}
+         for name, m in metrics["per_class"].items()]
+    )  # fmt: skip
+    title = f"accuracy {metrics['accuracy']:.2%} · balanced {metrics['balanced_accuracy']:.2%} · n={metrics['n']}"
+    three = "{:.3f}".format
+    shown = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "worst_errors", "skipped")}
+    emit(frame, fmt, title=title, display={"precision": three, "recall": three, "f1": three}, json_value=shown)
+    if metrics.get("classes_without_test_images"):
+        err().print(f"[yellow]warning:[/yellow] no test images of {metrics['classes_without_test_images']!r}; "
+                    "the figures above say nothing about these classes")  # fmt: skip
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
+    out_: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")] = Path("model.landsight"),
+    test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
+    backbone: BackboneOpt = "tf_efficientnet_lite0",
+    weights: WeightsOpt = "imagenet",
+    bands: BandsOpt = None,
+    tta: Annotated[str, typer.Option(help="none | rot4 (average features over 4 rotations; 4x compute).")] = "none",
+    head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
+    c: Annotated[str, typer.Option("--C", help="logreg inverse regularisation, or 'auto' (cross-validated).")] = "1.0",
+    standardize: Annotated[
+        bool, typer.Option("--standardize/--no-standardize", help="logreg on standardised features.")
+    ] = True,
+    n_estimators: Annotated[int, typer.Option(help="forest trees.")] = 300,
+    max_depth: Annotated[int | None, typer.Option(help="forest depth limit.")] = None,
+    balanced: Annotated[
+        bool, typer.Option("--balanced", help="Class weights inversely proportional to frequency.")
+    ] = False,
+    test_size: Annotated[float, typer.Option(help="Held-out fraction of DATA (stratified).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the head.")] = 0,
+    class_names: ClassNamesOpt = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Read and write the feature cache.")] = True,
+    tracking_uri: TrackingOpt = None,
+    track: TrackOpt = True,
+    quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    master: MasterOpt = "local[*]",
+    conf: ConfOpt = None,
+    dedup: Annotated[
+        bool, typer.Option("--dedup/--no-dedup", help="Drop test images that near-duplicate training images (pHash).")
+    ] = False,
+    dedup_threshold: Annotated[int, typer.Option(help="--dedup Hamming-distance threshold, bits of 64.")] = 4,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
+    from landsight.classify.train import train as train_api
+
+    common = dict(
+        out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
+        tta=tta, head=head, C=c if c == "auto" else _float(c, "--C"), standardize=standardize,
+        n_estimators=n_estimators, max_depth=max_depth, class_weight="balanced" if balanced else None,
+        test_size=test_size, random_state=seed, class_names=class_names, batch_size=batch_size,
+        tracking_uri=tracking_uri, track=track, overwrite=overwrite,
+    )  # fmt: skip
+    if _spark_engine(engine):
+        from landsight import spark
+
+        if dedup:
+            raise typer.BadParameter("--dedup works with --engine local only")
+        result = spark.train(data, master=master, conf=spark.parse_conf(conf), **common)
+    else:
+        result = train_api(
+            data, device=device, cache=cache, progress=not quiet, dedup=dedup, dedup_threshold=dedup_threshold,
+            **common,
+        )  # fmt: skip
+    note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
+    if result.metrics:
+        _metrics(result.metrics, fmt)
+    err().print(
+        f"trained on {result.n_train} images, tested on {result.n_test}; bundle: [bold]{result.bundle_path}[/bold]"
+    )
+
+
 @app.command()
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     data: Annotated[str, typer.Argument(help="Labelled images (class folders, map file, zip).")],
-    out: Annotated[Path, typer.Option(help="Folder for metrics.json and the confusion matrix.")] = Path("evaluation"),
-    class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
+    out_: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and the confusion matrix.")] = Path(
+        "evaluation"
+    ),
+    class_names: ClassNamesOpt = None,
     batch_size: BatchOpt = 32,
     tracking_uri: TrackingOpt = None,
-    no_track: NoTrackOpt = False,
+    track: TrackOpt = True,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Evaluate a bundle on labelled images."""
     from landsight.classify.evaluate import evaluate as evaluate_api
-    from landsight.classify.evaluate import metrics_table
 
     metrics = evaluate_api(
-        bundle, data, out=out, class_names=class_names, batch_size=batch_size, progress=not quiet,
-        tracking_uri=tracking_uri, track=not no_track,
+        bundle, data, out=out_, class_names=class_names, batch_size=batch_size, progress=not quiet,
+        tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
-    _print_skipped([(s["path"], s["reason"]) for s in metrics["skipped"]])
-    console.print(metrics_table(metrics))
-    console.print(f"metrics and confusion matrix in [bold]{out}[/bold]")
+    note_skipped([(s["path"], s["reason"]) for s in metrics["skipped"]], what="image")
+    _metrics(metrics, fmt)
+    err().print(f"metrics and confusion matrix in [bold]{out_}[/bold]")
 
 
 @app.command()
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
-    out: Annotated[
-        str, typer.Option(help="Output .parquet or .csv; re-running resumes (--engine spark: a URL such as s3a://).")
+    out_: Annotated[
+        str,
+        typer.Option(
+            "--out", help="Output .parquet or .csv; re-running resumes (--engine spark: a URL such as s3a://)."
+        ),
     ] = "predictions.parquet",
     batch_size: BatchOpt = 32,
     tracking_uri: TrackingOpt = None,
-    no_track: NoTrackOpt = False,
+    track: TrackOpt = True,
     quiet: QuietOpt = False,
     engine: EngineOpt = "local",
     master: MasterOpt = "local[*]",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
-    """Predict images with a bundle; bad images give rows with an error."""
-    from landsight.classify.predict import predict as predict_api
+    """Predict images with a bundle; bad images give rows with an error. Prints images per class."""
+    import pandas as pd
 
     if _spark_engine(engine):
         from landsight import spark
 
         res = spark.predict(
-            bundle, inputs, out=out, master=master, conf=spark.parse_conf(conf), batch_size=batch_size,
-            tracking_uri=tracking_uri, track=not no_track,
+            bundle, inputs, out=out_, master=master, conf=spark.parse_conf(conf), batch_size=batch_size,
+            tracking_uri=tracking_uri, track=track,
         )  # fmt: skip
-        _print_skipped(res.errors)
-        console.print(
-            f"scored {res.n_scored} new image(s) at {res.images_per_second:.1f} images/s; "
-            f"{res.n_images} rows ({res.n_errors} errors) in [bold]{out}[/bold]"
-        )
+        note_skipped(res.errors, what="image")
+        emit(pd.DataFrame({"images": [res.n_images], "scored": [res.n_scored], "errors": [res.n_errors]}), fmt)
+        err().print(f"{res.images_per_second:.1f} images/s; rows in [bold]{out_}[/bold]")
         return
+    from landsight.classify.predict import predict as predict_api
+
     df = predict_api(
-        bundle,
-        inputs,
-        out=out,
-        batch_size=batch_size,
-        progress=not quiet,
-        tracking_uri=tracking_uri,
-        track=not no_track,
-    )
+        bundle, inputs, out=out_, batch_size=batch_size, progress=not quiet, tracking_uri=tracking_uri, track=track,
+        overwrite=overwrite,
+    )  # fmt: skip
     errors = df[df["error"] != ""]
-    _print_skipped(list(zip(errors["path"], errors["error"], strict=True)))
+    note_skipped(list(zip(errors["path"], errors["error"], strict=True)), what="image")
     counts = df.loc[df["error"] == "", "predicted"].value_counts()
-    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
-    console.print(f"{len(df)} rows in [bold]{out}[/bold]")
+    emit(pd.DataFrame({"class": counts.index.astype(str), "images": counts.to_numpy()}), fmt, title="predicted")
+    err().print(f"{len(df)} rows in [bold]{out_}[/bold]")
 
 
 @app.command()
 def featurize(
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
-    out: Annotated[
-        str, typer.Option(help="Output .parquet (path + one feature vector per image; --engine spark: or a URL).")
+    out_: Annotated[
+        str,
+        typer.Option("--out", help="Output .parquet (path + one feature vector per image; --engine spark: or a URL)."),
     ] = "features.parquet",
     backbone: BackboneOpt = "tf_efficientnet_lite0",
     weights: WeightsOpt = "imagenet",
@@ -240,46 +268,49 @@ def featurize(
     engine: EngineOpt = "local",
     master: MasterOpt = "local[*]",
     conf: ConfOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Featurize images with a pretrained backbone into a Parquet table."""
     import pandas as pd
 
     from landsight.classify.featurize import featurize as featurize_api
     from landsight.data.catalog import list_images
+    from landsight.errors import LandsightValueError
+    from landsight.outputs import atomic_path, check_output
 
     if _spark_engine(engine):
         from landsight import spark
 
         res = spark.featurize(
-            inputs, out=out, backbone=backbone, weights=_weights(weights), bands=_bands(bands),
+            inputs, out=out_, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
             batch_size=batch_size, master=master, conf=spark.parse_conf(conf),
         )  # fmt: skip
-        _print_skipped(res.failures)
-        console.print(f"{res.n_images} x {res.num_features} features in [bold]{out}[/bold] (Parquet folder)")
+        note_skipped(res.failures, what="image")
+        err().print(f"{res.n_images} x {res.num_features} features in [bold]{out_}[/bold] (Parquet folder)")
         return
-
+    if not out_.endswith(".parquet"):
+        raise LandsightValueError(f"featurize writes Parquet; --out must end in .parquet, got {out_!r}")
+    paths = list_images(inputs)
+    target = check_output(out_, inputs=paths, overwrite=overwrite, what="features file")
     feats = featurize_api(
-        list_images(inputs),
-        backbone,
-        weights=_weights(weights),
-        bands=_bands(bands),
-        batch_size=batch_size,
-        device=device,
-        progress=not quiet,
-    )
-    pd.DataFrame({"path": feats.paths, "sha256": feats.sha256, "features": list(feats.X)}).to_parquet(out, index=False)
-    _print_skipped(feats.failures)
-    console.print(
-        f"{feats.X.shape[0]} x {feats.X.shape[1]} features ({feats.n_cached} from cache) in [bold]{out}[/bold]"
-    )
+        paths, backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"), batch_size=batch_size,
+        device=device, progress=not quiet,
+    )  # fmt: skip
+    with atomic_path(target) as tmp:
+        pd.DataFrame({"path": feats.paths, "sha256": feats.sha256, "features": list(feats.X)}).to_parquet(
+            tmp, index=False
+        )
+    note_skipped(feats.failures, what="image")
+    shape = f"{feats.X.shape[0]} x {feats.X.shape[1]}"
+    err().print(f"{shape} features ({feats.n_cached} from cache) in [bold]{out_}[/bold]")
 
 
 @app.command()
 def finetune(
     data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
-    out: Annotated[Path, typer.Option(help="Bundle folder to write (checkpoints in OUT.checkpoints/).")] = Path(
-        "model.landsight"
-    ),
+    out_: Annotated[
+        Path, typer.Option("--out", help="Bundle folder to write (checkpoints in OUT.checkpoints/).")
+    ] = Path("model.landsight"),
     test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
     backbone: BackboneOpt = "tf_efficientnet_lite0",
     weights: WeightsOpt = "imagenet",
@@ -297,7 +328,9 @@ def finetune(
     backbone_lr_mult: Annotated[float, typer.Option(help="Backbone lr = lr x this (retrain all / fc).")] = 0.1,
     gradient_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
     augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Default: on for fc and all.")] = None,
-    no_feature_cache: Annotated[bool, typer.Option(help="retrain last: run the backbone every epoch.")] = False,
+    feature_cache: Annotated[
+        bool, typer.Option("--feature-cache/--no-feature-cache", help="retrain last: train on cached features.")
+    ] = True,
     val_size: Annotated[float, typer.Option(help="Held-out fraction validated every epoch.")] = 0.1,
     test_size: Annotated[float, typer.Option(help="Held-out fraction for the final test.")] = 0.2,
     early_stopping: Annotated[int | None, typer.Option(help="Stop after N epochs without improvement.")] = None,
@@ -306,40 +339,41 @@ def finetune(
     num_nodes: Annotated[int, typer.Option(help="Nodes of a cluster job.")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto | cpu | gpu")] = "auto",
     num_workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 2,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT.checkpoints/last.ckpt.")] = False,
-    class_names: Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT.checkpoints/last.ckpt.")] = False,
+    class_names: ClassNamesOpt = None,
     tracking_uri: TrackingOpt = None,
-    no_track: NoTrackOpt = False,
+    track: TrackOpt = True,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Fine-tune a pretrained CNN at a retraining depth (last | fc | all) and write a bundle."""
-    from landsight.classify.evaluate import metrics_table
     from landsight.classify.finetune import finetune as finetune_api
 
     result = finetune_api(
-        data, out=out, test=test, backbone=backbone, weights=_weights(weights), bands=_bands(bands),
+        data, out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
         retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
         momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
-        gradient_clip=gradient_clip, augment=augment, cache_features=not no_feature_cache, val_size=val_size,
+        gradient_clip=gradient_clip, augment=augment, cache_features=feature_cache, val_size=val_size,
         test_size=test_size, early_stopping=early_stopping, random_state=seed, devices=devices,
         num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
-        class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=not no_track,
+        class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
     from landsight.distributed import global_rank
 
     if global_rank() != 0:  # torchrun / srun: rank 0 reports
         return
-    _print_skipped(result.skipped, result.bundle_path / "skipped.csv")
+    note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
     for row in result.history:
-        console.print(
+        err().print(
             f"epoch {int(row['epoch']) + 1}: train loss {row.get('train_loss', float('nan')):.3f} "
             f"error {row.get('train_error', float('nan')):.1f}% · val loss {row.get('val_loss', float('nan')):.3f} "
             f"error {row.get('val_error', float('nan')):.1f}% · {row['epoch_seconds']:.1f} s, "
             f"{row['samples_per_second']:.1f} samples/s"
         )
     if result.metrics:
-        console.print(metrics_table(result.metrics))
-    console.print(
+        _metrics(result.metrics, fmt)
+    err().print(
         f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]; run {result.run_id[:8]}"
     )
 
@@ -347,44 +381,59 @@ def finetune(
 @app.command()
 def runs(
     sort: Annotated[str, typer.Option(help="Column or metric to sort by.")] = "started",
-    ascending: Annotated[bool, typer.Option(help="Sort ascending.")] = False,
+    ascending: Annotated[bool, typer.Option("--ascending", help="Sort ascending (default: descending).")] = False,
     compare: Annotated[list[str] | None, typer.Option(help="Run ids (prefixes) to compare; repeat.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="PNG of training / validation error curves of --compare runs.")
     ] = None,
+    limit: Annotated[int | None, typer.Option(help="Most runs to print (default: 30 in a table, all otherwise).")] = (
+        None
+    ),
+    columns: ColumnsOpt = None,
     tracking_uri: TrackingOpt = None,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
-    """List recorded runs (a table sortable by any metric); plot error curves of chosen runs."""
-    from landsight.runs import list_runs, plot_curves, runs_table
+    """List recorded runs (sortable by any metric; --format json gives every parameter and metric)."""
+    from landsight.runs import TABLE_COLUMNS, list_runs, plot_curves
 
-    table = list_runs(tracking_uri=tracking_uri, sort=sort, ascending=ascending)
+    table = list_runs(tracking_uri=tracking_uri, sort=sort, ascending=ascending, details=fmt != "table")
     if compare:
         table = table[table["full_run_id"].map(lambda r: any(r.startswith(c) for c in compare))]
-    console.print(runs_table(table))
+    shown = _columns(columns) or (list(TABLE_COLUMNS) if fmt == "table" else None)
+    rows = table.head(limit if limit is not None else (30 if fmt == "table" else len(table)))
+    pct = "{:.2%}".format
+    one = "{:.1f}".format
+    emit(rows, fmt, title="landsight runs", columns=shown,
+         display={"accuracy": pct, "balanced_accuracy": pct, "best_val_error": one, "seconds": one,
+                  "started": lambda v: str(v)[:16]})  # fmt: skip
     if plot is not None:
         if not compare:
             raise typer.BadParameter("--plot needs --compare RUN [--compare RUN ...]")
-        console.print(f"error curves in [bold]{plot_curves(compare, plot, tracking_uri=tracking_uri)}[/bold]")
+        path = plot_curves(compare, plot, tracking_uri=tracking_uri, overwrite=overwrite)
+        err().print(f"error curves in [bold]{path}[/bold]")
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the bundle and predictions.")] = Path("landsight-demo"),
+    out_: Annotated[Path, typer.Option("--out", help="Folder for the bundle and predictions.")] = Path(
+        "landsight-demo"
+    ),
     head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
     quiet: QuietOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
-    """Train, evaluate and predict on the real EuroSAT sample shipped in the package."""
+    """Train, evaluate and predict on the real EuroSAT sample shipped in the package (replaces OUT's demo files)."""
     from landsight.classify.demo import demo as demo_api
-    from landsight.classify.evaluate import metrics_table
 
-    result = demo_api(out, head=head, progress=not quiet)
-    console.print(metrics_table(result.metrics))
-    console.print(
-        f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]"
+    result = demo_api(out_, head=head, progress=not quiet)
+    _metrics(result.metrics, fmt)
+    err().print(
+        f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]\n"
+        f"bundle:       {result.bundle_path}\n"
+        f"metrics:      {result.bundle_path / 'metrics.json'}, {result.bundle_path / 'confusion_matrix.png'}\n"
+        f"predictions:  {result.predictions_path}"
     )
-    console.print(f"bundle:       {result.bundle_path}")
-    console.print(f"metrics:      {result.bundle_path / 'metrics.json'}, {result.bundle_path / 'confusion_matrix.png'}")
-    console.print(f"predictions:  {result.predictions_path}")
 
 
 @app.command()
@@ -401,6 +450,9 @@ def serve(
     top_k: Annotated[int | None, typer.Option(help="Classes listed per prediction [5].")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body, bytes [32 MiB].")] = None,
     max_pixels: Annotated[int | None, typer.Option(help="Largest image, pixels [40e6].")] = None,
+    max_decode_bytes: Annotated[
+        int | None, typer.Option(help="Largest estimated decoding memory per image, bytes [512 MiB].")
+    ] = None,
     max_batch_files: Annotated[int | None, typer.Option(help="Most files per /predict/batch [64].")] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per forward pass [1].")] = None,
     batch_workers: Annotated[
@@ -420,6 +472,7 @@ def serve(
         "top_k": top_k,
         "max_body_bytes": max_body_bytes,
         "max_pixels": max_pixels,
+        "max_decode_bytes": max_decode_bytes,
         "max_batch_files": max_batch_files,
         "threads": threads,
         "batch_workers": batch_workers,
@@ -429,11 +482,7 @@ def serve(
     settings = ServeSettings.from_env(**{k: v for k, v in options.items() if v is not None})
 
     def announce(url: str) -> None:
-        console.print(
-            f"serving [bold]{bundle}[/bold] on [bold]{url}[/bold] ({workers} worker(s); API docs at {url}/docs)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        err().print(f"serving [bold]{bundle}[/bold] on [bold]{url}[/bold] ({workers} worker(s); docs at {url}/docs)")
 
     run(bundle, host=host, port=port, workers=workers, settings=settings, log_level=log_level, announce=announce)
 
@@ -441,76 +490,75 @@ def serve(
 @app.command()
 def tile(
     raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...).")],
-    out: Annotated[Path, typer.Option(help="Folder for the tiles.")] = Path("tiles"),
+    out_: Annotated[Path, typer.Option("--out", help="Folder for the tiles.")] = Path("tiles"),
     size: Annotated[int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).")] = 256,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Cut a raster into a grid of GeoTIFF tiles (then `predict` them and `map` the predictions)."""
     from landsight.data.tiling import cut_tiles
 
-    tiles = cut_tiles(raster, out, size=size)
+    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite)
     rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
-    console.print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out}[/bold]")
+    err().print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out_}[/bold]")
 
 
 @app.command("map")
 def map_(
     predictions: Annotated[Path, typer.Argument(help="Predictions .parquet / .csv with bounds and CRS.")],
-    out: Annotated[Path | None, typer.Option(help="Interactive HTML map to write (offline).")] = Path("map.html"),
+    out_: Annotated[Path | None, typer.Option("--out", help="Interactive HTML map to write (offline).")] = Path(
+        "map.html"
+    ),
     png: Annotated[Path | None, typer.Option(help="Static PNG map to write as well.")] = None,
     reference: Annotated[Path | None, typer.Option(help="CSV / Parquet of reference labels: path,label.")] = None,
     compare: Annotated[Path | None, typer.Option(help="Older predictions of the same tiles: change layer.")] = None,
     change_out: Annotated[Path | None, typer.Option(help="With --compare: per-tile change CSV.")] = None,
     basemap: Annotated[str | None, typer.Option(help="XYZ tile URL for a background map (online).")] = None,
     attribution: Annotated[str, typer.Option(help="Attribution of --basemap.")] = "",
-    no_thumbnails: Annotated[bool, typer.Option(help="No tile thumbnails in the popups.")] = False,
+    thumbnails: Annotated[
+        bool, typer.Option("--thumbnails/--no-thumbnails", help="Tile thumbnails in the popups.")
+    ] = True,
     title: Annotated[str, typer.Option(help="Title on the map.")] = "",
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Map predicted classes tile by tile (HTML + optional PNG), with reference and change layers."""
     from landsight.maps import prediction_map
 
     result = prediction_map(
-        predictions, out, png=png, reference=reference, compare=compare, basemap=basemap, attribution=attribution,
-        thumbnails=not no_thumbnails, title=title, progress=not quiet,
+        predictions, out_, png=png, reference=reference, compare=compare, basemap=basemap, attribution=attribution,
+        thumbnails=thumbnails, title=title, progress=not quiet, overwrite=overwrite,
     )  # fmt: skip
-    _print_skipped(result.skipped)
+    note_skipped(result.skipped, what="tile")
     note = f", {result.n_disagree} disagree with the reference" if reference is not None else ""
-    console.print(f"{result.n_tiles} tiles drawn{note}")
+    err().print(f"{result.n_tiles} tiles drawn{note}")
     for path in (result.html, result.png):
         if path is not None:
-            console.print(f"map: [bold]{path}[/bold]")
+            err().print(f"map: [bold]{path}[/bold]")
     change = result.change
     if change is not None:
         from landsight.change import write_change
 
-        console.print(_change_table(change.transitions, change.n_changed, len(change.table)))
+        transitions = change.transitions.rename(columns={"count": "tiles"})
+        emit(transitions, fmt, title=f"{change.n_changed} of {len(change.table)} tiles changed class")
         if change_out is not None:
-            files = write_change(change, change_out)
-            console.print(f"change tables: [bold]{files['tiles']}[/bold], [bold]{files['transitions']}[/bold]")
-
-
-def _change_table(transitions: Any, n_changed: int, n_tiles: int) -> Any:
-    from rich.table import Table
-
-    table = Table(title=f"{n_changed} of {n_tiles} tiles changed class")
-    for col in ("before", "after", "tiles"):
-        table.add_column(col, justify="right" if col == "tiles" else "left")
-    for row in transitions.itertuples():
-        table.add_row(str(row.before), str(row.after), str(row.count))
-    return table
+            files = write_change(change, change_out, overwrite=overwrite)
+            err().print(f"change tables: [bold]{files['tiles']}[/bold], [bold]{files['transitions']}[/bold]")
 
 
 @app.command()
 def report(
     source: Annotated[str, typer.Argument(help="Bundle folder / zip, or an MLflow run id (prefix).")],
-    out: Annotated[Path, typer.Option(help="HTML file to write (self-contained).")] = Path("report.html"),
+    out_: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")] = Path("report.html"),
     n_wrong: Annotated[int, typer.Option(help="Most confidently wrong images to show.")] = 12,
     tracking_uri: TrackingOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a self-contained HTML report of a run or a bundle."""
     from landsight.report import build_report
 
-    console.print(f"report: [bold]{build_report(source, out, tracking_uri=tracking_uri, n_wrong=n_wrong)}[/bold]")
+    path = build_report(source, out_, tracking_uri=tracking_uri, n_wrong=n_wrong, overwrite=overwrite)
+    err().print(f"report: [bold]{path}[/bold]")
 
 
 @app.command()
@@ -519,14 +567,17 @@ def dedup(
     threshold: Annotated[int, typer.Option(help="Largest Hamming distance of near-duplicates, bits of 64.")] = 4,
     method: Annotated[str, typer.Option(help="phash | dhash | ahash | whash")] = "phash",
     report_csv: Annotated[Path | None, typer.Option("--report", help="Write the groups to this CSV.")] = None,
-    remove: Annotated[bool, typer.Option(help="Delete all but one image of each group (listed first).")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Delete all but one image of each group.")] = False,
     move_to: Annotated[Path | None, typer.Option(help="Move all but one image of each group here.")] = None,
     keep: Annotated[str | None, typer.Option(help="Prefer keeping images of this source (e.g. train/).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing / moving.")] = False,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Find near-duplicate images (perceptual hash); remove or move them only when asked."""
     from landsight.dedup import apply_removal, find_duplicates, plan_removal
+    from landsight.outputs import atomic_path, check_output
 
     if remove and move_to is not None:
         raise typer.BadParameter("give --remove or --move-to, not both")
@@ -535,38 +586,32 @@ def dedup(
         if not same:
             raise typer.BadParameter(f"--keep must be one of the DATA sources ({', '.join(data)}), got {keep!r}")
         keep = same[0]
-    result = find_duplicates(data, threshold=threshold, method=method, progress=not quiet)
-    _print_skipped(result.skipped)
-    console.print(_dedup_table(result.groups))
-    n_cross = result.cross_split_groups["group"].nunique() if len(result.groups) else 0
-    console.print(f"{result.n_images} images, {result.n_groups} near-duplicate groups ({n_cross} across sources)")
     if report_csv is not None:
-        report_csv.parent.mkdir(parents=True, exist_ok=True)
-        result.groups.to_csv(report_csv, index=False)
-        console.print(f"groups: [bold]{report_csv}[/bold]")
+        check_output(report_csv, overwrite=overwrite, what="report CSV")
+    result = find_duplicates(data, threshold=threshold, method=method, progress=not quiet)
+    note_skipped(result.skipped, what="image")
+    groups = result.groups.rename(columns={"split": "source", "distance": "bits"})
+    emit(groups[[c for c in ("group", "path", "source", "bits") if c in groups.columns]], fmt,
+         title="near-duplicate groups")  # fmt: skip
+    n_cross = result.cross_split_groups["group"].nunique() if len(result.groups) else 0
+    err().print(f"{result.n_images} images, {result.n_groups} near-duplicate groups ({n_cross} across sources)")
+    if report_csv is not None:
+        with atomic_path(report_csv) as tmp:
+            result.groups.to_csv(tmp, index=False)
+        err().print(f"groups: [bold]{report_csv}[/bold]")
     if not (remove or move_to is not None) or not len(result.groups):
         return
     plan = plan_removal(result, keep_split=keep)
     verb = f"move to {move_to}" if move_to is not None else "DELETE"
+    console = err()
     console.print(f"[bold]{len(plan)} image(s) to {verb}[/bold] (one image of each group is kept):")
     for row in plan.itertuples():
-        console.print(f"  {row.path}  (duplicate of {row.kept}, {row.distance} bits)", soft_wrap=True)
-    if not yes and not typer.confirm(f"{verb} these {len(plan)} image(s)?", default=False):
+        console.print(f"  {row.path}  (duplicate of {row.kept}, {row.distance} bits)")
+    if not yes and not typer.confirm(f"{verb} these {len(plan)} image(s)?", default=False, err=True):
         console.print("nothing changed")
         raise typer.Exit(1)
     done = apply_removal(plan, move_to=move_to)
     console.print(f"{'moved' if move_to is not None else 'deleted'} {len(done)} image(s)")
-
-
-def _dedup_table(groups: Any, limit: int = 50) -> Any:
-    from rich.table import Table
-
-    table = Table(title="near-duplicate groups")
-    for col in ("group", "path", "source", "bits"):
-        table.add_column(col, justify="right" if col in ("group", "bits") else "left")
-    for row in groups.head(limit).itertuples():
-        table.add_row(str(row.group), str(row.path), str(row.split), str(row.distance))
-    return table
 
 
 from landsight.segment.cli import segment_app  # noqa: E402 - the sub-app registers after the verbs above
@@ -575,9 +620,15 @@ app.add_typer(segment_app, name="segment")
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning landsight errors into one-line messages."""
+    """Console-script entry point: exit 2 with one line for a user error, 3 when inputs were skipped."""
+    from landsight.console import EXIT_PARTIAL, EXIT_USER_ERROR, skipped_count
+
     try:
         app()
     except LandsightError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
+        err().print(f"[red]error:[/red] {exc}")
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except SystemExit as exc:
+        if exc.code in (0, None) and skipped_count():
+            raise SystemExit(EXIT_PARTIAL) from None
+        raise

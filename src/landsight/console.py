@@ -100,7 +100,8 @@ def note_skipped(skipped: Sequence[Any], *, where: object | None = None, what: s
         return
     _state["skipped"] += len(skipped)
     console = err()
-    console.print(f"[yellow]skipped {len(skipped)} unreadable {what}(s)[/yellow]" + (f" (listed in {where})" if where else ""))
+    listed = f" (listed in {where})" if where else ""
+    console.print(f"[yellow]skipped {len(skipped)} unreadable {what}(s)[/yellow]{listed}")
     for path, reason in list(skipped)[:10]:
         console.print(f"  [yellow]{path}[/yellow]: {reason}")
 

@@ -53,3 +53,12 @@ class OutputExistsError(LandsightError, FileExistsError):
 
 class ResourceLimitError(LandsightError, ValueError):
     """An input would need more memory or disk than the configured limit (decompression bomb, huge image)."""
+
+
+class ImageTooLargeError(ImageReadError, ResourceLimitError):
+    """An image's header promises more pixels or decoding memory than the limit (decompression bomb).
+
+    Raised before the pixels are decoded. It is an :class:`ImageReadError` (readers that skip
+    unreadable files skip it too) and a :class:`ResourceLimitError` (the scoring service answers
+    413).
+    """

@@ -315,6 +315,7 @@ def prediction_map(
     thumbnail_size: int = 96,
     title: str = "",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> MapResult:
     """Draw predicted classes tile by tile on an interactive HTML map and / or a static PNG.
 
@@ -337,20 +338,27 @@ def prediction_map(
         thumbnail_size: Longest side of a thumbnail, pixels.
         title: Title shown above the legend and on the PNG.
         progress: Show a progress bar while thumbnails are made.
+        overwrite: Replace existing map files (they are never replaced without it).
 
     Returns:
         A :class:`MapResult`. Rows with an ``error`` or without bounds are skipped and listed.
 
     Raises:
         DataNotFoundError: A table file does not exist.
-        LandsightValueError: No tile can be drawn (none georeferenced), or neither ``out`` nor
-            ``png`` was given.
+        LandsightValueError: No tile can be drawn (none georeferenced), neither ``out`` nor
+            ``png`` was given, or an output is one of the input tables.
+        OutputExistsError: ``out`` or ``png`` exists and ``overwrite`` is False.
 
     """
+    from landsight.outputs import check_output
     from landsight.progress import progress_bar
 
     if out is None and png is None:
         raise LandsightValueError("give out (an .html file) and / or png (a .png file)")
+    inputs = [p for p in (predictions, reference, compare) if isinstance(p, str | Path)]
+    for path, what in ((out, "map"), (png, "map PNG")):
+        if path is not None:
+            check_output(path, inputs=inputs, overwrite=overwrite, what=what)
     table = load_predictions(predictions)
     tiles, skipped = tile_polygons(table)
     if not len(tiles):
@@ -523,8 +531,9 @@ def static_map(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
+    from landsight.outputs import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
-    return out
+    return Path(out)

@@ -35,11 +35,16 @@ __all__ = [
     "FORMATS",
     "HEADLINE_METRICS",
     "PROBABILITY_PREFIX",
+    "PROVENANCE_KIND",
+    "check_provenance",
     "load_predictions",
     "prediction_columns",
     "prediction_rows",
     "probability_columns",
+    "provenance",
+    "read_metadata",
     "read_table",
+    "sidecar_path",
     "write_table",
 ]
 
@@ -118,16 +123,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
         path: A ``.csv`` file or a ``.parquet`` file / folder of Parquet parts.
 
     Returns:
-        The table. For CSV, ``error`` and ``crs`` are strings and empty cells stay empty strings
-        (not NaN), so a CSV round trip keeps "no error" as ``""``.
+        The table. For CSV, ``path``, ``predicted``, ``error`` and ``crs`` are strings (a path
+        ``001.tif`` or a class ``1`` stays text) and their empty cells are ``""`` (not NaN), so a
+        CSV round trip keeps "no error" as ``""``; empty numeric cells are NaN.
 
     """
     import pandas as pd
 
     path = Path(path)
     if path.suffix == ".csv":
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"error": str, "crs": str})
-        for col in ("error", "crs", "predicted"):
+        strings = {"path": str, "predicted": str, "error": str, "crs": str}
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=strings)
+        for col in ("error", "crs", "predicted", "path"):
             if col in table.columns:
                 table[col] = table[col].fillna("").astype(str)
         return table
@@ -165,12 +172,17 @@ def write_table(df: pd.DataFrame, path: str | Path, *, metadata: dict[str, str] 
                 merged.update({k.encode(): v.encode() for k, v in metadata.items()})
                 table = table.replace_schema_metadata(merged)
             pq.write_table(table, tmp)
+        os.replace(tmp, path)
         if metadata and path.suffix == ".csv":
+            # After the table: a crash in between leaves the old record, which a resume refuses as
+            # another model's, never a new record over old rows.
             side = sidecar_path(path)
             side_tmp = side.with_name(f".{side.name}.tmp")
-            side_tmp.write_text(json.dumps(metadata, indent=2))
-            os.replace(side_tmp, side)
-        os.replace(tmp, path)
+            try:
+                side_tmp.write_text(json.dumps(metadata, indent=2))
+                os.replace(side_tmp, side)
+            finally:
+                side_tmp.unlink(missing_ok=True)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -212,6 +224,82 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"pandas")}
+
+
+PROVENANCE_KIND = "landsight-predictions"
+"""Value of the ``landsight.kind`` metadata entry of every predictions table landsight writes."""
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (model.onnx, size, mtime) -> sha256, hashed once per process
+
+
+def provenance(bundle: Any) -> dict[str, str]:
+    """What produced a predictions table: stored with it so that a resume never mixes two models.
+
+    Args:
+        bundle: The loaded classification bundle (:class:`landsight.classify.bundle.Bundle`).
+
+    Returns:
+        ``landsight.kind`` (:data:`PROVENANCE_KIND`), ``landsight.model_sha256`` (SHA-256 of the
+        bundle's ``model.onnx``, hex), ``landsight.classes`` (JSON list of the class names) and
+        ``landsight.bundle`` (the bundle folder, for messages only), all strings, as
+        :func:`write_table` takes them.
+
+    """
+    import json
+
+    from landsight.bundle import MODEL_FILE
+    from landsight.cache import file_digest
+
+    model = Path(bundle.path) / MODEL_FILE
+    st = model.stat()
+    key = (str(model.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        digest = _DIGESTS[key] = file_digest(model)
+    return {
+        "landsight.kind": PROVENANCE_KIND,
+        "landsight.model_sha256": digest,
+        "landsight.classes": json.dumps(list(bundle.classes)),
+        "landsight.bundle": str(bundle.path),
+    }
+
+
+def _describe(meta: dict[str, str]) -> str:
+    digest, classes = meta.get("landsight.model_sha256", "?")[:12], meta.get("landsight.classes", "?")
+    return f"bundle {meta.get('landsight.bundle', '?')!r} (model.onnx sha256 {digest}..., classes {classes})"
+
+
+def check_provenance(found: dict[str, str], expected: dict[str, str], *, where: str) -> None:
+    """Refuse to add rows of one model to a table written by another (or by something else).
+
+    Args:
+        found: :func:`read_metadata` of the existing table (or a ``.parts`` folder's record).
+        expected: :func:`provenance` of this run's bundle.
+        where: The existing table / folder, for the message.
+
+    Raises:
+        OutputExistsError: ``found`` is not a landsight predictions table (no provenance: a
+            user's own file, or one written before provenance was recorded), or it was written
+            by another model (different ``model.onnx`` digest or class list). The message names
+            both and the fixes: another output path, or ``overwrite`` (``--overwrite``) to start
+            afresh.
+
+    """
+    from landsight.errors import OutputExistsError
+
+    if found.get("landsight.kind") != PROVENANCE_KIND:
+        raise OutputExistsError(
+            f"{where!r} exists but is not a landsight predictions table (it records no bundle), so it is not "
+            "resumed or merged into; choose another output path, or pass --overwrite (overwrite=True) to replace it"
+        )
+    keys = ("landsight.model_sha256", "landsight.classes")
+    if any(found.get(k) != expected[k] for k in keys):
+        raise OutputExistsError(
+            f"{where!r} holds predictions of {_describe(found)}, but this run uses {_describe(expected)}; "
+            "resuming would mix two models' rows. Choose another output path, or pass --overwrite "
+            "(overwrite=True) to score everything afresh with this bundle"
+        )
 
 
 def load_predictions(source: str | Path | pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from landsight.errors import LandsightValueError
+from landsight.predictions import HEADLINE_METRICS
 
 __all__ = ["ReportData", "build_report", "load_report_data", "render_report"]
 
@@ -305,7 +306,7 @@ def render_report(data: ReportData, out: str | Path, *, n_wrong: int = 12, thumb
     m = data.metrics
     headline = [
         (k.replace("_", " "), f"{m[k]:.2%}" if k != "n" else str(m[k]))
-        for k in ("accuracy", "balanced_accuracy", "macro_f1", "n")
+        for k in HEADLINE_METRICS
         if k in m
     ]
     wrong = []
@@ -317,12 +318,11 @@ def render_report(data: ReportData, out: str | Path, *, n_wrong: int = 12, thumb
     text = env.from_string(_TEMPLATE).render(
         d=data, figs=_figures(data), headline=headline, wrong=wrong, version=__version__
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    from landsight.outputs import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(out)
 
 
 def build_report(
@@ -332,6 +332,7 @@ def build_report(
     tracking_uri: str | None = None,
     n_wrong: int = 12,
     thumbnail_size: int = 128,
+    overwrite: bool = False,
 ) -> Path:
     """Write one self-contained HTML report for a bundle or an MLflow run.
 
@@ -341,6 +342,7 @@ def build_report(
         tracking_uri: MLflow store for run ids.
         n_wrong: Most confidently wrong images shown.
         thumbnail_size: Thumbnail side, pixels.
+        overwrite: Replace an existing ``out``.
 
     Returns:
         The HTML path.
@@ -348,7 +350,11 @@ def build_report(
     Raises:
         BundleError: ``source`` is a path but not a bundle.
         LandsightValueError: ``source`` is neither a path nor a known run id.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
 
     """
+    from landsight.outputs import check_output
+
+    check_output(out, overwrite=overwrite, what="report")
     data = load_report_data(source, tracking_uri=tracking_uri)
     return render_report(data, out, n_wrong=n_wrong, thumbnail_size=thumbnail_size)

@@ -11,7 +11,6 @@ from landsight.tracking import EXPERIMENT, resolve_tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
-    from rich.table import Table
 
 #: Columns of :func:`list_runs`: (column, MLflow field).
 COLUMNS = (
@@ -30,17 +29,25 @@ COLUMNS = (
 )
 
 
-def list_runs(*, tracking_uri: str | None = None, sort: str = "started", ascending: bool = False) -> pd.DataFrame:
+#: Columns :func:`list_runs` shows in a terminal table (``--format table``).
+TABLE_COLUMNS = ("run", "started", "command", "backbone", "depth", "head", "accuracy", "best_val_error", "seconds")
+
+
+def list_runs(
+    *, tracking_uri: str | None = None, sort: str = "started", ascending: bool = False, details: bool = False
+) -> pd.DataFrame:
     """Return the recorded runs as a table, one row per run.
 
     Args:
         tracking_uri: MLflow store (see :func:`landsight.tracking.resolve_tracking_uri`).
         sort: Column to sort by: one of :data:`COLUMNS`' names or any metric name.
         ascending: Sort order.
+        details: Also every logged parameter as ``param.<name>`` (for ``--format json`` / csv).
 
     Returns:
-        DataFrame with the :data:`COLUMNS` (missing values as NaN / empty) and every other
-        logged metric as ``metric.<name>``.
+        DataFrame with the :data:`COLUMNS` (missing values as NaN / empty), ``full_run_id``,
+        every other logged metric as ``metric.<name>`` and, with ``details``, every parameter as
+        ``param.<name>``.
 
     Raises:
         LandsightValueError: ``sort`` is not a column.
@@ -59,35 +66,13 @@ def list_runs(*, tracking_uri: str | None = None, sort: str = "started", ascendi
     for col in found.columns:
         if col.startswith("metrics.") and col not in dict(COLUMNS).values():
             table[col.replace("metrics.", "metric.")] = found[col]
+        elif details and col.startswith("params."):
+            table[col.replace("params.", "param.")] = found[col]
+    table["started"] = table["started"].astype(str)
     key = sort if sort in table.columns else f"metric.{sort}"
     if key not in table.columns:
         raise LandsightValueError(f"cannot sort by {sort!r}; choose one of {list(table.columns)}")
     return table.sort_values(key, ascending=ascending, na_position="last").reset_index(drop=True)
-
-
-def runs_table(runs: pd.DataFrame, *, limit: int = 30) -> Table:
-    """Render :func:`list_runs` output as a rich table (first ``limit`` rows)."""
-    import math
-
-    from rich.table import Table
-
-    table = Table(title="landsight runs")
-    shown = [c for c, _ in COLUMNS if c not in ("data", "status", "balanced_accuracy")]
-    for col in shown:
-        numeric = col in ("accuracy", "best_val_error", "seconds")
-        table.add_column(col, justify="right" if numeric else "left", no_wrap=col in ("run", "accuracy"))
-    for _, row in runs.head(limit).iterrows():
-        cells = []
-        for col in shown:
-            v = row[col]
-            if isinstance(v, float):
-                cells.append("" if math.isnan(v) else (f"{v:.2%}" if "accuracy" in col else f"{v:.1f}"))
-            elif col == "started" and v is not None:
-                cells.append(str(v)[:16])
-            else:
-                cells.append("" if v is None else str(v))
-        table.add_row(*cells)
-    return table
 
 
 def resolve_run_id(runs: pd.DataFrame, prefix: str) -> str:
@@ -104,20 +89,27 @@ def resolve_run_id(runs: pd.DataFrame, prefix: str) -> str:
     return matches[0]
 
 
-def plot_curves(run_ids: Sequence[str], out: str | Path, *, tracking_uri: str | None = None) -> Path:
+def plot_curves(
+    run_ids: Sequence[str], out: str | Path, *, tracking_uri: str | None = None, overwrite: bool = False
+) -> Path:
     """Plot training and validation error % per epoch for each run (matplotlib PNG).
 
     Args:
         run_ids: Run ids or unique prefixes (as printed by ``landsight runs``).
         out: PNG file to write.
         tracking_uri: MLflow store.
+        overwrite: Replace an existing ``out``.
 
     Returns:
         The PNG path.
 
     Raises:
         LandsightValueError: A run id is unknown or ambiguous, or a run has no per-epoch curves.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False.
     """
+    from landsight.outputs import atomic_path, check_output
+
+    out = check_output(out, overwrite=overwrite, what="plot")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +142,7 @@ def plot_curves(run_ids: Sequence[str], out: str | Path, *, tracking_uri: str | 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return out

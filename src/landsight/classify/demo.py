@@ -30,6 +30,8 @@ class DemoResult:
 def demo(out_dir: str | Path = "landsight-demo", *, head: str = "logreg", progress: bool = True) -> DemoResult:
     """Train on 80 % of the bundled EuroSAT sample, evaluate on 20 %, predict the 20 %.
 
+    Re-running into the same ``out_dir`` replaces the demo's own files there (bundle, predictions).
+
     The sample is 50 real EuroSAT RGB tiles per class (10 classes; Helber et al., IEEE JSTARS
     2019, MIT licence). The backbone is ``tf_efficientnet_lite0`` with its offline ImageNet
     weights, so the demo needs no network.
@@ -48,11 +50,11 @@ def demo(out_dir: str | Path = "landsight-demo", *, head: str = "logreg", progre
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = train(eurosat_sample(), out=out / "eurosat.landsight", head=head, test_size=0.2, progress=progress)
+    # The demo folder is the demo's own: each run replaces the files of the previous one.
+    result = train(eurosat_sample(), out=out / "eurosat.landsight", head=head, test_size=0.2, progress=progress,
+                   overwrite=True)  # fmt: skip
     test_list = out / "test_images.txt"
     test_list.write_text("\n".join(result.test_paths) + "\n")
     preds_path = out / "predictions.parquet"
-    if preds_path.exists():
-        preds_path.unlink()
-    preds = predict(result.bundle_path, test_list, out=preds_path, progress=progress)
+    preds = predict(result.bundle_path, test_list, out=preds_path, progress=progress, overwrite=True)
     return DemoResult(result.bundle_path, result.metrics, preds_path, preds)

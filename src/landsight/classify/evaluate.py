@@ -7,7 +7,6 @@ mean per-class recall.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,6 @@ from landsight.errors import LandsightValueError
 from landsight.predictions import PROBABILITY_PREFIX
 
 if TYPE_CHECKING:
-    from rich.table import Table
 
     from landsight.classify.bundle import Bundle
 
@@ -43,8 +41,10 @@ def compute_metrics(
     Returns:
         JSON-ready dict: ``n``, ``accuracy``, ``balanced_accuracy``, ``macro_f1``,
         ``per_class`` (name -> precision, recall, f1, support), ``confusion_matrix``
-        (``labels`` and ``matrix``: rows true, columns predicted) and
-        ``most_confident_wrong`` (path, true, predicted, confidence; most confident first).
+        (``labels`` and ``matrix``: rows true, columns predicted),
+        ``most_confident_wrong`` (path, true, predicted, confidence; most confident first) and
+        ``classes_without_test_images`` (classes with support 0: balanced accuracy, the mean
+        recall over the classes present, says nothing about them).
 
     Raises:
         LandsightValueError: Shapes disagree or a label is not among ``classes``.
@@ -93,7 +93,12 @@ def compute_metrics(
             }
             for i in wrong[:n_wrong]
         ],
+        "classes_without_test_images": [c for k, c in enumerate(classes) if int(s[k]) == 0],
     }
+
+
+#: Files :func:`write_evaluation` writes into its folder.
+EVALUATION_FILES = ("metrics.json", "confusion_matrix.json", "confusion_matrix.png")
 
 
 def write_evaluation(metrics: dict[str, Any], out_dir: str | Path, *, title: str = "") -> dict[str, Path]:
@@ -114,11 +119,13 @@ def write_evaluation(metrics: dict[str, Any], out_dir: str | Path, *, title: str
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    from landsight.outputs import atomic_path, write_json
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"metrics": out / "metrics.json", "confusion_json": out / "confusion_matrix.json"}
-    files["metrics"].write_text(json.dumps(metrics, indent=2))
-    files["confusion_json"].write_text(json.dumps(metrics["confusion_matrix"], indent=2))
+    files = {"metrics": out / EVALUATION_FILES[0], "confusion_json": out / EVALUATION_FILES[1]}
+    write_json(files["metrics"], metrics)
+    write_json(files["confusion_json"], metrics["confusion_matrix"])
     labels = metrics["confusion_matrix"]["labels"]
     cm = np.asarray(metrics["confusion_matrix"]["matrix"])
     size = max(5.0, 0.55 * len(labels) + 2)
@@ -128,24 +135,11 @@ def write_evaluation(metrics: dict[str, Any], out_dir: str | Path, *, title: str
     )
     ax.set_title(title or f"accuracy {metrics['accuracy']:.1%}, n = {metrics['n']}")
     fig.tight_layout()
-    files["confusion_png"] = out / "confusion_matrix.png"
-    fig.savefig(files["confusion_png"], dpi=110)
+    files["confusion_png"] = out / EVALUATION_FILES[2]
+    with atomic_path(files["confusion_png"]) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return files
-
-
-def metrics_table(metrics: dict[str, Any]) -> Table:
-    """Render per-class metrics and the totals as a rich table."""
-    from rich.table import Table
-
-    table = Table(
-        title=f"accuracy {metrics['accuracy']:.2%} · balanced {metrics['balanced_accuracy']:.2%} · n={metrics['n']}"
-    )
-    for col in ("class", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, m in metrics["per_class"].items():
-        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-    return table
 
 
 def evaluate(
@@ -158,11 +152,12 @@ def evaluate(
     progress: bool = True,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a bundle on labelled images (recorded as an MLflow run).
 
     Args:
-        bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
+        bundle: Bundle folder / zip, or a loaded :class:`landsight.classify.bundle.Bundle`.
         data: Labelled images in any catalog form (class folders, map file, zip).
         out: Folder for ``metrics.json`` and the confusion matrix (nothing written if None).
         class_names: Class-names file for a CNTK-style map file with class indices.
@@ -170,6 +165,7 @@ def evaluate(
         progress: Show a progress bar.
         tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
         track: Record the run in MLflow.
+        overwrite: Replace the evaluation files of an earlier run in ``out``.
 
     Returns:
         The metrics dict of :func:`compute_metrics`, plus ``skipped`` (path, reason) for
@@ -178,12 +174,18 @@ def evaluate(
     Raises:
         LandsightValueError: A label of ``data`` is not among the bundle's classes (raised
             before any image is decoded).
+        OutputExistsError: ``out`` holds evaluation files and ``overwrite`` is False.
+        BundleError: ``bundle`` is not a valid classification bundle.
 
     """
     from landsight.classify.bundle import as_bundle
+    from landsight.outputs import check_output
     from landsight.tracking import log_evaluation, tracked_run
 
     model = as_bundle(bundle)
+    if out is not None:
+        for name in EVALUATION_FILES:
+            check_output(Path(out) / name, overwrite=overwrite, what="evaluation file")
     params = {"bundle": str(model.path), "data": str(data), "backbone": model.meta["backbone"]["name"],
               "head": model.meta["head"]["kind"], "retrain": model.meta["head"].get("retrain")}  # fmt: skip
     with tracked_run("evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:

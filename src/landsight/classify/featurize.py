@@ -16,7 +16,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,14 @@ class Features:
     backbone: Backbone
     n_cached: int = 0
     extractor: FeatureExtractor | None = field(default=None, repr=False)
+
+    def subset(self, keep: Sequence[bool]) -> Features:
+        """The features of the images where ``keep`` (length N) is True; failures and backbone are kept."""
+        idx = [i for i, k in enumerate(keep) if k]
+        return replace(
+            self, paths=[self.paths[i] for i in idx], X=self.X[idx], sha256=[self.sha256[i] for i in idx],
+            bounds=[self.bounds[i] for i in idx], crs=[self.crs[i] for i in idx],
+        )  # fmt: skip
 
     def fingerprint(self, labels: Sequence[str] | None = None) -> str:
         """SHA-256 over the sorted (content hash, label) pairs: the training-data fingerprint."""

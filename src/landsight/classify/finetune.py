@@ -87,6 +87,7 @@ def finetune(
     progress: bool = True,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> FinetuneResult:
     """Fine-tune a pretrained backbone with a new final layer and write a model bundle.
 
@@ -119,11 +120,14 @@ def finetune(
         num_nodes: Nodes of a cluster job.
         accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"``.
         num_workers: DataLoader worker processes per training process.
-        resume: Continue from ``<out>.checkpoints/last.ckpt``.
+        resume: Continue from ``<out>.checkpoints/last.ckpt`` (and replace ``out`` at the end).
         class_names: Class-names file for CNTK-style map files.
         progress: Show progress bars.
         tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
         track: Record the run in MLflow.
+        overwrite: Start over: replace an existing bundle at ``out`` (whole) and delete the
+            checkpoints of an earlier run in ``<out>.checkpoints/``. Without it (or ``resume``)
+            either one existing is refused before any work.
 
     Returns:
         A :class:`FinetuneResult`.
@@ -131,10 +135,12 @@ def finetune(
     Raises:
         LandsightValueError: Bad parameters, fewer than two classes, unseen test labels, or
             ``resume=True`` without a checkpoint (all before training).
+        OutputExistsError: ``out`` or its checkpoint folder exists and neither ``overwrite`` nor
+            ``resume`` is set.
         WeightsUnavailableError: The backbone's weights cannot be had.
     """
     from landsight.models.classifier import RETRAIN_DEPTHS
-    from landsight.models.fit import OPTIMIZERS, parse_lr_schedule
+    from landsight.models.fit import OPTIMIZERS, check_run_outputs, parse_lr_schedule
     from landsight.tracking import log_evaluation, tracked_run
 
     started = time.perf_counter()
@@ -159,9 +165,7 @@ def finetune(
         raise LandsightValueError(
             "augment=True needs the backbone in the loop; with retrain='last' pass cache_features=False"
         )
-    ckpt_dir = Path(f"{out}.checkpoints")
-    if resume and not (ckpt_dir / "last.ckpt").is_file():
-        raise LandsightValueError(f"resume=True but {str(ckpt_dir / 'last.ckpt')!r} does not exist; run without resume")
+    ckpt_dir = check_run_outputs(out, resume=resume, overwrite=overwrite)
     params = {
         "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands,
         "retrain": retrain, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
@@ -237,16 +241,24 @@ def _finetune(
     from landsight.models.fit import FinetuneModule, fit_module, steps_per_epoch
 
     started = time.perf_counter()
-    catalog = build_catalog(data, class_names=class_names)
-    if test is not None:
-        test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
-        check_test_labels(catalog, test_catalog)
-        catalog = split_catalog(catalog, test_size=0, val_size=val_size, random_state=random_state)
-        import pandas as pd
+    import pandas as pd
 
-        catalog = pd.concat([catalog, test_catalog.assign(split="test")], ignore_index=True)
-    else:
-        catalog = split_catalog(catalog, test_size=test_size, val_size=val_size, random_state=random_state)
+    labelled = build_catalog(data, class_names=class_names)
+    test_catalog = build_catalog(test, class_names=class_names, min_classes=1) if test is not None else None
+    if test_catalog is not None:
+        check_test_labels(labelled, test_catalog)
+
+    def split(frame: pd.DataFrame) -> pd.DataFrame:
+        if test_catalog is None:
+            return split_catalog(frame, test_size=test_size, val_size=val_size, random_state=random_state)
+        held = test_catalog[test_catalog["path"].isin(frame["path"])].assign(split="test")
+        train_val = frame[~frame["path"].isin(held["path"])]
+        return pd.concat([split_catalog(train_val, test_size=0, val_size=val_size, random_state=random_state), held],
+                         ignore_index=True)  # fmt: skip
+
+    everything = labelled if test_catalog is None else pd.concat([labelled, test_catalog], ignore_index=True)
+    catalog = split(everything)  # every split check before the heavy work
+    classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
 
     bb = create_backbone(backbone, weights=weights, bands=bands)
     # Every image is read once before training: unreadable ones are reported and left out, so no
@@ -256,8 +268,8 @@ def _finetune(
     feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
     skipped = feats.failures if feats is not None else _scan(list(catalog["path"]), bb.preprocessing, progress)
     bad = {p for p, _ in skipped}
-    classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
-    catalog = catalog[~catalog["path"].isin(bad)].reset_index(drop=True)
+    if bad:  # split the readable images only, so no class loses its validation or test images to bad files
+        catalog = split(everything[~everything["path"].isin(bad)].reset_index(drop=True))
     for split in ("train", "val"):
         missing = sorted(set(classes) - set(catalog.loc[catalog["split"] == split, "label"]))
         if missing:
@@ -314,14 +326,19 @@ def _finetune(
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle
         return FinetuneResult(out, {}, history, best_epoch, skipped, "")
-    return _write_finetuned_bundle(
-        out, classifier=classifier, backbone=bb, classes=classes, test=parts["test"], skipped=skipped,
-        history=history, best_epoch=best_epoch, retrain=retrain, data=data,
-        head_params={"optimizer": optimizer, "lr_schedule": schedule if isinstance(schedule, str) else list(schedule),
-                     "lr": lr, "epochs": epochs, "batch_size": batch_size, "augment": augment,
-                     "cached_features": use_cache, "devices": devices, "num_nodes": num_nodes},
-        seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    from landsight.bundle import staged_bundle
+
+    with staged_bundle(out, overwrite=True) as stage:  # permission to replace was checked before training
+        metrics = _write_finetuned_bundle(
+            stage, classifier=classifier, backbone=bb, classes=classes, test=parts["test"], skipped=skipped,
+            history=history, best_epoch=best_epoch, retrain=retrain, data=data,
+            head_params={"optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
+                         "lr_schedule": schedule if isinstance(schedule, str) else list(schedule),
+                         "augment": augment, "cached_features": use_cache, "devices": devices,
+                         "num_nodes": num_nodes},
+            seconds=time.perf_counter() - started,
+        )  # fmt: skip
+    return FinetuneResult(out, metrics, history, best_epoch, skipped, "")
 
 
 def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:
@@ -351,8 +368,8 @@ def _write_finetuned_bundle(
     data: str | Path,
     head_params: dict[str, Any],
     seconds: float,
-) -> FinetuneResult:
-    """Export the best weights to ONNX + safetensors, test them through the bundle, write reports."""
+) -> dict[str, Any]:
+    """Export the best weights to ONNX + safetensors in ``out``, test them through the bundle, write reports."""
     from safetensors.torch import save_file
 
     from landsight.bundle import MODEL_FILE, WEIGHTS_FILE, write_bundle, write_skipped
@@ -361,7 +378,6 @@ def _write_finetuned_bundle(
     from landsight.models.classifier import Probabilities
     from landsight.models.onnx_graph import PROBABILITIES_OUTPUT, export_image_model
 
-    out.mkdir(parents=True, exist_ok=True)
     classifier = classifier.eval().cpu()
     export_image_model(Probabilities(classifier), backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / WEIGHTS_FILE))
@@ -381,4 +397,4 @@ def _write_finetuned_bundle(
     )  # fmt: skip
     write_bundle(out, model=None, meta=meta)
     write_skipped(out, skipped)
-    return FinetuneResult(out, metrics, history, best_epoch, skipped, "")
+    return metrics

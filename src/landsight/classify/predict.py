@@ -2,50 +2,36 @@
 
 Rows are written in chunks to ``<out>.parts/`` as they are scored; at the end the parts and any
 earlier output are combined into ``out`` atomically. Re-running into the same ``out`` (after a
-crash, or with more images) scores only the paths not already there.
+crash, or with more images) scores only the paths not already there, plus the rows that failed
+before (an unreadable file may have been replaced since).
+
+Every table records what produced it (:func:`landsight.predictions.provenance`: the SHA-256 of
+the bundle's ``model.onnx`` and its class list) in its Parquet schema metadata or CSV sidecar,
+and ``<out>.parts/`` in ``_landsight.json``. A resume with another bundle, or into a file that
+is not a landsight predictions table (a user's own ``labels.csv``), is refused unless
+``overwrite=True``, which starts afresh.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from landsight.errors import LandsightValueError
+from landsight.outputs import write_json
+from landsight.predictions import FORMATS, read_table, write_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from landsight.classify.bundle import Bundle
 
-FORMATS = (".parquet", ".csv")
+__all__ = ["FORMATS", "PARTS_RECORD", "predict", "read_table"]
 
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a predictions table written by :func:`predict` (or ``--engine spark``).
-
-    Args:
-        path: A ``.csv`` file or a ``.parquet`` file / folder of Parquet parts.
-
-    Returns:
-        The table (``error`` and ``crs`` as strings for CSV; empty cells as missing values).
-    """
-    import pandas as pd
-
-    if path.suffix == ".csv":
-        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"error": str, "crs": str})
-    return pd.read_parquet(path)
-
-
-def _write_table(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+PARTS_RECORD = "_landsight.json"
+"""File in ``<out>.parts/`` holding the provenance of the part files (same keys as the table's)."""
 
 
 def predict(
@@ -59,6 +45,7 @@ def predict(
     progress: bool = True,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Predict every image of ``inputs`` with a bundle.
 
@@ -67,13 +54,16 @@ def predict(
         inputs: A folder (recursive), a glob pattern, a list file (one path per line) or one
             image (see :func:`landsight.data.catalog.list_images`).
         out: ``.parquet`` or ``.csv`` file. When it (or its ``.parts`` folder) already holds
-            rows, those paths are skipped (resume). ``None`` = return only.
+            rows written with the same bundle, those paths are skipped (resume), except error
+            rows, which are scored again. ``None`` = return only.
         batch_size: Images per forward pass.
         num_workers: Decoding threads.
         chunk_size: Images scored between two writes of a part file.
         progress: Show a progress bar.
         tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
         track: Record the run in MLflow (parameters, image and error counts, images/s).
+        overwrite: Discard an existing ``out`` and ``<out>.parts/`` (whatever wrote them) and
+            score every image afresh; ``out`` is replaced only when the new table is complete.
 
     Returns:
         All rows (earlier ones included), columns as in
@@ -82,7 +72,11 @@ def predict(
         A bad image gives a row with ``error`` set.
 
     Raises:
-        LandsightValueError: ``out`` has an unsupported suffix.
+        LandsightValueError: ``out`` has an unsupported suffix, is a folder, or is one of the
+            inputs (the list file, or a listed file).
+        OutputExistsError: Without ``overwrite``: ``out`` or ``<out>.parts/`` exists but was not
+            written by landsight predict (no provenance: a user's own table), or was written with
+            another bundle (different ``model.onnx`` or classes); the message names both.
         DataNotFoundError: ``inputs`` holds no images.
 
     """
@@ -93,17 +87,90 @@ def predict(
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.suffix not in FORMATS:
         raise LandsightValueError(f"out must end in one of {FORMATS}, got {str(out_path)!r}")
-    model = as_bundle(bundle)
+    if out_path is not None and out_path.is_dir():
+        raise LandsightValueError(
+            f"out {str(out_path)!r} is a folder (a Parquet dataset of --engine spark?); the local engine writes one "
+            "file: give another name"
+        )
     paths = list_images(inputs)
+    if out_path is not None:
+        _check_not_an_input(out_path, inputs, paths)
+    model = as_bundle(bundle)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": str(out_path) if out_path else None,
               "backbone": model.meta["backbone"]["name"], "batch_size": batch_size}  # fmt: skip
     with tracked_run("predict", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
-        result, n_new = _predict(model, paths, out_path, batch_size, num_workers, chunk_size, progress)
+        result, n_new = _predict(model, paths, out_path, batch_size, num_workers, chunk_size, progress, overwrite)
         seconds = time.perf_counter() - started
         run.log_metrics({"n_images": len(result), "n_scored": n_new, "n_errors": int((result["error"] != "").sum()),
                          "images_per_second": n_new / seconds if n_new else 0.0})  # fmt: skip
     return result
+
+
+def _check_not_an_input(out: Path, inputs: str | Path, paths: list[str]) -> None:
+    """Refuse an ``out`` that is the list file or one of the listed files (links included).
+
+    Only an existing ``out`` can be an input, so nothing is compared otherwise; then one
+    ``stat`` per input compares devices and inodes (a link ``tile.jpg -> preds.parquet`` too).
+
+    Raises:
+        LandsightValueError: ``out`` is one of the inputs.
+    """
+    import os
+
+    try:
+        target = os.stat(out)
+    except OSError:
+        return
+    for src in [str(Path(inputs).expanduser()), *paths]:
+        try:
+            st = os.stat(src)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            raise LandsightValueError(
+                f"predictions output {str(out)!r} is also an input of this run ({src!r}); writing it would destroy "
+                "the input. Choose another output path."
+            )
+
+
+def _parts_dir(out_path: Path) -> Path:
+    return out_path.with_name(out_path.name + ".parts")
+
+
+def _clear_parts(parts_dir: Path, suffix: str) -> None:
+    """Delete the part files and record of ``<out>.parts/`` (only those), then the folder if empty."""
+    for part in parts_dir.glob(f"part-*{suffix}"):
+        part.unlink()
+    (parts_dir / PARTS_RECORD).unlink(missing_ok=True)
+    try:
+        parts_dir.rmdir()
+    except OSError:
+        pass  # something else is in there: not ours to delete
+
+
+def _read_earlier(out_path: Path, parts_dir: Path, expected: dict[str, str], overwrite: bool) -> list[pd.DataFrame]:
+    """Rows already written to ``out`` and ``<out>.parts/`` by this bundle (checked), or none with ``overwrite``."""
+    from landsight.predictions import check_provenance, read_metadata
+
+    parts = sorted(parts_dir.glob(f"part-*{out_path.suffix}")) if parts_dir.is_dir() else []
+    if overwrite:
+        if parts_dir.is_dir():
+            _clear_parts(parts_dir, out_path.suffix)
+        return []
+    done: list[pd.DataFrame] = []
+    if out_path.exists():
+        check_provenance(read_metadata(out_path), expected, where=str(out_path))
+        done.append(read_table(out_path))
+    record = parts_dir / PARTS_RECORD
+    if parts or record.exists():
+        try:
+            found = json.loads(record.read_text()) if record.is_file() else {}
+        except (OSError, ValueError):
+            found = {}
+        check_provenance(found if isinstance(found, dict) else {}, expected, where=str(parts_dir))
+        done.extend(read_table(p) for p in parts)
+    return done
 
 
 def _predict(
@@ -114,37 +181,53 @@ def _predict(
     num_workers: int,
     chunk_size: int,
     progress: bool,
+    overwrite: bool = False,
 ) -> tuple[pd.DataFrame, int]:
     import pandas as pd
 
+    from landsight.predictions import prediction_columns, provenance
+
+    columns = prediction_columns(model.classes)
     done: list[pd.DataFrame] = []
-    parts_dir = out_path.with_name(out_path.name + ".parts") if out_path is not None else None
-    if out_path is not None and out_path.exists():
-        done.append(read_table(out_path))
-    if parts_dir is not None and parts_dir.is_dir():
-        done.extend(read_table(p) for p in sorted(parts_dir.glob(f"part-*{out_path.suffix}")))  # type: ignore[union-attr]
-    seen = set().union(*(set(d["path"]) for d in done)) if done else set()
-    todo = [p for p in paths if p not in seen]
+    parts_dir = _parts_dir(out_path) if out_path is not None else None
+    expected = provenance(model) if out_path is not None else {}
+    if out_path is not None and parts_dir is not None:
+        done = _read_earlier(out_path, parts_dir, expected, overwrite)
+    earlier = pd.concat([d for d in done if len(d)], ignore_index=True) if any(len(d) for d in done) else None
+    if earlier is not None:
+        earlier = earlier.drop_duplicates("path", keep="last")  # a part may repeat a row of out (crash at the end)
+        good = set(earlier.loc[earlier["error"] == "", "path"])
+        todo = [p for p in paths if p not in good]
+        retry = set(todo)
+        earlier = earlier[~earlier["path"].isin(retry)]  # failed rows of this run's inputs are scored again
+    else:
+        todo = list(paths)
 
     new: list[pd.DataFrame] = []
     if todo:
         from landsight.progress import progress_bar
 
-        n_parts = len(list(parts_dir.glob("part-*"))) if parts_dir is not None and parts_dir.is_dir() else 0
+        n_parts = 0
+        if parts_dir is not None and out_path is not None:
+            parts_dir.mkdir(parents=True, exist_ok=True)
+            record = parts_dir / PARTS_RECORD
+            if not record.is_file():
+                write_json(record, expected)
+            n_parts = len(list(parts_dir.glob("part-*")))
         with progress_bar(len(todo), "predict", enabled=progress) as bar:
             for start in range(0, len(todo), chunk_size):
                 chunk = model.predict(todo[start : start + chunk_size], batch_size=batch_size, num_workers=num_workers)
                 new.append(chunk)
-                if parts_dir is not None:
-                    parts_dir.mkdir(parents=True, exist_ok=True)
-                    _write_table(chunk, parts_dir / f"part-{n_parts:06d}{out_path.suffix}")  # type: ignore[union-attr]
+                if parts_dir is not None and out_path is not None:
+                    write_table(chunk, parts_dir / f"part-{n_parts:06d}{out_path.suffix}")
                     n_parts += 1
                 bar.advance(len(chunk))
-    frames = [d for d in done + new if len(d)]
+    frames = ([earlier] if earlier is not None and len(earlier) else []) + [d for d in new if len(d)]
     result = pd.concat(frames, ignore_index=True) if frames else model.predict([])
-    if out_path is not None:
+    result = result.reindex(columns=columns)
+    if out_path is not None and parts_dir is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_table(result, out_path)
-        if parts_dir is not None and parts_dir.is_dir():
-            shutil.rmtree(parts_dir)
+        write_table(result, out_path, metadata=expected)
+        if parts_dir.is_dir():
+            _clear_parts(parts_dir, out_path.suffix)
     return result, len(todo)

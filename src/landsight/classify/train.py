@@ -76,6 +76,7 @@ def train(
     track: bool = True,
     dedup: bool = False,
     dedup_threshold: int = 4,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a classifier on frozen backbone features and write a model bundle.
 
@@ -111,6 +112,8 @@ def train(
             :func:`landsight.dedup.drop_cross_split_duplicates`); the dropped images are listed in
             ``bundle.json`` under ``data.dropped_duplicates``.
         dedup_threshold: Hamming-distance threshold of ``dedup``, bits of 64.
+        overwrite: Replace an existing bundle at ``out`` (whole: no file of the old bundle
+            survives). Without it an existing ``out`` is refused before any work.
 
     Returns:
         A :class:`TrainResult`.
@@ -120,15 +123,18 @@ def train(
             training, bad parameters (all before featurization), or a class left without
             readable images.
         WeightsUnavailableError: The backbone's weights cannot be had.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False, or is not a bundle.
 
     Example:
         >>> result = train("eurosat/", out="eurosat.landsight", head="logreg")  # doctest: +SKIP
         >>> result.metrics["accuracy"]  # doctest: +SKIP
 
     """
+    from landsight.bundle import check_bundle_out
     from landsight.models.heads import make_head
     from landsight.tracking import tracked_run
 
+    check_bundle_out(out, overwrite=overwrite)
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
     estimator = make_head(  # validates head parameters before any heavy work
@@ -152,7 +158,7 @@ def train(
             data, estimator, out=out, test=test, backbone=backbone, weights=weights, bands=bands, tta=tta,
             test_size=test_size, random_state=random_state, class_names=class_names, batch_size=batch_size,
             num_workers=num_workers, device=device, cache=cache, progress=progress, dedup=dedup,
-            dedup_threshold=dedup_threshold,
+            dedup_threshold=dedup_threshold, overwrite=overwrite,
         )  # fmt: skip
         log_train_result(run, result, started)
     return result
@@ -195,25 +201,17 @@ def _train(
     progress: bool,
     dedup: bool = False,
     dedup_threshold: int = 4,
+    overwrite: bool = False,
 ) -> TrainResult:
-
     from landsight.classify.featurize import featurize
     from landsight.data.catalog import training_catalog
     from landsight.models.heads import describe_head, fit_head
     from landsight.models.onnx_graph import head_to_onnx
 
     started = time.perf_counter()
-    catalog = training_catalog(
-        data, test=test, test_size=test_size, random_state=random_state, class_names=class_names
-    )
-    dropped: list[dict[str, str]] = []
-    if dedup and (catalog["split"] == "test").any():
-        from landsight.dedup import drop_cross_split_duplicates
-
-        catalog, gone = drop_cross_split_duplicates(catalog, threshold=dedup_threshold, progress=progress)
-        dropped = gone[["path", "duplicate_of"]].to_dict("records")
+    split_args = {"test": test, "test_size": test_size, "random_state": random_state, "class_names": class_names}
+    catalog = training_catalog(data, **split_args)  # every check before the heavy work
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
-
     features = featurize(
         list(catalog["path"]),
         backbone,
@@ -226,6 +224,16 @@ def _train(
         cache=cache,
         progress=progress,
     )
+    if features.failures:  # split the readable images only, so no class loses its test images to bad files
+        catalog = training_catalog(data, **split_args, exclude=[p for p, _ in features.failures])
+    dropped: list[dict[str, str]] = []
+    if dedup and (catalog["split"] == "test").any():
+        from landsight.dedup import drop_cross_split_duplicates
+
+        catalog, gone = drop_cross_split_duplicates(catalog, threshold=dedup_threshold, progress=progress)
+        dropped = gone[["path", "duplicate_of"]].to_dict("records")
+    kept = set(catalog["path"])
+    features = features.subset([p in kept for p in features.paths]) if len(kept) < len(features.paths) else features
     by_path = catalog.set_index("path")
     labels = np.asarray(by_path.loc[features.paths, "label"], dtype=object)
     splits = np.asarray(by_path.loc[features.paths, "split"], dtype=object)
@@ -250,6 +258,7 @@ def _train(
         metrics = compute_metrics(list(labels[is_test]), proba, head_classes, paths=test_paths)
     bundle_path = write_classifier_bundle(
         out,
+        overwrite=overwrite,
         backbone=features.backbone,
         backbone_onnx=features.extractor.onnx_path,
         head_graph=head_to_onnx(estimator, features.backbone.num_features),
@@ -286,6 +295,7 @@ def write_classifier_bundle(
     head: dict[str, Any],
     data: dict[str, Any],
     skipped: list[tuple[str, str]],
+    overwrite: bool = False,
     **extra: Any,
 ) -> Path:
     """Merge backbone and head into one ONNX graph and write the bundle with its reports.
@@ -301,22 +311,28 @@ def write_classifier_bundle(
         head: ``kind`` and parameters of the head (``bundle.json``'s ``head``).
         data: Training-data description (``bundle.json``'s ``data``).
         skipped: ``(path, reason)`` of unreadable images (``skipped.csv``).
+        overwrite: Replace an existing bundle at ``out``; it is replaced whole, only once the
+            new one is complete (:func:`landsight.bundle.staged_bundle`).
         **extra: More ``bundle.json`` entries (``training_seconds``...).
 
     Returns:
         The bundle folder.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is False, or is not a bundle.
     """
     import onnx
 
-    from landsight.bundle import write_bundle, write_skipped
+    from landsight.bundle import staged_bundle, write_bundle, write_skipped
     from landsight.classify.bundle import classifier_meta
     from landsight.classify.evaluate import write_evaluation
     from landsight.models.onnx_graph import merge_backbone_head
 
     graph = merge_backbone_head(onnx.load(str(backbone_onnx)), head_graph)
     meta = classifier_meta(classes=classes, backbone=backbone, head=head, metrics=metrics, data=data, **extra)
-    path = write_bundle(out, model=graph, meta=meta)
-    if metrics:
-        write_evaluation(metrics, path)
-    write_skipped(path, skipped)
-    return path
+    with staged_bundle(out, overwrite=overwrite) as stage:
+        write_bundle(stage, model=graph, meta=meta)
+        if metrics:
+            write_evaluation(metrics, stage)
+        write_skipped(stage, skipped)
+    return Path(out)

@@ -31,8 +31,10 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Collection, Iterable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -40,10 +42,15 @@ import pandas as pd
 
 from landsight.cache import cache_dir, file_digest
 from landsight.data.readers import IMAGE_EXTENSIONS
-from landsight.errors import DataNotFoundError, LandsightValueError, UnsafeArchiveError
+from landsight.errors import DataNotFoundError, LandsightValueError, ResourceLimitError, UnsafeArchiveError
 
 __all__ = [
     "MAP_EXTENSIONS",
+    "ZIP_KEEP_EXTRACTIONS",
+    "ZIP_MAX_BYTES",
+    "ZIP_MAX_MEMBERS",
+    "ZIP_MAX_RATIO",
+    "ZIP_RATIO_MIN_BYTES",
     "build_catalog",
     "check_test_labels",
     "list_images",
@@ -106,6 +113,8 @@ def build_catalog(
     src = Path(source).expanduser()
     if not src.exists():
         raise DataNotFoundError(f"source {str(source)!r} does not exist; {_LAYOUTS}")
+    if not src.is_dir():
+        _require_regular(src, "source")
     if src.is_dir():
         root = _descend(src)
         catalog = _from_class_folders(root)
@@ -253,6 +262,7 @@ def training_catalog(
     test_size: float,
     random_state: int,
     class_names: str | Path | None = None,
+    exclude: Collection[str] = (),
 ) -> pd.DataFrame:
     """The catalog of a training command, with its ``split`` column ("train" / "test").
 
@@ -262,6 +272,8 @@ def training_catalog(
         test_size: Without ``test``: held-out fraction of ``data``, stratified (0 = all "train").
         random_state: Seed of the split.
         class_names: Class-names file for CNTK map files.
+        exclude: Paths left out before splitting (the unreadable images found by featurizing),
+            so every class keeps its share of readable test images.
 
     Returns:
         ``data``'s catalog (then ``test``'s) with a ``split`` column.
@@ -271,8 +283,12 @@ def training_catalog(
             training data, or a class too small to split.
     """
     catalog = build_catalog(data, class_names=class_names)
+    if exclude:
+        catalog = catalog[~catalog["path"].isin(set(exclude))].reset_index(drop=True)
     if test is not None:
         test_catalog = build_catalog(test, class_names=class_names, min_classes=1)
+        if exclude:
+            test_catalog = test_catalog[~test_catalog["path"].isin(set(exclude))].reset_index(drop=True)
         check_test_labels(catalog, test_catalog)
         return pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
     if test_size > 0:
@@ -291,11 +307,15 @@ def list_images(source: str | Path) -> list[str]:
 
     Returns:
         Sorted absolute paths. Folders and globs keep only files with an extension in
-        :data:`~landsight.data.readers.IMAGE_EXTENSIONS`; a list file keeps its order.
+        :data:`~landsight.data.readers.IMAGE_EXTENSIONS`; a list file keeps its order. Entries
+        that are not regular files (a FIFO, device or socket named ``x.jpg``) are listed too,
+        never opened here: the loader gives each an error row (:data:`NOT_REGULAR`) instead of
+        blocking on it.
 
     Raises:
         DataNotFoundError: Nothing matches, or a listed path is missing.
-        LandsightValueError: ``source`` is a file that is neither an image nor a list file.
+        LandsightValueError: ``source`` is a file that is neither an image nor a list file, or a
+            list file that is not a regular file.
 
     Example:
         >>> list_images("scenes/**/*.tif")  # doctest: +SKIP
@@ -305,11 +325,12 @@ def list_images(source: str | Path) -> list[str]:
     text = str(source)
     if path.is_dir():
         found = sorted(_walk_images(path))
-    elif path.is_file():
+    elif path.exists():  # a FIFO, device or socket image is listed; the loader gives it an error row
         suffix = path.suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
             found = [os.path.abspath(path)]
         elif suffix in _LIST_EXTENSIONS:
+            _require_regular(path, "list file")
             found = _read_list_file(path)
         else:
             raise LandsightValueError(
@@ -320,7 +341,7 @@ def list_images(source: str | Path) -> list[str]:
         found = sorted(
             os.path.abspath(p)
             for p in glob.glob(os.path.expanduser(text), recursive=True)
-            if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_EXTENSIONS
+            if not os.path.isdir(p) and Path(p).suffix.lower() in IMAGE_EXTENSIONS
         )
     else:
         raise DataNotFoundError(
@@ -333,32 +354,90 @@ def list_images(source: str | Path) -> list[str]:
     return found
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a zip archive into ``dest``, refusing members that would escape it.
+ZIP_MAX_BYTES = 32 * 1024**3
+"""Largest total uncompressed size, in bytes, of a zip that :func:`safe_extract` extracts (32 GiB).
 
-    Every member is checked before anything is written: absolute paths, ``..`` components
-    and symlink members raise :class:`~landsight.errors.UnsafeArchiveError` ("zip slip").
+Environment override: ``LANDSIGHT_ZIP_MAX_BYTES``."""
+
+ZIP_MAX_MEMBERS = 1_000_000
+"""Most members (files and folders) in a zip that :func:`safe_extract` extracts.
+
+Environment override: ``LANDSIGHT_ZIP_MAX_MEMBERS``."""
+
+ZIP_MAX_RATIO = 200.0
+"""Largest compression ratio (uncompressed / compressed size) of a zip member over
+:data:`ZIP_RATIO_MIN_BYTES`; image files compress little, zip bombs by about 1000.
+
+Environment override: ``LANDSIGHT_ZIP_MAX_RATIO``."""
+
+ZIP_RATIO_MIN_BYTES = 8 * 1024**2
+"""Members up to this many uncompressed bytes (8 MiB) may compress any amount (a mask of one class
+does); larger ones must stay within :data:`ZIP_MAX_RATIO`."""
+
+ZIP_KEEP_EXTRACTIONS = 5
+"""Extractions kept in each cache folder (``<cache>/extracted``, ``<cache>/bundles``): the most
+recently used; older ones are deleted after each extraction into the cache.
+
+Environment override: ``LANDSIGHT_ZIP_KEEP_EXTRACTIONS``."""
+
+
+def safe_extract(
+    archive: str | Path,
+    dest: str | Path,
+    *,
+    max_bytes: int | None = None,
+    max_ratio: float | None = None,
+    max_members: int | None = None,
+) -> Path:
+    """Extract a zip archive into ``dest``, refusing members that would escape it and zip bombs.
+
+    Every member is checked from the central directory before anything is written: absolute
+    paths, ``..`` components and symlink members raise
+    :class:`~landsight.errors.UnsafeArchiveError` ("zip slip"); more than ``max_members``
+    members, more than ``max_bytes`` uncompressed bytes in all (or more than the free disk space),
+    or a member over :data:`ZIP_RATIO_MIN_BYTES` compressed more than ``max_ratio`` times raise
+    :class:`~landsight.errors.ResourceLimitError`. The limits are enforced again while the bytes
+    are written (a member that inflates past its declared size stops at once), so a lying header
+    does not get past them.
+
     Members are extracted to a temporary sibling folder that is renamed to ``dest`` only when
-    complete, so an interrupted extraction is never reused. When ``dest`` already holds a
-    complete extraction of the same archive (same sha256), it is returned as is.
+    complete, so an interrupted extraction is never reused; on any failure the temporary folder is
+    deleted. When ``dest`` already holds a complete extraction of the same archive (same sha256),
+    it is returned as is. When ``dest`` lies in the landsight cache (:func:`landsight.cache.cache_dir`:
+    ``build_catalog`` and ``load_bundle`` extract there), only the :data:`ZIP_KEEP_EXTRACTIONS`
+    most recently used extractions of its cache folder are kept: older ones, and temporary folders
+    left by killed processes over an hour ago, are deleted. Folders outside the cache are never
+    pruned.
 
     Args:
         archive: The ``.zip`` file.
         dest: Folder to create; must not exist, be empty, or hold this archive's extraction.
+        max_bytes: Largest total uncompressed size in bytes; default :data:`ZIP_MAX_BYTES`
+            (``$LANDSIGHT_ZIP_MAX_BYTES``).
+        max_ratio: Largest compression ratio of a member over :data:`ZIP_RATIO_MIN_BYTES`; default
+            :data:`ZIP_MAX_RATIO` (``$LANDSIGHT_ZIP_MAX_RATIO``).
+        max_members: Most members; default :data:`ZIP_MAX_MEMBERS` (``$LANDSIGHT_ZIP_MAX_MEMBERS``).
 
     Returns:
         ``dest`` as a Path.
 
     Raises:
         DataNotFoundError: ``archive`` does not exist.
-        LandsightValueError: ``archive`` is not a zip file, or ``dest`` holds other files.
+        LandsightValueError: ``archive`` is not a zip file or is corrupt, ``dest`` holds other
+            files, or a limit (argument or environment variable) is not a positive number.
         UnsafeArchiveError: A member would be written outside ``dest`` or is a symlink.
+        ResourceLimitError: Over a size, ratio, member-count or disk-space limit; nothing is left
+            behind.
+
+    Example:
+        >>> safe_extract("EuroSAT.zip", "data/eurosat", max_bytes=4 * 1024**3)  # doctest: +SKIP
 
     """
     archive = Path(archive)
     if not archive.is_file():
         raise DataNotFoundError(f"archive {str(archive)!r} does not exist; check the path")
-    return _extract(archive, Path(dest), file_digest(archive))
+    limits = _zip_limits(max_bytes, max_ratio, max_members)
+    return _extract(archive, Path(dest), file_digest(archive), limits)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -380,9 +459,107 @@ def _check_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> None:
             )
 
 
-def _extract(archive: Path, dest: Path, digest: str) -> Path:
+_ZIP_ENV = {
+    "max_bytes": "LANDSIGHT_ZIP_MAX_BYTES",
+    "max_ratio": "LANDSIGHT_ZIP_MAX_RATIO",
+    "max_members": "LANDSIGHT_ZIP_MAX_MEMBERS",
+}
+_STALE_PART_SECONDS = 3600.0
+
+
+def _zip_limits(
+    max_bytes: int | None = None, max_ratio: float | None = None, max_members: int | None = None
+) -> dict[str, float]:
+    """The extraction limits: arguments, else ``LANDSIGHT_ZIP_*`` variables, else the module constants."""
+    given = {"max_bytes": max_bytes, "max_ratio": max_ratio, "max_members": max_members}
+    defaults = {"max_bytes": ZIP_MAX_BYTES, "max_ratio": ZIP_MAX_RATIO, "max_members": ZIP_MAX_MEMBERS}
+    limits: dict[str, float] = {}
+    for key, value in given.items():
+        where = f"{key}={value!r}"
+        if value is None:
+            raw = os.environ.get(_ZIP_ENV[key], "").strip()
+            where = f"{_ZIP_ENV[key]}={raw!r}"
+            try:
+                value = float(raw) if raw else defaults[key]
+            except ValueError:
+                value = -1
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise LandsightValueError(f"zip extraction limit {where} must be a positive number")
+        limits[key] = value
+    return limits
+
+
+def _zip_limit_error(archive: Path, what: str, key: str, needed: str) -> ResourceLimitError:
+    return ResourceLimitError(
+        f"archive {str(archive)!r} {what} (a zip bomb?); refusing to extract it, nothing was left "
+        f"behind. If the archive is trusted, raise the limit: safe_extract(..., {key}={needed}) or "
+        f"{_ZIP_ENV[key]}={needed}"
+    )
+
+
+def _check_sizes(zf: zipfile.ZipFile, archive: Path, limits: dict[str, float]) -> int:
+    """Check the central directory against the limits; return the total uncompressed bytes."""
+    infos = zf.infolist()
+    if len(infos) > limits["max_members"]:
+        what = f"holds {len(infos)} members, over the limit of {limits['max_members']:.0f}"
+        raise _zip_limit_error(archive, what, "max_members", str(len(infos)))
+    total = sum(info.file_size for info in infos)
+    if total > limits["max_bytes"]:
+        what = f"would extract to {total} bytes, over the limit of {limits['max_bytes']:.0f} bytes"
+        raise _zip_limit_error(archive, what, "max_bytes", str(total))
+    for info in infos:
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > ZIP_RATIO_MIN_BYTES and ratio > limits["max_ratio"]:
+            what = (
+                f"member {info.filename!r} inflates {info.compress_size} bytes to {info.file_size} "
+                f"(compression ratio {ratio:.0f}, over the limit of {limits['max_ratio']:g})"
+            )
+            raise _zip_limit_error(archive, what, "max_ratio", f"{ratio + 1:.0f}")
+    return total
+
+
+def _write_members(zf: zipfile.ZipFile, archive: Path, root: Path, limits: dict[str, float]) -> None:
+    """Write every member under ``root``, counting the bytes as they are written (1 MiB chunks).
+
+    The central directory was checked already; this stops a member whose data inflates past its
+    declared size (a lying header) as soon as it does, and keeps the running total and ratio
+    within the limits whatever the headers say.
+    """
+    written = 0
+    for info in zf.infolist():
+        parts = [p for p in info.filename.split("/") if p not in ("", ".")]
+        if not parts:
+            continue
+        target = root.joinpath(*parts)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with zf.open(info) as src, open(target, "wb") as out:
+            while chunk := src.read(1 << 20):
+                size += len(chunk)
+                written += len(chunk)
+                ratio = size / max(info.compress_size, 1)
+                if (
+                    size > info.file_size
+                    or written > limits["max_bytes"]
+                    or (size > ZIP_RATIO_MIN_BYTES and ratio > limits["max_ratio"])
+                ):
+                    raise ResourceLimitError(
+                        f"archive {str(archive)!r} member {info.filename!r} inflated to {size} bytes "
+                        f"({written} in all) from {info.compress_size} compressed, past its declared "
+                        f"{info.file_size} bytes or the limits ({limits['max_bytes']:.0f} bytes, ratio "
+                        f"{limits['max_ratio']:g}): its header lies, the archive is corrupt or malicious; "
+                        "refusing to extract it, nothing was left behind. Re-create the archive"
+                    )
+                out.write(chunk)
+
+
+def _extract(archive: Path, dest: Path, digest: str, limits: dict[str, float] | None = None) -> Path:
     marker = dest / _EXTRACTED_MARKER
     if marker.is_file() and marker.read_text().strip() == digest:
+        os.utime(marker)  # most recently used: kept by _prune_extractions
         return dest
     if not zipfile.is_zipfile(archive):
         raise LandsightValueError(
@@ -392,22 +569,80 @@ def _extract(archive: Path, dest: Path, digest: str) -> Path:
         raise LandsightValueError(
             f"extract_dir {str(dest)!r} already exists and holds other files; pass an empty or new folder"
         )
+    limits = limits if limits is not None else _zip_limits()
     with zipfile.ZipFile(archive) as zf:
         _check_members(zf, archive, dest)
+        total = _check_sizes(zf, archive, limits)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(dest.parent).free
+        if total > free:
+            raise ResourceLimitError(
+                f"archive {str(archive)!r} would extract to {total} bytes but {str(dest.parent)!r} has only "
+                f"{free} bytes free; free some space or extract it elsewhere (build_catalog(extract_dir=...), "
+                "$LANDSIGHT_CACHE_DIR)"
+            )
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.part-", dir=dest.parent))
         try:
-            zf.extractall(tmp)
+            _write_members(zf, archive, tmp, limits)
             (tmp / _EXTRACTED_MARKER).write_text(digest + "\n")
             if dest.exists():
                 dest.rmdir()  # empty (checked above)
             os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if marker.is_file() and marker.read_text().strip() == digest:
                 return dest  # a concurrent extraction of the same archive won the race
+            if isinstance(exc, zipfile.BadZipFile | EOFError | zlib.error | NotImplementedError):
+                raise LandsightValueError(
+                    f"archive {str(archive)!r} is corrupt or uses an unsupported compression ({exc}); "
+                    "re-create or re-download it"
+                ) from exc
             raise
+    _prune_extractions(dest)
     return dest
+
+
+def _prune_extractions(dest: Path) -> None:
+    """Keep the most recently used complete extractions beside ``dest`` when it lies in the cache.
+
+    Only folders holding the extraction marker are deleted (never ``dest``), and temporary
+    ``.*.part-*`` folders older than an hour (left by killed processes). Outside the cache nothing
+    is touched: extractions the user placed are theirs.
+    """
+    parent = dest.parent.resolve()
+    if not parent.is_relative_to(cache_dir().resolve()):
+        return
+    raw = os.environ.get("LANDSIGHT_ZIP_KEEP_EXTRACTIONS", "").strip()
+    keep = int(raw) if raw.isdigit() and int(raw) > 0 else ZIP_KEEP_EXTRACTIONS
+    now = time.time()
+    done: list[tuple[float, Path]] = []
+    for entry in parent.iterdir():
+        try:
+            if entry.name.startswith(".") and ".part-" in entry.name and entry.is_dir():
+                if now - entry.stat().st_mtime > _STALE_PART_SECONDS:
+                    shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_dir() and entry.resolve() != dest.resolve() and (entry / _EXTRACTED_MARKER).is_file():
+                done.append(((entry / _EXTRACTED_MARKER).stat().st_mtime, entry))
+        except OSError:
+            continue  # vanished meanwhile (another process pruned it)
+    done.sort(reverse=True)
+    for _, old in done[keep - 1 :]:  # dest counts as one of the kept
+        shutil.rmtree(old, ignore_errors=True)
+
+
+NOT_REGULAR = "not a regular file (a FIFO, device or socket); not read"
+"""Error of a listed path that exists but is not a regular file: reading it could block forever."""
+
+
+def _listable(path: str) -> bool:
+    """A listed image that exists and is not a folder (non-regular files are listed and fail one by one)."""
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
+def _require_regular(path: Path, what: str) -> None:
+    """Refuse a source / list file that is a FIFO, device or socket before opening it (it could block)."""
+    if path.exists() and not path.is_file():
+        raise LandsightValueError(f"{what} {str(path)!r} is {NOT_REGULAR}; pass a regular file or a folder")
 
 
 def _hidden(name: str) -> bool:
@@ -584,7 +819,7 @@ def _from_map_file(path: Path, class_names: str | Path | None) -> pd.DataFrame:
         labels = [names[int(label)] for label in labels]
     base = path.parent
     paths = [os.path.abspath(base / Path(p).expanduser()) for p, _ in rows]
-    missing = [p for p in paths if not os.path.isfile(p)]
+    missing = [p for p in paths if not _listable(p)]
     if missing:
         raise DataNotFoundError(
             f"map file {str(path)!r} lists {len(missing)} missing file(s), e.g. {missing[:5]}; "
@@ -615,7 +850,7 @@ def _read_list_file(path: Path) -> list[str]:
         entry = line.strip()
         if entry and not entry.startswith("#"):
             found.append(os.path.abspath(base / Path(entry).expanduser()))
-    missing = [p for p in found if not os.path.isfile(p)]
+    missing = [p for p in found if not _listable(p)]
     if missing:
         raise DataNotFoundError(
             f"list file {str(path)!r} names {len(missing)} missing file(s), e.g. {missing[:5]}; "

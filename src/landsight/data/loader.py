@@ -8,6 +8,8 @@ processes: on a 2-core CPU, processes cost more in pickling the uint8 batches th
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +73,10 @@ def load_one(path: str, preprocessing: Preprocessing, skip: Callable[[str], bool
 
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
+            from landsight.data.catalog import NOT_REGULAR
+
+            return LoadedImage(path=path, error=NOT_REGULAR)
         data = Path(path).read_bytes()
     except OSError as exc:
         return LoadedImage(path=path, error=f"cannot open file: {exc.strerror or exc}")

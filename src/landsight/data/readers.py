@@ -5,6 +5,14 @@ bytes, not their extension) go through rasterio, which handles multiband, 16-bit
 and keeps the georeference; everything else goes through Pillow. ``rasterio`` is imported lazily
 so that ``import landsight.data.readers`` needs only NumPy and Pillow.
 
+Memory limits: every decoder checks the image header before decoding the pixels. Pillow refuses
+images over ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels (179 million by default) and the rasterio path
+applies the same pixel limit, both as an :class:`~landsight.errors.ImageReadError` whose reason
+starts with ``"decompression bomb"``. ``max_decode_bytes`` (a keyword of :func:`read_image` and
+:func:`decode_image`, off by default for batch reading; the scoring service sets it) also refuses
+images whose estimated decoding memory (:attr:`ImageHeader.decode_bytes`) is over a byte budget,
+with :class:`~landsight.errors.ImageTooLargeError`. :func:`peek_image` reads that header alone.
+
 Example:
     >>> from landsight.data.readers import read_image
     >>> image = read_image("tile.tif", bands=(1, 2, 3, 4))  # doctest: +SKIP
@@ -26,9 +34,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from landsight.errors import DataNotFoundError, ImageReadError, LandsightValueError
+from landsight.errors import DataNotFoundError, ImageReadError, ImageTooLargeError, LandsightValueError
 
-__all__ = ["IMAGE_EXTENSIONS", "RasterImage", "decode_image", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageHeader", "RasterImage", "decode_image", "peek_image", "read_image"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 """File extensions (lower case, with the dot) that landsight treats as images."""
@@ -54,13 +62,150 @@ class RasterImage:
     crs: str | None = None
 
 
-def read_image(path: str | Path, bands: Sequence[int] | None = None) -> RasterImage:
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding its pixels (see :func:`peek_image`).
+
+    Attributes:
+        height: Rows, in pixels.
+        width: Columns, in pixels.
+        bands: Bands (channels) in the file; a palette image counts as 4 (it is expanded to RGB(A)).
+        itemsize: Bytes per sample of the widest band (1 for 8-bit, 2 for uint16, 8 for float64).
+        dtype: NumPy name of the samples, e.g. ``"uint8"``, ``"uint16"``, ``"float64"``.
+        decoder: ``"rasterio"`` or ``"pillow"``: the library that read the header.
+
+    """
+
+    height: int
+    width: int
+    bands: int
+    itemsize: int
+    dtype: str
+    decoder: str
+
+    @property
+    def pixels(self) -> int:
+        """``height * width``."""
+        return self.height * self.width
+
+    @property
+    def raw_bytes(self) -> int:
+        """Bytes of the decoded samples: ``height * width * bands * itemsize``."""
+        return self.pixels * self.bands * self.itemsize
+
+    @property
+    def decode_bytes(self) -> int:
+        """Estimated peak memory, in bytes, that :func:`decode_image` needs for this image.
+
+        ``2 * raw_bytes`` (the decoder's buffer and the NumPy array) plus 3 bytes per pixel (the
+        uint8 RGB result) plus, for samples that are not 8-bit, 17 bytes per pixel (the float64
+        copy of one band, its finite mask and the percentile sample of the 2-98 % stretch).
+        """
+        per_pixel = 3 if self.dtype in ("uint8", "bool") else 20
+        return 2 * self.raw_bytes + per_pixel * self.pixels
+
+
+def peek_image(data: bytes, name: str) -> ImageHeader | None:
+    """Read an image's size, bands and sample type from its header, without decoding the pixels.
+
+    TIFFs (by magic bytes) are read with rasterio (``MemoryFile``: the header and tags only), then
+    Pillow if rasterio cannot; other formats with Pillow (``Image.open`` reads the header only).
+    Costs about a millisecond, whatever the image size.
+
+    Args:
+        data: The file's bytes.
+        name: The file's path or name, used in error messages only.
+
+    Returns:
+        The header, or None when neither library recognises it (:func:`decode_image` then
+        fails with the reason).
+
+    Raises:
+        ImageReadError: More than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels (reason
+            ``"decompression bomb: ..."``).
+
+    Example:
+        >>> peek_image(Path("scene.tif").read_bytes(), "scene.tif")  # doctest: +SKIP
+        ImageHeader(height=4000, width=4000, bands=1, itemsize=8, dtype='float64', decoder='rasterio')
+
+    """
+    header = None
+    if data[:4] in _TIFF_MAGIC:
+        header = _peek_rasterio(data)
+    if header is None:
+        header = _peek_pil(data, name)
+    if header is not None:
+        _check_bomb(header.pixels, name)
+    return header
+
+
+def _peek_rasterio(data: bytes) -> ImageHeader | None:
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    _ignore_not_georeferenced()
+    try:
+        with rasterio.io.MemoryFile(data) as memfile, memfile.open() as src:
+            dtypes = [np.dtype(d) for d in src.dtypes] or [np.dtype(np.uint8)]
+            widest = max(dtypes, key=lambda d: d.itemsize)
+            palette = src.count == 1 and tuple(src.colorinterp)[0] == ColorInterp.palette
+            bands = 4 if palette else max(1, src.count)
+            return ImageHeader(int(src.height), int(src.width), bands, widest.itemsize, widest.name, "rasterio")
+    except Exception:  # noqa: BLE001 - not readable by rasterio: Pillow is tried next
+        return None
+
+
+_PIL_SAMPLES = {"I": (4, "int32"), "F": (4, "float32")}
+
+
+def _peek_pil(data: bytes, name: str) -> ImageHeader | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            mode = img.mode
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"decompression bomb: {exc}") from None
+    except Exception:  # noqa: BLE001 - unidentified or odd headers: decode_image reports them properly
+        return None
+    return _pil_header(int(height), int(width), mode)
+
+
+def _pil_header(height: int, width: int, mode: str) -> ImageHeader:
+    if mode.startswith("I;16"):
+        itemsize, dtype = 2, "uint16"
+    else:
+        itemsize, dtype = _PIL_SAMPLES.get(mode, (1, "uint8"))
+    bands = 4 if mode in ("P", "PA") else Image.getmodebands(mode)
+    return ImageHeader(height, width, bands, itemsize, dtype, "pillow")
+
+
+def _check_budget(header: ImageHeader, name: str, max_decode_bytes: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when decoding ``header`` would need over ``max_decode_bytes``."""
+    if max_decode_bytes is not None and header.decode_bytes > max_decode_bytes:
+        raise ImageTooLargeError(name, too_large_reason(header, max_decode_bytes))
+
+
+def too_large_reason(header: ImageHeader, max_decode_bytes: int) -> str:
+    """Say why ``header`` is over ``max_decode_bytes`` (for error messages)."""
+    return (
+        f"too large to decode: {header.height}x{header.width} pixels x {header.bands} band(s) of "
+        f"{header.dtype} need about {header.decode_bytes} bytes of memory, over the limit of "
+        f"{max_decode_bytes} bytes (max_decode_bytes); cut the image into tiles "
+        "(landsight tile) or raise the limit"
+    )
+
+
+def read_image(
+    path: str | Path, bands: Sequence[int] | None = None, *, max_decode_bytes: int | None = None
+) -> RasterImage:
     """Read an image file into an (H, W, C) uint8 array.
 
     Args:
         path: Image file (JPEG, PNG, TIFF/GeoTIFF, BMP, GIF, WebP, ...).
         bands: 1-based band indices to keep, as in rasterio (``(1, 2, 3)`` = R, G, B of a
             4-band NAIP tile, ``(1, 2, 3, 4)`` keeps NIR). None gives 3-channel RGB.
+        max_decode_bytes: Refuse images whose estimated decoding memory
+            (:attr:`ImageHeader.decode_bytes`) is over this many bytes; None: no byte limit.
 
     Returns:
         The decoded :class:`RasterImage`; see :func:`decode_image`.
@@ -68,6 +213,7 @@ def read_image(path: str | Path, bands: Sequence[int] | None = None) -> RasterIm
     Raises:
         DataNotFoundError: ``path`` does not exist.
         ImageReadError: The file cannot be read or decoded, or a band is out of range.
+        ImageTooLargeError: Over ``max_decode_bytes`` (an ImageReadError too).
         LandsightValueError: ``bands`` is not a non-empty sequence of positive integers.
 
     """
@@ -79,14 +225,18 @@ def read_image(path: str | Path, bands: Sequence[int] | None = None) -> RasterIm
         )
     if path.is_dir():
         raise ImageReadError(str(path), "is a folder, not an image file")
+    if not path.is_file():  # a FIFO would block the read forever
+        raise ImageReadError(str(path), "not a regular file (a FIFO, device or socket); not read")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(str(path), f"cannot read the file: {exc}") from exc
-    return decode_image(data, str(path), bands)
+    return decode_image(data, str(path), bands, max_decode_bytes=max_decode_bytes)
 
 
-def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> RasterImage:
+def decode_image(
+    data: bytes, name: str, bands: Sequence[int] | None = None, *, max_decode_bytes: int | None = None
+) -> RasterImage:
     """Decode the bytes of an image file into an (H, W, C) uint8 array.
 
     TIFFs (by magic bytes) are decoded with rasterio and keep ``bounds`` and ``crs`` when the
@@ -100,10 +250,16 @@ def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> 
     bands 1, 2, 3. Data that is not uint8 (16-bit, float) is mapped to uint8 by a per-band
     2-98 percentile linear stretch (see :func:`_to_uint8`).
 
+    Both decoders check the header of the very file they decode before reading its pixels:
+    over ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels is a decompression bomb, and with
+    ``max_decode_bytes`` an estimated decoding memory (:attr:`ImageHeader.decode_bytes`) over
+    that many bytes raises :class:`~landsight.errors.ImageTooLargeError`.
+
     Args:
         data: The file's bytes.
         name: The file's path or name, used in error messages only.
         bands: 1-based band indices to keep, in the order given. None gives RGB.
+        max_decode_bytes: Largest estimated decoding memory in bytes; None: no byte limit.
 
     Returns:
         RasterImage whose ``array`` has shape (H, W, C), dtype uint8.
@@ -111,6 +267,7 @@ def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> 
     Raises:
         ImageReadError: Empty, unidentified, truncated or corrupt data, a decompression bomb,
             or a band index above the file's band count.
+        ImageTooLargeError: Over ``max_decode_bytes`` (an ImageReadError too).
         LandsightValueError: ``bands`` is not a non-empty sequence of positive integers.
 
     Example:
@@ -123,7 +280,7 @@ def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> 
         raise ImageReadError(name, "zero-byte file")
     if data[:4] in _TIFF_MAGIC and not _plain_8bit_tiff(data):
         try:
-            return _decode_rasterio(data, name, band_list)
+            return _decode_rasterio(data, name, band_list, max_decode_bytes)
         except _BandError as exc:
             raise ImageReadError(name, str(exc)) from None
         except ImageReadError:
@@ -132,10 +289,12 @@ def decode_image(data: bytes, name: str, bands: Sequence[int] | None = None) -> 
             pass  # e.g. CMYK TIFF: Pillow converts it properly
         except Exception as exc:  # noqa: BLE001 - rasterio raises many types; try Pillow
             try:
-                return _decode_pil(data, name, band_list)
+                return _decode_pil(data, name, band_list, max_decode_bytes)
+            except ImageTooLargeError:
+                raise
             except ImageReadError:
                 raise ImageReadError(name, f"truncated or corrupt: {exc}") from exc
-    return _decode_pil(data, name, band_list)
+    return _decode_pil(data, name, band_list, max_decode_bytes)
 
 
 # GeoTIFF georeferencing tags: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory.
@@ -199,12 +358,14 @@ def check_bands(bands: Sequence[int] | None, count: int | None = None, source: s
 
 
 def _select(array: np.ndarray, bands: list[int] | None) -> np.ndarray:
-    """Pick channels from an (H, W, C) array: RGB by default, else the 1-based ``bands``."""
+    """Pick channels from an (H, W, C) array: RGB by default, else the 1-based ``bands``.
+
+    Gray (or gray + alpha) gives one channel when ``bands`` is None: :func:`_rgb` replicates it
+    after the (cheaper, per-band) mapping to uint8.
+    """
     count = array.shape[2]
     if bands is None:
-        if count >= 3:
-            return array[:, :, :3]
-        return np.repeat(array[:, :, :1], 3, axis=2)  # gray (or gray + alpha) -> RGB
+        return array[:, :, :3] if count >= 3 else array[:, :, :1]
     try:
         check_bands(bands, count)
     except LandsightValueError as exc:
@@ -218,6 +379,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     uint8 passes through unchanged (bool becomes 0/255). Anything else is stretched linearly
     per band so that its 2nd percentile maps to 0 and its 98th to 255 (values outside are
     clipped); NaN and infinities become 0 and a constant band becomes all zeros.
+
+    Works one band at a time, in place: about 17 bytes per pixel beyond the input and the output
+    (a float64 copy of the band, its finite mask, the sample handed to the percentile).
     """
     if array.dtype == np.uint8:
         return array
@@ -229,12 +393,27 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
         finite = np.isfinite(band)
         if not finite.any():
             continue
-        lo, hi = np.percentile(band[finite], [2, 98])
+        sample = band[finite]
+        lo, hi = np.percentile(sample, [2, 98], overwrite_input=True)
+        del sample
         if hi <= lo:
             continue
-        scaled = np.clip((band - lo) / (hi - lo) * 255.0, 0, 255)
-        out[:, :, c] = np.where(finite, np.round(scaled), 0).astype(np.uint8)
+        band -= lo  # in place, same arithmetic as (band - lo) / (hi - lo) * 255
+        band /= hi - lo
+        band *= 255.0
+        np.clip(band, 0, 255, out=band)
+        np.round(band, out=band)
+        np.logical_not(finite, out=finite)
+        band[finite] = 0
+        out[:, :, c] = band
     return out
+
+
+def _rgb(array: np.ndarray, bands: list[int] | None) -> np.ndarray:
+    """Replicate a one-channel uint8 array to RGB when no ``bands`` were asked for; contiguous."""
+    if bands is None and array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array)
 
 
 @functools.cache
@@ -248,7 +427,7 @@ def _ignore_not_georeferenced() -> None:
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
-def _decode_rasterio(data: bytes, name: str, bands: list[int] | None) -> RasterImage:
+def _decode_rasterio(data: bytes, name: str, bands: list[int] | None, max_decode_bytes: int | None) -> RasterImage:
     import rasterio
     from rasterio.enums import ColorInterp
 
@@ -265,12 +444,18 @@ def _decode_rasterio(data: bytes, name: str, bands: list[int] | None) -> RasterI
         _check_bomb(src.width * src.height, name)
         if src.count == 0:
             raise _BandError("the file has no bands")
-        if bands is None and src.count == 1 and interp[0] == ColorInterp.palette:
+        widest = max((np.dtype(d) for d in src.dtypes), key=lambda d: d.itemsize)
+        palette = src.count == 1 and interp[0] == ColorInterp.palette
+        bands_in = 4 if palette else src.count
+        header = ImageHeader(src.height, src.width, bands_in, widest.itemsize, widest.name, "rasterio")
+        _check_budget(header, name, max_decode_bytes)
+        if bands is None and palette:
             lut = np.zeros((256, 3), dtype=np.uint8)
             for index, rgba in src.colormap(1).items():
                 if 0 <= index < 256:
                     lut[index] = rgba[:3]
-            array = lut[src.read(1).astype(np.intp).clip(0, 255)]
+            index = src.read(1)
+            array = lut[index if index.dtype == np.uint8 else index.astype(np.intp).clip(0, 255)]
         else:
             wanted = bands if bands is not None else [1, 2, 3] if src.count >= 3 else [1]
             bad = [b for b in wanted if b > src.count]
@@ -279,15 +464,13 @@ def _decode_rasterio(data: bytes, name: str, bands: list[int] | None) -> RasterI
                     f"band {bad[0]} requested but the file has {src.count} band(s); use indices 1..{src.count}"
                 )
             array = np.moveaxis(src.read(wanted), 0, -1)  # (C, H, W) -> (H, W, C)
-            if bands is None and array.shape[2] == 1:
-                array = np.repeat(array, 3, axis=2)
         bounds: tuple[float, float, float, float] | None = None
         crs: str | None = None
         if src.crs is not None:
             epsg = src.crs.to_epsg()
             crs = f"EPSG:{epsg}" if epsg is not None else src.crs.to_wkt()
             bounds = tuple(float(v) for v in src.bounds)  # type: ignore[assignment]
-    return RasterImage(np.ascontiguousarray(_to_uint8(array)), bounds, crs)
+    return RasterImage(_rgb(_to_uint8(array), bands), bounds, crs)
 
 
 def _check_bomb(pixels: int, name: str) -> None:
@@ -300,13 +483,16 @@ def _check_bomb(pixels: int, name: str) -> None:
         )
 
 
-def _decode_pil(data: bytes, name: str, bands: list[int] | None) -> RasterImage:
+def _decode_pil(data: bytes, name: str, bands: list[int] | None, max_decode_bytes: int | None) -> RasterImage:
     try:
         with Image.open(io.BytesIO(data)) as img:
+            _check_budget(_pil_header(img.size[1], img.size[0], img.mode), name, max_decode_bytes)
             img.load()
             image: Any = ImageOps.exif_transpose(img)
             image = _normalise_mode(image)
             array = np.asarray(image)
+    except ImageTooLargeError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageReadError(name, f"decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -319,7 +505,7 @@ def _decode_pil(data: bytes, name: str, bands: list[int] | None) -> RasterImage:
         array = _select(array, bands)
     except _BandError as exc:
         raise ImageReadError(name, str(exc)) from None
-    return RasterImage(np.ascontiguousarray(_to_uint8(array)))
+    return RasterImage(_rgb(_to_uint8(array), bands))
 
 
 def _normalise_mode(img: Image.Image) -> Image.Image:

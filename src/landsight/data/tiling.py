@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from landsight.errors import DataNotFoundError, LandsightValueError
+from landsight.outputs import atomic_path, check_output
 
 
 @dataclass
@@ -34,7 +35,9 @@ class RasterTile:
     bounds: tuple[float, float, float, float]
 
 
-def cut_tiles(raster: str | Path, out: str | Path, *, size: int, prefix: str = "tile") -> list[RasterTile]:
+def cut_tiles(
+    raster: str | Path, out: str | Path, *, size: int, prefix: str = "tile", overwrite: bool = False
+) -> list[RasterTile]:
     """Write the ``size x size`` tiles of a raster as GeoTIFFs named ``<prefix>_<row>_<col>.tif``.
 
     Partial tiles at the right and bottom edges are left out (a classifier expects whole tiles);
@@ -45,13 +48,16 @@ def cut_tiles(raster: str | Path, out: str | Path, *, size: int, prefix: str = "
         out: Folder for the tiles (created).
         size: Tile side in pixels (>= 1).
         prefix: File-name prefix.
+        overwrite: Replace tiles of the same names already in ``out`` (otherwise refused before
+            anything is written).
 
     Returns:
         The tiles written, in row-major order.
 
     Raises:
         DataNotFoundError: ``raster`` does not exist.
-        LandsightValueError: ``size`` < 1 or larger than the raster.
+        LandsightValueError: ``size`` < 1 or larger than the raster, or ``out`` holds the raster.
+        OutputExistsError: A tile file exists and ``overwrite`` is False.
     """
     import rasterio
     from rasterio.windows import Window, bounds
@@ -60,7 +66,6 @@ def cut_tiles(raster: str | Path, out: str | Path, *, size: int, prefix: str = "
     if not src_path.is_file():
         raise DataNotFoundError(f"raster {str(src_path)!r} does not exist")
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tiles: list[RasterTile] = []
     with rasterio.open(src_path) as src:
         if not 1 <= size <= min(src.width, src.height):
@@ -68,6 +73,10 @@ def cut_tiles(raster: str | Path, out: str | Path, *, size: int, prefix: str = "
                 f"tile size must be in [1, {min(src.width, src.height)}] for {str(src_path)!r} "
                 f"({src.width} x {src.height} px), got {size!r}"
             )
+        names = [out_dir / f"{prefix}_{r}_{c}.tif" for r in range(src.height // size) for c in range(src.width // size)]
+        for path in names:
+            check_output(path, inputs=[src_path], overwrite=overwrite, what="tile")
+        out_dir.mkdir(parents=True, exist_ok=True)
         profile = src.profile | {"driver": "GTiff", "width": size, "height": size}
         for key in ("blockxsize", "blockysize", "tiled"):
             profile.pop(key, None)
@@ -75,7 +84,9 @@ def cut_tiles(raster: str | Path, out: str | Path, *, size: int, prefix: str = "
             for c in range(src.width // size):
                 window = Window(c * size, r * size, size, size)
                 path = out_dir / f"{prefix}_{r}_{c}.tif"
-                with rasterio.open(path, "w", **(profile | {"transform": src.window_transform(window)})) as dst:
+                with atomic_path(path) as tmp, rasterio.open(
+                    tmp, "w", **(profile | {"transform": src.window_transform(window)})
+                ) as dst:
                     dst.write(src.read(window=window))
                 tiles.append(RasterTile(path, r, c, window, tuple(bounds(window, src.transform))))
     return tiles

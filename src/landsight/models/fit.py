@@ -258,6 +258,38 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     return [rows[e] for e in sorted(rows)]
 
 
+def check_run_outputs(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
+    """Check, before training, the bundle folder and the checkpoint folder ``<out>.checkpoints/``.
+
+    Args:
+        out: The bundle folder the run will write.
+        resume: The run continues from ``<out>.checkpoints/last.ckpt`` (and replaces ``out``).
+        overwrite: The run starts over: an existing bundle and checkpoints are replaced.
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        LandsightValueError: ``resume`` without ``last.ckpt``.
+        OutputExistsError: Checkpoints of an earlier run exist and neither ``resume`` nor
+            ``overwrite`` is set; or ``out`` cannot be replaced (see
+            :func:`landsight.bundle.check_bundle_out`).
+    """
+    from landsight.bundle import check_bundle_out
+    from landsight.errors import OutputExistsError
+
+    ckpt_dir = Path(f"{out}.checkpoints")
+    if resume and not (ckpt_dir / "last.ckpt").is_file():
+        raise LandsightValueError(f"resume=True but {str(ckpt_dir / 'last.ckpt')!r} does not exist; run without resume")
+    if not resume and not overwrite and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise OutputExistsError(
+            f"checkpoint folder {str(ckpt_dir)!r} holds an earlier run; pass --resume to continue it "
+            "or --overwrite to delete it and start over"
+        )
+    check_bundle_out(out, overwrite=overwrite or resume)
+    return ckpt_dir
+
+
 def fit_module(
     module: Any,
     train_loader: Any,
@@ -280,7 +312,8 @@ def fit_module(
             ``val_error`` each epoch and holds the network as ``model``.
         train_loader: ``torch.utils.data.DataLoader`` of training batches (shuffled).
         val_loader: ``DataLoader`` of validation batches.
-        ckpt_dir: Checkpoint folder; emptied first unless ``resume``.
+        ckpt_dir: Checkpoint folder; emptied first unless ``resume`` (the caller has checked
+            with :func:`check_run_outputs` that this was asked for).
         epochs: Epochs (>= 1).
         devices: Processes (CPU) or GPUs per node.
         num_nodes: Nodes.
@@ -319,7 +352,7 @@ def fit_module(
         train_loader,
         val_loader,
         ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None,
-        weights_only=False,  # landsight's own checkpoint from this run's folder, never a user's file
+        weights_only=True,  # tensors and plain containers only: nothing in a checkpoint is unpickled as code
     )
     best_path = Path(checkpoint.best_model_path or ckpt_dir / "best.ckpt")
     state = torch.load(best_path, map_location="cpu", weights_only=True)

@@ -3,37 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from landsight.console import emit, err, note_skipped, parse_ints
+from landsight.options import FormatOpt, OverwriteOpt, QuietOpt, TrackingOpt, TrackOpt
 
 segment_app = typer.Typer(
     help="Pixel-level land cover: train a U-Net on raster pairs, predict GeoTIFF maps, evaluate.",
     no_args_is_help=True,
 )
-console = Console()
 
 ImagesOpt = Annotated[str, typer.Option(help="Glob of image rasters (quote it), or a CSV with columns image,label.")]
 LabelsOpt = Annotated[str | None, typer.Option(help="Glob of label rasters whose wildcards match --images'.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-WindowOpt = Annotated[int, typer.Option(help="Prediction tile side in pixels (multiple of 32).")]
+WindowOpt = Annotated[
+    int, typer.Option("--window-size", help="Prediction window side in pixels (multiple of 32); bounds memory.")
+]
 
 
-def _ints(value: str | None, name: str) -> tuple[int, ...] | None:
-    if not value:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter(f"{name} must be comma-separated integers, got {value!r}") from exc
+def _metrics(metrics: dict[str, Any], fmt: str) -> None:
+    """Per-class IoU / F1 / precision / recall / pixels, the overall figures in the caption."""
+    import pandas as pd
 
-
-def _print_skipped(skipped: list[tuple[str, str]]) -> None:
-    if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} raster(s)[/yellow]")
-        for path, reason in skipped[:10]:
-            console.print(f"  [yellow]{path}[/yellow]: {reason}")
+    frame = pd.DataFrame(
+        [{"class": name, "iou": m["iou"], "f1": m["f1"], "precision": m["precision"], "recall": m["recall"],
+          "pixels": m["support"]} for name, m in metrics["per_class"].items()]
+    )  # fmt: skip
+    caption = (f"pixel accuracy {metrics['pixel_accuracy']:.2%} · mean IoU {metrics['mean_iou']:.3f} · "
+               f"{metrics['n_pixels']:,} pixels")  # fmt: skip
+    three = "{:.3f}".format
+    shown = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "skipped")}
+    emit(frame, fmt, title="segmentation", caption=caption, json_value=shown,
+         display={"iou": three, "f1": three, "precision": three, "recall": three, "pixels": "{:,}".format})  # fmt: skip
 
 
 @segment_app.command("train")
@@ -42,7 +44,7 @@ def train_cmd(
     labels: LabelsOpt = None,
     classes: Annotated[str, typer.Option(help="Class map YAML, or 'chesapeake' / 'dubai'.")] = "chesapeake",
     bands: Annotated[str | None, typer.Option(help="1-based image bands, e.g. 1,2,3,4 (default all).")] = None,
-    out: Annotated[Path, typer.Option(help="Bundle folder to write.")] = Path("landcover.landsight"),
+    out_: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")] = Path("landcover.landsight"),
     arch: Annotated[str, typer.Option(help="unet | deeplabv3plus")] = "unet",
     encoder: Annotated[str, typer.Option(help="timm encoder name.")] = "tf_efficientnet_lite0",
     weights: Annotated[str, typer.Option(help="'imagenet', 'none' (random) or a weights file.")] = "imagenet",
@@ -51,9 +53,9 @@ def train_cmd(
     chips_per_epoch: int = 512,
     val_chips: int = 64,
     batch_size: int = 8,
-    context: Annotated[int | None, typer.Option(help="Loss on the centre CONTEXT pixels only (seed: 128).")] = None,
+    context: Annotated[int | None, typer.Option(help="Loss on the centre CONTEXT pixels of each chip only.")] = None,
     oversample: Annotated[float, typer.Option(help="Fraction of chips centred on rare classes.")] = 0.0,
-    no_augment: Annotated[bool, typer.Option(help="No flips / rotations.")] = False,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random flips / rotations.")] = True,
     optimizer: str = "adamw",
     lr: float = 1e-3,
     lr_schedule: str = "cosine",
@@ -63,52 +65,54 @@ def train_cmd(
     devices: Annotated[int, typer.Option(help="Processes / GPUs (DDP when > 1).")] = 1,
     num_nodes: int = 1,
     num_workers: int = 0,
-    resume: bool = False,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
-    no_track: Annotated[bool, typer.Option(help="Do not record an MLflow run.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT.checkpoints/last.ckpt.")] = False,
+    tracking_uri: TrackingOpt = None,
+    track: TrackOpt = True,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Train a segmentation network on image / label raster pairs and write a bundle."""
-    from landsight.segment.evaluate import metrics_table
     from landsight.segment.train import train_segmentation
 
     result = train_segmentation(
-        images, labels, classes=classes, out=out, bands=_ints(bands, "--bands"), arch=arch, encoder=encoder,
+        images, labels, classes=classes, out=out_, bands=parse_ints(bands, "--bands"), arch=arch, encoder=encoder,
         weights=None if weights.lower() == "none" else weights, epochs=epochs, chip_size=chip_size,
         chips_per_epoch=chips_per_epoch, val_chips=val_chips, batch_size=batch_size, context=context,
-        oversample=oversample, augment=not no_augment, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
+        oversample=oversample, augment=augment, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
         backbone_lr_mult=backbone_lr_mult, val_size=val_size, random_state=seed, devices=devices,
         num_nodes=num_nodes, num_workers=num_workers, resume=resume, progress=not quiet,
-        tracking_uri=tracking_uri, track=not no_track,
+        tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
     from landsight.distributed import global_rank
 
     if global_rank() != 0:  # torchrun / srun: rank 0 reports
         return
-    _print_skipped(result.skipped)
-    console.print(metrics_table(result.metrics))
-    console.print(f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]")
+    note_skipped(result.skipped, what="raster")
+    _metrics(result.metrics, fmt)
+    err().print(f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]")
 
 
 @segment_app.command("predict")
 def predict_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     raster: Annotated[Path, typer.Argument(help="Raster to map (any size).")],
-    out: Annotated[Path, typer.Option(help="Output GeoTIFF of class codes.")] = Path("landcover.tif"),
+    out_: Annotated[Path, typer.Option("--out", help="Output GeoTIFF of class codes.")] = Path("landcover.tif"),
     probabilities: Annotated[Path | None, typer.Option(help="Also write per-class probabilities here.")] = None,
-    cog: Annotated[bool, typer.Option(help="Write Cloud Optimized GeoTIFFs.")] = False,
+    cog: Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFFs.")] = False,
     window_size: WindowOpt = 576,
-    batch_size: Annotated[int, typer.Option(help="Tiles per inference call.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference call.")] = 2,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write the land-cover map of a raster (same CRS and transform, colour table, nodata)."""
     from landsight.bundle import load_bundle
 
     loaded = load_bundle(bundle, task="segmentation")
-    path = loaded.predict(raster, out, probabilities=probabilities, cog=cog, window_size=window_size,
-                          batch_size=batch_size, progress=not quiet)  # fmt: skip
-    console.print(f"land cover: [bold]{path}[/bold]" + (f", probabilities: [bold]{probabilities}[/bold]"
-                                                         if probabilities else ""))  # fmt: skip
+    path = loaded.predict(raster, out_, probabilities=probabilities, cog=cog, window_size=window_size,
+                          batch_size=batch_size, progress=not quiet, overwrite=overwrite)  # fmt: skip
+    err().print(f"land cover: [bold]{path}[/bold]" + (f", probabilities: [bold]{probabilities}[/bold]"
+                                                      if probabilities else ""))  # fmt: skip
 
 
 @segment_app.command("evaluate")
@@ -116,17 +120,19 @@ def evaluate_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     images: ImagesOpt,
     labels: LabelsOpt = None,
-    out: Annotated[Path, typer.Option(help="Folder for segmentation_metrics.json.")] = Path("evaluation"),
+    out_: Annotated[Path, typer.Option("--out", help="Folder for segmentation_metrics.json.")] = Path("evaluation"),
     window_size: WindowOpt = 576,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
-    no_track: Annotated[bool, typer.Option(help="Do not record an MLflow run.")] = False,
+    tracking_uri: TrackingOpt = None,
+    track: TrackOpt = True,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
 ) -> None:
     """Pixel accuracy, per-class IoU / F1, mean IoU and the confusion matrix over whole rasters."""
-    from landsight.segment.evaluate import evaluate_rasters, metrics_table
+    from landsight.segment.evaluate import evaluate_rasters
 
-    metrics = evaluate_rasters(bundle, images, labels, out=out, window_size=window_size, progress=not quiet,
-                               tracking_uri=tracking_uri, track=not no_track)  # fmt: skip
-    _print_skipped(metrics["skipped"])
-    console.print(metrics_table(metrics))
-    console.print(f"metrics in [bold]{out / 'segmentation_metrics.json'}[/bold]")
+    metrics = evaluate_rasters(bundle, images, labels, out=out_, window_size=window_size, progress=not quiet,
+                               tracking_uri=tracking_uri, track=track, overwrite=overwrite)  # fmt: skip
+    note_skipped(metrics["skipped"], what="raster")
+    _metrics(metrics, fmt)
+    err().print(f"metrics in [bold]{out_ / 'segmentation_metrics.json'}[/bold]")

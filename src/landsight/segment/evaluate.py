@@ -19,8 +19,9 @@ import numpy as np
 from landsight.outputs import write_json
 from landsight.segment.classmap import IGNORE_INDEX
 
+METRICS_FILE = "segmentation_metrics.json"
+
 if TYPE_CHECKING:
-    from rich.table import Table
 
     from landsight.segment.bundle import SegmentationBundle
     from landsight.segment.pairs import RasterPair
@@ -100,48 +101,42 @@ def evaluate_segmentation(
 
     Returns:
         :func:`segmentation_metrics` output plus ``rasters`` (per-raster pixel accuracy and
-        mean IoU).
+        mean IoU) and ``skipped``: ``(path, reason)`` of the pairs left out because a raster
+        could not be opened or read (truncated or corrupt data); the metrics count the others.
     """
+    from landsight.errors import ImageReadError
     from landsight.segment.predict import iter_predictions
     from landsight.segment.raster import open_raster, read_labels
 
     k = bundle.class_map.num_classes
     total = np.zeros((k, k), dtype=np.int64)
     rasters = []
+    skipped: list[tuple[str, str]] = []
     for pair in pairs:
         matrix = np.zeros((k, k), dtype=np.int64)
-        with open_raster(pair.image) as src, open_raster(pair.label) as lab:
-            for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size, progress=progress):
-                h, w = t.valid.shape
-                y = read_labels(lab, t.row, t.col, h, w, bundle.class_map)
-                y = np.where(t.valid, y, IGNORE_INDEX)
-                matrix += confusion(y, t.probabilities.argmax(axis=0), k)
+        try:
+            with open_raster(pair.image) as src, open_raster(pair.label) as lab:
+                for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size,
+                                          progress=progress):  # fmt: skip
+                    h, w = t.valid.shape
+                    y = read_labels(lab, t.row, t.col, h, w, bundle.class_map)
+                    y = np.where(t.valid, y, IGNORE_INDEX)
+                    matrix += confusion(y, t.probabilities.argmax(axis=0), k)
+        except ImageReadError as exc:  # one damaged raster leaves out its pair, not the whole evaluation
+            skipped.append((exc.path, str(exc)))
+            continue
         one = segmentation_metrics(matrix, bundle.class_map.names)
         rasters.append({"image": pair.image, "label": pair.label, "pixel_accuracy": one["pixel_accuracy"],
                         "mean_iou": one["mean_iou"], "n_pixels": one["n_pixels"]})  # fmt: skip
         total += matrix
     metrics = segmentation_metrics(total, bundle.class_map.names)
     metrics["rasters"] = rasters
+    metrics["skipped"] = skipped
     if write_to is not None:
         path = Path(write_to)
         path.mkdir(parents=True, exist_ok=True)
-        write_json(path / "segmentation_metrics.json", metrics)
+        write_json(path / METRICS_FILE, metrics)
     return metrics
-
-
-def metrics_table(metrics: dict[str, Any]) -> Table:
-    """Rich table of per-class IoU / F1 / support with the overall figures in the caption."""
-    from rich.table import Table
-
-    table = Table(title="segmentation", caption=(
-        f"pixel accuracy {metrics['pixel_accuracy']:.2%} · mean IoU {metrics['mean_iou']:.3f} · "
-        f"{metrics['n_pixels']:,} pixels"))  # fmt: skip
-    for col in ("class", "IoU", "F1", "precision", "recall", "pixels"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, m in metrics["per_class"].items():
-        table.add_row(name, f"{m['iou']:.3f}", f"{m['f1']:.3f}", f"{m['precision']:.3f}", f"{m['recall']:.3f}",
-                      f"{m['support']:,}")  # fmt: skip
-    return table
 
 
 def evaluate_rasters(
@@ -155,6 +150,7 @@ def evaluate_rasters(
     progress: bool = True,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a segmentation bundle on image / label rasters (the ``segment evaluate`` verb).
 
@@ -168,18 +164,24 @@ def evaluate_rasters(
         progress: Progress bars.
         tracking_uri: MLflow store.
         track: Record an MLflow run.
+        overwrite: Replace the ``segmentation_metrics.json`` of an earlier run in ``out``.
 
     Returns:
-        :func:`evaluate_segmentation` output plus ``skipped`` (``(path, reason)`` pairs).
+        :func:`evaluate_segmentation` output; its ``skipped`` also lists the files left out
+        while pairing (unpaired, mismatched, unreadable: ``(path, reason)``).
 
     Raises:
         BundleError: ``bundle`` is not a segmentation bundle.
+        OutputExistsError: ``out`` holds metrics and ``overwrite`` is False.
     """
     from landsight.bundle import load_bundle
+    from landsight.outputs import check_output
     from landsight.segment.pairs import pair_rasters
     from landsight.tracking import tracked_run
 
     loaded = load_bundle(bundle, task="segmentation")
+    if out is not None:
+        check_output(Path(out) / METRICS_FILE, overwrite=overwrite, what="metrics file")
     found = pair_rasters(images, labels)
     params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size}
     with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
@@ -188,5 +190,5 @@ def evaluate_rasters(
         )
         run.log_metrics({k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "mean_f1")})
         run.log_metrics({f"iou.{n}": m["iou"] for n, m in metrics["per_class"].items()})
-    metrics["skipped"] = found.skipped
+    metrics["skipped"] = [*found.skipped, *metrics.get("skipped", [])]
     return metrics

@@ -77,7 +77,7 @@ def _match(pattern: str) -> dict[tuple[str, ...], str]:
     return found
 
 
-def pair_rasters(images: str | Path, labels: str | Path | None = None) -> PairSet:
+def pair_rasters(images: str | Path, labels: str | Path | None = None, *, check_data: bool = True) -> PairSet:
     """Pair image and label rasters.
 
     Args:
@@ -85,10 +85,15 @@ def pair_rasters(images: str | Path, labels: str | Path | None = None) -> PairSe
             columns ``image,label`` (then ``labels`` is ``None``).
         labels: A glob pattern of label rasters whose wildcards capture the same strings as
             those of ``images``.
+        check_data: Read every pixel of both rasters once
+            (:func:`landsight.segment.raster.check_readable`), so that a file whose header is
+            intact but whose data is truncated or corrupt is skipped here, with its reason,
+            instead of failing training or evaluation halfway. Costs one decompression pass
+            over the data (less than band statistics plus training or prediction read).
 
     Returns:
-        The :class:`PairSet`; pairs whose sizes differ or that cannot be opened are in
-        ``skipped`` with the reason.
+        The :class:`PairSet`; pairs whose sizes differ or that cannot be opened or read are in
+        ``skipped`` with the reason (a damaged file is listed under its own path).
 
     Raises:
         DataNotFoundError: No file matches, or the CSV does not exist.
@@ -111,8 +116,8 @@ def pair_rasters(images: str | Path, labels: str | Path | None = None) -> PairSe
         skipped += [(found_labels[k], "no image raster pairs with it") for k in sorted(set(found_labels) - set(keys))]
         candidates = [(found_images[k], found_labels[k]) for k in keys]
     pairs = []
-    from landsight.errors import LandsightError
-    from landsight.segment.raster import open_raster
+    from landsight.errors import ImageReadError, LandsightError
+    from landsight.segment.raster import check_readable, open_raster
 
     for image, label in candidates:
         try:
@@ -125,7 +130,13 @@ def pair_rasters(images: str | Path, labels: str | Path | None = None) -> PairSe
                     skipped.append((image, f"CRS / transform ({a.crs}, {tuple(a.transform)[:6]}) differ from label "
                                            f"{label!r} ({b.crs}, {tuple(b.transform)[:6]})"))  # fmt: skip
                     continue
+                if check_data:
+                    check_readable(a)
+                    check_readable(b)
                 pairs.append(RasterPair(str(image), str(label), int(a.height), int(a.width)))
+        except ImageReadError as exc:
+            also = "" if exc.path == str(image) else f" (its image {str(image)!r} is skipped with it)"
+            skipped.append((exc.path, f"{exc}{also}"))
         except LandsightError as exc:
             skipped.append((image, str(exc)))
     if not pairs:

@@ -154,8 +154,13 @@ def predict_raster(
     batch_size: int = 2,
     progress: bool = True,
     cache_mb: int = 64,
+    overwrite: bool = False,
 ) -> Path:
     """Write the land-cover map of a raster.
+
+    Every output is written to a temporary file in its own folder and renamed over ``out`` /
+    ``probabilities`` only when the whole map is done, so a failed run (wrong band count,
+    truncated input, interrupt) leaves an existing output byte-for-byte as it was.
 
     Args:
         bundle: A segmentation bundle (:func:`landsight.load_bundle`).
@@ -169,50 +174,77 @@ def predict_raster(
         progress: Rich progress bar.
         cache_mb: GDAL block cache limit (``GDAL_CACHEMAX``) during the run, MB; GDAL's default
             is 5 % of the machine's memory, which is not bounded by the tile size.
+        overwrite: Replace an existing ``out`` / ``probabilities`` (once the new one is complete).
 
     Returns:
         The output path.
 
     Raises:
         DataNotFoundError: The raster does not exist.
-        ImageReadError: It cannot be opened.
-        LandsightValueError: Its band count does not fit the bundle.
+        ImageReadError: It cannot be opened, or its pixel data is truncated or corrupt.
+        LandsightValueError: Its band count does not fit the bundle; ``out`` or
+            ``probabilities`` is the input raster, or both are the same file.
+        OutputExistsError: ``out`` or ``probabilities`` exists and ``overwrite`` is False.
     """
+    import contextlib
+
     import rasterio
 
+    from landsight.outputs import atomic_path, check_output, same_file
     from landsight.segment.raster import open_raster
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output(out, inputs=[raster], overwrite=overwrite, what="output raster")
+    targets = [(out, 1)]
+    if probabilities:
+        probs = check_output(probabilities, inputs=[raster], overwrite=overwrite, what="probability raster")
+        if same_file(probs, out):
+            raise LandsightValueError(f"probabilities and out are the same file {str(out)!r}; give two paths")
+        targets.append((probs, bundle.class_map.num_classes))
     lut = bundle.class_map.index_to_code()
-    targets = [(out, 1)] + ([(Path(probabilities), bundle.class_map.num_classes)] if probabilities else [])
-    with rasterio.Env(GDAL_CACHEMAX=cache_mb), open_raster(raster) as src:
-        writes = [(p.with_name(f".{p.name}.tmp.tif") if cog else p, n) for p, n in targets]
-        dsts = [rasterio.open(p, "w", **_profile(src, n, cog)) for p, n in writes]
+    with contextlib.ExitStack() as stack:
+        # Renamed over the outputs in reverse order on success; deleted on any failure.
+        finals = [stack.enter_context(atomic_path(p)) for p, _ in targets]
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_mb))
+        src = stack.enter_context(open_raster(raster))
+        plain = [f.with_name(f"{f.stem}.plain{f.suffix}") if cog else f for f in finals]  # COG: copied at the end
+        writes = [(w, n) for w, (_, n) in zip(plain, targets, strict=True)]
         try:
-            dsts[0].write_colormap(1, bundle.class_map.colormap())
-            dsts[0].update_tags(1, classes=",".join(f"{c.code}={c.name}" for c in bundle.class_map.classes))
-            if len(dsts) > 1:
-                dsts[1].descriptions = tuple(bundle.class_map.names)
-                dsts[1].scales = (1 / PROB_SCALE,) * bundle.class_map.num_classes
-            from rasterio.windows import Window
+            dsts = [rasterio.open(p, "w", **_profile(src, n, cog)) for p, n in writes]
+            try:
+                _write_map(src, bundle, dsts, lut, window_size=window_size, batch_size=batch_size, progress=progress)
+            finally:
+                for d in dsts:
+                    d.close()
+            if cog:
+                from rasterio.shutil import copy as gdal_copy
 
-            for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size, progress=progress):
-                h, w = t.valid.shape
-                window = Window(t.col, t.row, w, h)
-                codes = np.where(t.valid, lut[t.probabilities.argmax(axis=0)], NODATA_CODE).astype(np.uint8)
-                dsts[0].write(codes, 1, window=window)
-                if len(dsts) > 1:
-                    scaled = np.rint(t.probabilities * PROB_SCALE).astype(np.uint8)
-                    dsts[1].write(np.where(t.valid[None], scaled, NODATA_CODE), window=window)
+                for final, (tmp, _) in zip(finals, writes, strict=True):
+                    gdal_copy(tmp, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
         finally:
-            for d in dsts:
-                d.close()
-    if cog:
-        from rasterio.shutil import copy as gdal_copy
-
-        with rasterio.Env(GDAL_CACHEMAX=cache_mb):
-            for (final, _), (tmp, _) in zip(targets, writes, strict=True):
-                gdal_copy(tmp, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
-                os.remove(tmp)
+            if cog:
+                for tmp, _ in writes:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(tmp)
     return out
+
+
+def _write_map(
+    src: Any, bundle: SegmentationBundle, dsts: list[Any], lut: np.ndarray, *, window_size: int, batch_size: int,
+    progress: bool,
+) -> None:  # fmt: skip
+    """Predict ``src`` core by core into the open label raster ``dsts[0]`` (and probabilities ``dsts[1]``)."""
+    from rasterio.windows import Window
+
+    dsts[0].write_colormap(1, bundle.class_map.colormap())
+    dsts[0].update_tags(1, classes=",".join(f"{c.code}={c.name}" for c in bundle.class_map.classes))
+    if len(dsts) > 1:
+        dsts[1].descriptions = tuple(bundle.class_map.names)
+        dsts[1].scales = (1 / PROB_SCALE,) * bundle.class_map.num_classes
+    for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size, progress=progress):
+        h, w = t.valid.shape
+        window = Window(t.col, t.row, w, h)
+        codes = np.where(t.valid, lut[t.probabilities.argmax(axis=0)], NODATA_CODE).astype(np.uint8)
+        dsts[0].write(codes, 1, window=window)
+        if len(dsts) > 1:
+            scaled = np.rint(t.probabilities * PROB_SCALE).astype(np.uint8)
+            dsts[1].write(np.where(t.valid[None], scaled, NODATA_CODE), window=window)

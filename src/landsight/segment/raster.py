@@ -122,13 +122,53 @@ def read_window(
         data = np.full((len(band_list), height, width), fill, dtype=dtype)
         return (data, np.zeros((height, width), dtype=bool)) if masks else data
     window = Window(c0, r0, c1 - c0, r1 - r0)
-    inner = src.read(band_list, window=window)
+    with _read_errors(src, window):
+        inner = src.read(band_list, window=window)
     widths = ((0, 0), (r0 - row, row + height - r1), (c0 - col, col + width - c1))
     padded = _pad(inner, widths, pad, fill)
     if not masks:
         return padded
-    valid = valid_mask(src, window, band_list)
+    with _read_errors(src, window):
+        valid = valid_mask(src, window, band_list)
     return padded, np.pad(valid, widths[1:], mode="constant", constant_values=False)
+
+
+@contextmanager
+def _read_errors(src: Any, window: Any) -> Iterator[None]:
+    """Turn GDAL's read failure of a window (truncated or corrupt data) into one :class:`ImageReadError`."""
+    from rasterio.errors import RasterioIOError
+
+    try:
+        yield
+    except RasterioIOError as exc:
+        detail = exc.__cause__ or exc
+        r, c = int(window.row_off), int(window.col_off)
+        raise ImageReadError(
+            str(src.name),
+            f"pixel data is truncated or corrupt: rows {r}..{r + int(window.height) - 1}, columns "
+            f"{c}..{c + int(window.width) - 1} cannot be read ({detail}); re-download or re-export the file",
+        ) from exc
+
+
+def check_readable(src: Any, *, window: int = 1024) -> None:
+    """Read every pixel of a raster once, window by window, so that a damaged file fails early.
+
+    A raster whose header is intact but whose data is truncated opens fine and fails only when
+    a damaged block is read; pairing (:func:`landsight.segment.pairs.pair_rasters`) calls this
+    so that such a file is skipped with its reason before training or evaluation starts, not
+    halfway through. Memory stays bounded (one ``window x window`` block of all bands at a time).
+
+    Args:
+        src: Open rasterio dataset.
+        window: Block side in pixels.
+
+    Raises:
+        ImageReadError: A block (or its mask) cannot be read; the message names the file and
+            the rows / columns.
+    """
+    bands = list(range(1, src.count + 1))
+    for r, c, h, w in iter_blocks(src.height, src.width, window):
+        read_window(src, r, c, h, w, bands=bands, masks=True)
 
 
 def valid_mask(src: Any, window: Any, bands: Sequence[int]) -> np.ndarray:

@@ -113,6 +113,7 @@ def train_segmentation(
     progress: bool = True,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> SegmentTrainResult:
     """Train a U-Net (or DeepLabV3+) on image / label raster pairs; write a segmentation bundle.
 
@@ -149,15 +150,20 @@ def train_segmentation(
         progress: Progress bars.
         tracking_uri: MLflow store.
         track: Record an MLflow run.
+        overwrite: Start over: replace an existing bundle at ``out`` (whole) and the checkpoints
+            of an earlier run. Without it (or ``resume``) either one existing is refused.
 
     Returns:
         A :class:`SegmentTrainResult`.
 
     Raises:
         LandsightValueError: Bad parameters or band counts; resume without a checkpoint.
+        OutputExistsError: ``out`` or its checkpoints exist and neither ``overwrite`` nor ``resume``
+            is set.
         DataNotFoundError: No raster matches.
         WeightsUnavailableError: The encoder's weights cannot be had.
     """
+    from landsight.models.fit import check_run_outputs
     from landsight.tracking import tracked_run
 
     if epochs < 1 or batch_size < 1 or devices < 1 or num_nodes < 1:
@@ -167,9 +173,7 @@ def train_segmentation(
         )
     if chip_size % 32:
         raise LandsightValueError(f"chip_size must be a multiple of 32 (the encoder's stride), got {chip_size!r}")
-    ckpt_dir = Path(f"{out}.checkpoints")
-    if resume and not (ckpt_dir / "last.ckpt").is_file():
-        raise LandsightValueError(f"resume=True but {str(ckpt_dir / 'last.ckpt')!r} does not exist; run without resume")
+    ckpt_dir = check_run_outputs(out, resume=resume, overwrite=overwrite)
     params = {
         "images": str(images), "labels": str(labels), "classes": "dict" if isinstance(classes, dict) else str(classes),
         "bands": bands, "arch": arch, "encoder": encoder, "weights": weights, "epochs": epochs, "chip_size": chip_size,
@@ -240,7 +244,7 @@ def _train(
     from landsight.segment.classmap import load_class_map
     from landsight.segment.model import build_model, encoder_parameters
     from landsight.segment.pairs import pair_rasters, split_pairs
-    from landsight.segment.raster import check_bands, open_raster
+    from landsight.segment.raster import open_raster, raster_bands
     from landsight.segment.stats import band_stats
 
     started = time.perf_counter()
@@ -248,7 +252,7 @@ def _train(
     class_map = load_class_map(classes)
     found = pair_rasters(images, labels)
     with open_raster(found.pairs[0].image) as src:
-        band_list = check_bands(src, bands)
+        band_list = raster_bands(src, bands)
     train_pairs, val_pairs = split_pairs(found.pairs, val_size, random_state)
     stats = band_stats([p.image for p in train_pairs], band_list, progress=progress)
     pl.seed_everything(random_state, workers=True, verbose=False)
@@ -291,12 +295,14 @@ def _train(
         "data": {"images": str(images), "labels": str(labels), "train": [p.image for p in train_pairs],
                  "val": [p.image for p in val_pairs], "n_skipped": len(found.skipped)},
     }  # fmt: skip
-    bundle = write_segmentation_bundle(out, model, meta, skipped=found.skipped)
+    from landsight.bundle import staged_bundle
     from landsight.segment.evaluate import evaluate_segmentation
 
-    metrics = evaluate_segmentation(bundle, val_pairs, progress=False, write_to=out)
-    bundle.meta["metrics"] = {k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "n_pixels")}
-    write_json(Path(out) / BUNDLE_FILE, bundle.meta)
+    with staged_bundle(out, overwrite=True) as stage:  # permission to replace was checked before training
+        bundle = write_segmentation_bundle(stage, model, meta, skipped=found.skipped)
+        metrics = evaluate_segmentation(bundle, val_pairs, progress=False, write_to=stage)
+        bundle.meta["metrics"] = {k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "n_pixels")}
+        write_json(stage / BUNDLE_FILE, bundle.meta)
     return SegmentTrainResult(out, history, metrics, best_epoch, found.skipped)
 
 

@@ -20,8 +20,10 @@ micro-batching on (the default) concurrent requests share forward passes through
 :class:`~landsight.serve.batching.MicroBatcher`.
 
 Bad input answers 4xx with ``{"detail": ..., "error": ...}`` and the server keeps serving: 400 empty
-body, 413 body / image / batch too large, 415 unsupported ``Content-Type``, 422 unreadable image
-(with the reader's reason) or invalid request, 404 unknown model.
+body, 413 body / image / batch too large (images are checked from their header, before decoding,
+against ``max_pixels`` and the decoding-memory budget ``max_decode_bytes``), 415 unsupported
+``Content-Type``, 422 unreadable image (with the reader's reason) or invalid request, 404 unknown
+model.
 
 Torch, timm and scikit-learn are never imported here: the service needs the bundle's ONNX graph
 and onnxruntime only.
@@ -43,7 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from landsight import __version__
-from landsight.errors import ImageReadError
+from landsight.errors import ImageReadError, ResourceLimitError
 from landsight.serve.schemas import BatchItem, BatchResponse, Health, Metadata, PredictResponse
 from landsight.serve.service import (
     ERROR_CODES,
@@ -248,7 +250,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ImageReadError)
     async def image_error(request: Request, exc: ImageReadError) -> JSONResponse:
-        if exc.reason.startswith("decompression bomb"):
+        if isinstance(exc, ResourceLimitError) or exc.reason.startswith("decompression bomb"):
             return _error_response(413, "image_too_large", str(exc))
         if exc.reason == "zero-byte file":
             return _error_response(400, "empty_body", str(exc))

@@ -1,7 +1,7 @@
 """The loaded model behind the scoring service, and what every route shares.
 
 :class:`ModelService` (the bundle, its onnxruntime session, the micro-batcher, decoding under the
-pixel budget), :class:`ApiError` (an HTTP error answered as JSON), the FastAPI dependencies
+pixel and memory budgets), :class:`ApiError` (an HTTP error answered as JSON), the FastAPI dependencies
 (:func:`get_settings`, :func:`get_service`, overridable in tests with
 ``app.dependency_overrides``) and the shared OpenAPI response tables. Both route modules,
 :mod:`landsight.serve.app` and :mod:`landsight.serve.v2`, import from here.
@@ -9,7 +9,6 @@ pixel budget), :class:`ApiError` (an HTTP error answered as JSON), the FastAPI d
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
 
 from landsight.classify.bundle import Bundle, as_bundle
-from landsight.data.readers import RasterImage, decode_image
+from landsight.data.readers import ImageHeader, RasterImage, decode_image, peek_image
 from landsight.serve.batching import MicroBatcher
 from landsight.serve.schemas import ClassScore, ErrorResponse, Prediction
 from landsight.serve.settings import ServeSettings
@@ -39,6 +38,7 @@ __all__ = [
     "get_settings",
     "model_name",
     "too_many_pixels",
+    "too_much_memory",
 ]
 
 ERROR_CODES = {
@@ -179,7 +179,11 @@ class ModelService:
         return self.predict_fn(images)
 
     def decode(self, data: bytes, filename: str) -> tuple[np.ndarray, RasterImage]:
-        """Check the pixel limit, decode and resize one image file.
+        """Check the pixel and memory limits from the header, then decode and resize one image file.
+
+        The header is read without decoding the pixels (:func:`~landsight.data.readers.peek_image`:
+        rasterio for TIFFs of any sample type, Pillow for the rest), and the decoder checks the
+        header of what it actually decodes once more (``max_decode_bytes``).
 
         Args:
             data: The file's bytes.
@@ -189,17 +193,24 @@ class ModelService:
             ``(input_h, input_w, C)`` uint8 network input, and the decoded image.
 
         Raises:
-            ApiError: 400 empty data; 413 more than ``max_pixels`` pixels.
-            ImageReadError: Not an image, truncated, corrupt, or a decompression bomb.
+            ApiError: 400 empty data; 413 more than ``max_pixels`` pixels or more than
+                ``max_decode_bytes`` of estimated decoding memory.
+            ImageReadError: Not an image, truncated, corrupt, or a decompression bomb
+                (:class:`~landsight.errors.ImageTooLargeError` over ``max_decode_bytes``).
 
         """
         if not data:
             raise ApiError(400, "empty_body", f"{filename!r} is empty (0 bytes); send the bytes of an image file")
         limit = self.settings.max_pixels
-        size = _header_size(data, filename)
-        if size is not None and size[0] * size[1] > limit:
-            raise too_many_pixels(filename, size[0] * size[1], limit)
-        image = decode_image(data, filename, self.bundle.preprocessing.bands)
+        header = peek_image(data, filename)
+        if header is not None:
+            if header.pixels > limit:
+                raise too_many_pixels(filename, header.pixels, limit)
+            if header.decode_bytes > self.settings.max_decode_bytes:
+                raise too_much_memory(filename, header, self.settings.max_decode_bytes)
+        image = decode_image(
+            data, filename, self.bundle.preprocessing.bands, max_decode_bytes=self.settings.max_decode_bytes
+        )
         h, w = image.array.shape[:2]
         if h * w > limit:
             raise too_many_pixels(filename, h * w, limit)
@@ -243,20 +254,16 @@ def too_many_pixels(filename: str, pixels: int, limit: int) -> ApiError:
     )
 
 
-def _header_size(data: bytes, filename: str) -> tuple[int, int] | None:
-    """Width and height from the image header, without decoding the pixels (bomb guard).
-
-    Returns None when Pillow cannot identify the data; :func:`decode_image` then gives the reason.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return int(img.size[0]), int(img.size[1])
-    except Image.DecompressionBombError as exc:
-        raise ApiError(413, "image_too_large", f"{filename!r}: decompression bomb: {exc}") from None
-    except Exception:  # noqa: BLE001 - unidentified or odd headers: the reader reports them properly
-        return None
+def too_much_memory(filename: str, header: ImageHeader, limit: int) -> ApiError:
+    """Return the 413 error for an image whose decoding would need over ``limit`` bytes (``max_decode_bytes``)."""
+    return ApiError(
+        413,
+        "image_too_large",
+        f"{filename!r} is {header.height}x{header.width} pixels x {header.bands} band(s) of {header.dtype}: "
+        f"decoding it needs about {header.decode_bytes} bytes of memory, over the limit of {limit} bytes "
+        "(max_decode_bytes); send a smaller tile (`landsight tile` cuts rasters) or raise "
+        "LANDSIGHT_SERVE_MAX_DECODE_BYTES",
+    )
 
 
 # -- dependencies (override them in tests with app.dependency_overrides) -------------------------

@@ -34,6 +34,14 @@ class ServeSettings(BaseModel):
             before reading and enforced again while the body streams in.
         max_pixels: Largest image, in pixels (height x width), read from the image header before
             decoding (413 above it: decompression-bomb guard).
+        max_decode_bytes: Largest estimated memory, in bytes, to decode one image (413 above it),
+            read from the image header before decoding, for every format (TIFFs of any sample type
+            through rasterio's header, other formats through Pillow's): about twice height x width
+            x bands x bytes per sample, plus 3 bytes per pixel, plus 17 more for samples that are
+            not 8-bit (see :attr:`landsight.data.readers.ImageHeader.decode_bytes`). The default,
+            512 MiB, admits a 40-megapixel 8-bit RGB image or a 4000 x 4000 single-band uint16
+            raster, and refuses a 4000 x 4000 float64 one. Requests decode in parallel threads, so
+            the worst case is this times the number of requests in flight.
         max_batch_files: Most files in one ``POST /predict/batch`` request (413 above it).
         top_k: Classes listed in ``top_k`` of a prediction by default (``?top_k=`` overrides it).
         batching: Collect concurrent requests into one forward pass (micro-batching).
@@ -54,6 +62,7 @@ class ServeSettings(BaseModel):
 
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
+    max_decode_bytes: int = Field(512 * 1024 * 1024, ge=1)
     max_batch_files: int = Field(64, ge=1)
     top_k: int = Field(5, ge=1)
     batching: bool = True

@@ -139,7 +139,9 @@ def _v2_images(tensor: V2InferInput, service: ModelService, settings: ServeSetti
     """``(N, input_h, input_w, C)`` uint8 network input from an OIP v2 input tensor.
 
     Raises:
-        ApiError: 422 shape, datatype or data that do not fit; 413 too many images or pixels.
+        ApiError: 422 shape, datatype or data that do not fit; 413 too many images or pixels, or
+            UINT8 pixels needing more than ``max_decode_bytes`` (9 bytes a value: the int64 array
+            NumPy makes of the JSON numbers, then uint8), checked from ``shape`` before converting.
         ImageReadError: A BYTES element is not a readable image.
 
     """
@@ -182,6 +184,14 @@ def _v2_images(tensor: V2InferInput, service: ModelService, settings: ServeSetti
     if h * w > settings.max_pixels:
         raise too_many_pixels(tensor.name, h * w, settings.max_pixels)
     expected = n * h * w * c
+    if expected * 9 > settings.max_decode_bytes:
+        raise ApiError(
+            413,
+            "image_too_large",
+            f"UINT8 input {tensor.name!r} of shape {shape!r} needs about {expected * 9} bytes of memory to "
+            f"convert, over the limit of {settings.max_decode_bytes} bytes (max_decode_bytes); send fewer or "
+            "smaller images per request or raise LANDSIGHT_SERVE_MAX_DECODE_BYTES",
+        )
     try:
         array = np.asarray(tensor.data)
     except (ValueError, TypeError, OverflowError) as exc:

@@ -211,6 +211,7 @@ def train(
     spark: SparkSession | None = None,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a head with Spark: featurize on the executors, fit MLlib, write an ONNX bundle.
 
@@ -241,6 +242,7 @@ def train(
         spark: Use this session instead of :func:`landsight.spark.session.get_session`.
         tracking_uri: MLflow store.
         track: Record the run in MLflow.
+        overwrite: Replace an existing bundle at ``out`` (whole, never merged).
 
     Returns:
         A :class:`landsight.classify.train.TrainResult` (``head`` is the fitted MLlib model, in memory).
@@ -248,12 +250,15 @@ def train(
     Raises:
         LandsightValueError: Bad parameters, fewer than two classes, or a class left without
             readable training images.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False (checked before any work).
         WeightsUnavailableError: The backbone's weights cannot be had.
 
     """
+    from landsight.bundle import check_bundle_out
     from landsight.classify.train import log_train_result
     from landsight.tracking import tracked_run
 
+    check_bundle_out(out, overwrite=overwrite)
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
     if tta != "none" or class_weight is not None:
@@ -275,7 +280,7 @@ def train(
             data, out=out, head=head, backbone=backbone, weights=weights, bands=bands, C=C, standardize=standardize,
             n_estimators=n_estimators, max_depth=max_depth, test=test, test_size=test_size,
             random_state=random_state, class_names=class_names, batch_size=batch_size,
-            spark=spark, master=master, conf=conf,
+            spark=spark, master=master, conf=conf, overwrite=overwrite,
         )  # fmt: skip
         log_train_result(run, result, started)
     return result
@@ -301,6 +306,7 @@ def _train(
     spark: SparkSession | None,
     master: str,
     conf: dict[str, str] | None,
+    overwrite: bool = False,
 ) -> TrainResult:
     import hashlib
 
@@ -377,10 +383,10 @@ def _train(
         skipped=failures,
         classes=classes,
         metrics=metrics,
-        meta={
-            "head": described,
-            "engine": {"name": "spark", "master": spark.sparkContext.master},
-            "data": {
+        overwrite=overwrite,
+        head=described,
+        engine={"name": "spark", "master": spark.sparkContext.master},
+        data={
                 "source": str(data),
                 "test_source": str(test) if test is not None else None,
                 "fingerprint": hashlib.sha256(repr(pairs).encode()).hexdigest(),
@@ -389,9 +395,8 @@ def _train(
                 "n_skipped": len(failures),
                 "test_size": test_size if test is None else None,
                 "random_state": random_state,
-            },
-            "training_seconds": round(time.perf_counter() - started, 2),
         },
+        training_seconds=round(time.perf_counter() - started, 2),
     )
     return TrainResult(bundle_path, metrics, n_train, n_test, failures, fitted, test_paths)
 

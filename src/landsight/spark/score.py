@@ -276,6 +276,7 @@ def predict(
     spark: SparkSession | None = None,
     tracking_uri: str | None = None,
     track: bool = True,
+    overwrite: bool = False,
 ) -> SparkPredictResult:
     """Predict images on Spark executors into a Parquet dataset, resumable.
 
@@ -286,7 +287,13 @@ def predict(
     Spark job, so a crash loses at most the chunk in flight. When ``out`` already holds rows,
     the paths in it are skipped and only the new images are scored and appended: re-running
     after a crash or with more images never duplicates a row. A bad, missing or unreadable
-    image gives an error row.
+    image gives an error row (appended rows are never rewritten, so unlike the local engine a
+    resume does not retry error rows; use ``overwrite`` to score everything again).
+
+    A local ``out`` folder records the bundle that wrote it in ``_landsight.json``
+    (:func:`landsight.predictions.provenance`; Spark and pandas skip ``_`` files): a resume
+    with another bundle, or into a folder of Parquet files without that record, is refused
+    unless ``overwrite``. A URL ``out`` (``s3a://``...) is not checked.
 
     Args:
         bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
@@ -301,6 +308,8 @@ def predict(
         spark: Use this session instead of :func:`landsight.spark.session.get_session`.
         tracking_uri: MLflow store (default ``sqlite:///mlruns.db``, or ``$MLFLOW_TRACKING_URI``).
         track: Record the run in MLflow.
+        overwrite: Delete the part files (and record) of an existing local ``out`` first and
+            score every image afresh.
 
     Returns:
         A :class:`SparkPredictResult`.
@@ -308,6 +317,8 @@ def predict(
     Raises:
         LandsightValueError: ``out`` is not a Parquet folder name, ``batch_size`` or
             ``chunk_size`` < 1, or ``bundle`` is not an image classifier.
+        OutputExistsError: Without ``overwrite``: a local ``out`` holds Parquet files written
+            with another bundle, or without a landsight record; the message names both.
         DataNotFoundError: ``inputs`` holds no images.
 
     """
@@ -332,6 +343,7 @@ def predict(
     if batch_size < 1 or chunk_size < 1:
         raise LandsightValueError(f"batch_size and chunk_size must be >= 1, got {batch_size!r}, {chunk_size!r}")
     model = as_bundle(bundle)
+    record = _claim_output(out_text, model, overwrite)  # refused here, before Spark starts
     spark = spark or get_session(master, conf)
     paths = list_inputs(inputs)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": out_text, "engine": "spark",
@@ -342,6 +354,10 @@ def predict(
         done = _existing_paths(spark, out_text)
         todo = [p for p in paths if p not in done]
         graph = broadcast_model(spark, model.path / MODEL_FILE) if todo else None  # once for all chunks
+        if todo and record is not None:
+            from landsight.outputs import write_json
+
+            write_json(Path(out_text) / OUTPUT_RECORD, record)  # before the first part file
         for start in range(0, len(todo), chunk_size):
             frame = paths_frame(spark, todo[start : start + chunk_size], partitions=partitions)
             score_frame(model, frame, batch_size=batch_size, graph=graph).write.mode("append").parquet(out_text)
@@ -354,6 +370,49 @@ def predict(
         run.log_metrics({"n_images": n_images, "n_scored": len(todo), "n_errors": n_errors,
                          "images_per_second": result.images_per_second})  # fmt: skip
     return result
+
+
+OUTPUT_RECORD = "_landsight.json"
+"""File in a Spark output folder recording the bundle that wrote its rows (a ``_`` file: not read as data)."""
+
+
+def _claim_output(out: str, model: Bundle, overwrite: bool) -> dict[str, str] | None:
+    """Check the provenance record of a local output folder before any work.
+
+    With ``overwrite`` the folder's part files and Spark / landsight markers are deleted first
+    (only those: anything else in the folder is left alone).
+
+    Returns:
+        The record to write into ``out`` before its first part file (``None``: a URL, or the
+        record is there already).
+
+    Raises:
+        OutputExistsError: See :func:`predict`.
+    """
+    import json
+
+    from landsight.predictions import check_provenance, provenance
+    from landsight.spark.io import is_url
+
+    if is_url(out):
+        return None
+    folder = Path(out)
+    expected = provenance(model)
+    record = folder / OUTPUT_RECORD
+    if folder.is_dir() and overwrite:
+        for pattern in ("part-*", ".part-*", "_SUCCESS", "._SUCCESS.crc", OUTPUT_RECORD):
+            for f in folder.glob(pattern):
+                if f.is_file():
+                    f.unlink()
+    elif folder.is_dir() and (record.exists() or any(folder.glob("*.parquet"))):
+        try:
+            found = json.loads(record.read_text()) if record.is_file() else {}
+        except (OSError, ValueError):
+            found = {}
+        check_provenance(found if isinstance(found, dict) else {}, expected, where=out)
+        if record.is_file():
+            return None
+    return expected
 
 
 def _existing_paths(spark: SparkSession, out: str) -> set[str]:
