@@ -406,3 +406,40 @@ def test_fifo_in_a_class_folder_is_skipped_with_its_reason(small_dataset: Path, 
     unblock_after.append(map_fifo)
     with pytest.raises(LandsightValueError, match="not a regular file"):
         build_catalog(map_fifo)
+
+
+# --- 1b. the Spark engine's output folder records its bundle too -------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java 17+ and `java` is not on PATH")
+def test_spark_output_folder_carries_provenance(trained: Any, other_bundle: Path, tiles: Path, tmp_path: Path) -> None:
+    import json
+
+    from landsight import spark as ls
+    from landsight.spark.session import get_session, stop_session
+
+    images = sorted(str(p) for p in tiles.glob("*.jpg"))[:4]
+    out = tmp_path / "preds.parquet"
+    session = get_session("local[1]", {"spark.ui.enabled": "false", "spark.driver.memory": "1g"})
+    try:
+        first = ls.predict(trained.bundle_path, images, out=out, spark=session, track=False)
+        assert first.n_scored == 4
+        record = json.loads((out / "_landsight.json").read_text())
+        assert record["landsight.model_sha256"] == _model_sha(trained.bundle_path)
+        parts = {p: _digest(p) for p in out.glob("part-*")}
+        with pytest.raises(OutputExistsError) as info:
+            ls.predict(other_bundle, images, out=out, spark=session, track=False)
+        assert str(trained.bundle_path) in str(info.value) and str(other_bundle) in str(info.value)
+        assert {p: _digest(p) for p in out.glob("part-*")} == parts
+        foreign = tmp_path / "foreign.parquet"
+        foreign.mkdir()
+        pd.DataFrame({"path": images, "x": 1.0}).to_parquet(foreign / "data.parquet")
+        with pytest.raises(OutputExistsError, match="not a landsight predictions table"):
+            ls.predict(trained.bundle_path, images, out=foreign, spark=session, track=False)
+        again = ls.predict(other_bundle, images, out=out, spark=session, track=False, overwrite=True)
+        assert (again.n_scored, again.n_images) == (4, 4)
+        rows = pd.read_parquet(out)
+        assert "prob_SeaLake" not in rows.columns and set(rows["predicted"]) <= {"Forest", "River"}
+        assert json.loads((out / "_landsight.json").read_text())["landsight.model_sha256"] == _model_sha(other_bundle)
+    finally:
+        stop_session()

@@ -24,6 +24,7 @@ from landsight.options import (
     TrackingOpt,
     TrackOpt,
 )
+from landsight.runconfig import configurable, record_config
 
 app = typer.Typer(
     help="Transfer learning on imagery, aerial imagery first.",
@@ -112,6 +113,7 @@ def _metrics(metrics: dict[str, Any], fmt: str) -> None:
 
 
 @app.command()
+@configurable
 def train(
     data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
     out_: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")] = Path("model.landsight"),
@@ -170,6 +172,7 @@ def train(
             data, device=device, cache=cache, progress=not quiet, dedup=dedup, dedup_threshold=dedup_threshold,
             **common,
         )  # fmt: skip
+    record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
     if result.metrics:
         _metrics(result.metrics, fmt)
@@ -179,6 +182,7 @@ def train(
 
 
 @app.command()
+@configurable
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     data: Annotated[str, typer.Argument(help="Labelled images (class folders, map file, zip).")],
@@ -206,6 +210,7 @@ def evaluate(
 
 
 @app.command()
+@configurable
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
@@ -233,7 +238,7 @@ def predict(
 
         res = spark.predict(
             bundle, inputs, out=out_, master=master, conf=spark.parse_conf(conf), batch_size=batch_size,
-            tracking_uri=tracking_uri, track=track,
+            tracking_uri=tracking_uri, track=track, overwrite=overwrite,
         )  # fmt: skip
         note_skipped(res.errors, what="image")
         emit(pd.DataFrame({"images": [res.n_images], "scored": [res.n_scored], "errors": [res.n_errors]}), fmt)
@@ -253,6 +258,7 @@ def predict(
 
 
 @app.command()
+@configurable
 def featurize(
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
     out_: Annotated[
@@ -306,6 +312,7 @@ def featurize(
 
 
 @app.command()
+@configurable
 def finetune(
     data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
     out_: Annotated[
@@ -363,6 +370,7 @@ def finetune(
 
     if global_rank() != 0:  # torchrun / srun: rank 0 reports
         return
+    record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
     for row in result.history:
         err().print(
@@ -379,6 +387,7 @@ def finetune(
 
 
 @app.command()
+@configurable
 def runs(
     sort: Annotated[str, typer.Option(help="Column or metric to sort by.")] = "started",
     ascending: Annotated[bool, typer.Option("--ascending", help="Sort ascending (default: descending).")] = False,
@@ -415,6 +424,7 @@ def runs(
 
 
 @app.command()
+@configurable
 def demo(
     out_: Annotated[Path, typer.Option("--out", help="Folder for the bundle and predictions.")] = Path(
         "landsight-demo"
@@ -437,6 +447,7 @@ def demo(
 
 
 @app.command()
+@configurable
 def serve(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip to serve.")],
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 for all (containers).")] = "127.0.0.1",
@@ -488,6 +499,7 @@ def serve(
 
 
 @app.command()
+@configurable
 def tile(
     raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...).")],
     out_: Annotated[Path, typer.Option("--out", help="Folder for the tiles.")] = Path("tiles"),
@@ -503,6 +515,7 @@ def tile(
 
 
 @app.command("map")
+@configurable
 def map_(
     predictions: Annotated[Path, typer.Argument(help="Predictions .parquet / .csv with bounds and CRS.")],
     out_: Annotated[Path | None, typer.Option("--out", help="Interactive HTML map to write (offline).")] = Path(
@@ -547,6 +560,7 @@ def map_(
 
 
 @app.command()
+@configurable
 def report(
     source: Annotated[str, typer.Argument(help="Bundle folder / zip, or an MLflow run id (prefix).")],
     out_: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")] = Path("report.html"),
@@ -562,6 +576,7 @@ def report(
 
 
 @app.command()
+@configurable
 def dedup(
     data: Annotated[list[str], typer.Argument(help="Folders, globs or list files; several = splits (train test).")],
     threshold: Annotated[int, typer.Option(help="Largest Hamming distance of near-duplicates, bits of 64.")] = 4,

@@ -9,6 +9,7 @@ import typer
 
 from landsight.console import emit, err, note_skipped, parse_ints
 from landsight.options import FormatOpt, OverwriteOpt, QuietOpt, TrackingOpt, TrackOpt
+from landsight.runconfig import configurable, record_config
 
 segment_app = typer.Typer(
     help="Pixel-level land cover: train a U-Net on raster pairs, predict GeoTIFF maps, evaluate.",
@@ -39,6 +40,7 @@ def _metrics(metrics: dict[str, Any], fmt: str) -> None:
 
 
 @segment_app.command("train")
+@configurable
 def train_cmd(
     images: ImagesOpt,
     labels: LabelsOpt = None,
@@ -88,12 +90,14 @@ def train_cmd(
 
     if global_rank() != 0:  # torchrun / srun: rank 0 reports
         return
+    record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, what="raster")
     _metrics(result.metrics, fmt)
     err().print(f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]")
 
 
 @segment_app.command("predict")
+@configurable
 def predict_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     raster: Annotated[Path, typer.Argument(help="Raster to map (any size).")],
@@ -116,6 +120,7 @@ def predict_cmd(
 
 
 @segment_app.command("evaluate")
+@configurable
 def evaluate_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     images: ImagesOpt,
