@@ -29,7 +29,7 @@ def cut(out: Path, n: int) -> Path:
     from landsight.data.tiling import cut_tiles
 
     scene = DATA / "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif"  # 260 x 260 px
-    cut_tiles(scene, out, size=260 // n)
+    cut_tiles(scene, out, size=260 // n, overwrite=True)
     return out
 
 
@@ -60,9 +60,9 @@ def main() -> None:
     print("find_duplicates (pHash, threshold 4 bits, 2 decoding threads)\n")
     print(markdown_table(["data", "images", "seconds", "images/s", "groups", "images in groups", "foreign CPU"], rows))
 
-    bundle = train(eurosat_sample(), out=work / "sample.landsight", test_size=0.2, progress=False).bundle_path
+    bundle = train(eurosat_sample(), out=work / "sample.landsight", test_size=0.2, progress=False, overwrite=True).bundle_path
     tiles = cut(work / "tiles", args.grid)
-    preds = predict(bundle, tiles, out=work / "preds.parquet", progress=False)
+    preds = predict(bundle, tiles, out=work / "preds.parquet", progress=False, overwrite=True)
     rows = []
     for label, kwargs in (
         ("HTML, thumbnails", {"out": work / "a.html"}),
@@ -70,7 +70,7 @@ def main() -> None:
         ("PNG only", {"out": None, "png": work / "c.png"}),
     ):
         with timed() as t:
-            result = prediction_map(preds, progress=False, **kwargs)
+            result = prediction_map(preds, progress=False, overwrite=True, **kwargs)
         written = result.html or result.png
         size = f"{written.stat().st_size / 1e6:.2f}"
         rows.append([label, result.n_tiles, f"{t.seconds:.2f}", size, f"{t.foreign:.0%}"])
@@ -78,7 +78,7 @@ def main() -> None:
     print(markdown_table(["output", "tiles", "seconds", "MB", "foreign CPU"], rows))
 
     with timed() as t:
-        out = build_report(bundle, work / "report.html")
+        out = build_report(bundle, work / "report.html", overwrite=True)
     print(f"\nbuild_report of the bundle: {t.seconds:.2f} s, {out.stat().st_size / 1e3:.0f} kB "
           f"(foreign CPU {t.foreign:.0%}); work files in {work}")  # fmt: skip
 

@@ -39,7 +39,7 @@ def cut_tiles(out: Path, n: int = 8) -> Path:
     rows = []
     tile = DATA / "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif"
     with rasterio.open(str(tile).replace("naip-new", "lc")) as lc:
-        for t in cut_tiles(tile, out, size=lc.width // n):
+        for t in cut_tiles(tile, out, size=lc.width // n, overwrite=True):
             codes, counts = np.unique(lc.read(1, window=t.window), return_counts=True)
             rows.append((str(t.path), LC_NAMES.get(int(codes[counts.argmax()]), "other")))
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(out / "reference.csv", index=False)
@@ -72,14 +72,14 @@ def main() -> None:
         (euro / cls).mkdir(parents=True, exist_ok=True)
         for i in range(1, 21):
             shutil.copy(DATA / "eurosat_rgb" / cls / f"{cls}_{i}.jpg", euro / cls)
-    bundle = train(euro, out=work / "eurosat.landsight", test_size=0.25, progress=False).bundle_path
+    bundle = train(euro, out=work / "eurosat.landsight", test_size=0.25, progress=False, overwrite=True).bundle_path
     reference = cut_tiles(work / "tiles")
-    preds = predict(bundle, work / "tiles", out=work / "preds.parquet", progress=False)
+    preds = predict(bundle, work / "tiles", out=work / "preds.parquet", progress=False, overwrite=True)
     title = "EuroSAT logreg on NAIP 2014, m_3907833_nw (8 x 8 tiles)"
-    prediction_map(preds, work / "map.html", reference=reference, title=title, progress=False)
+    prediction_map(preds, work / "map.html", reference=reference, title=title, progress=False, overwrite=True)
     run = finetune(euro, out=work / "ft.landsight", retrain="last", epochs=6, batch_size=16, lr=0.05,
-                   progress=False)  # fmt: skip
-    build_report(run.run_id, work / "report.html")
+                   progress=False, overwrite=True)  # fmt: skip
+    build_report(run.run_id, work / "report.html", overwrite=True)
 
     img = ROOT / "docs" / "img"
     img.mkdir(parents=True, exist_ok=True)
