@@ -115,3 +115,56 @@ def test_version_and_natural_boolean_flags() -> None:
         text = _cli(verb, "--help", env={"COLUMNS": "200"}).stdout
         assert flag.split("/")[0] in text and "--no-no-" not in text, (verb, flag)
     assert "--install-completion" in _cli("--help", env={"COLUMNS": "200"}).stdout
+
+
+def _table_and_json(args: list[str], env: dict[str, str] | None = None, again: tuple[str, ...] = ("--overwrite",)
+                    ) -> tuple[str, object]:  # fmt: skip
+    """Run a verb twice with stdout piped: its default table, then ``--format json`` (parsed)."""
+    table = _cli(*args, env=env)
+    assert table.returncode == 0, table.stderr
+    assert "…" not in table.stdout  # nothing cut in a pipe
+    as_json = _cli(*args, "--format", "json", *again, env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    return table.stdout, json.loads(as_json.stdout)
+
+
+def test_demo_train_and_finetune_tables_in_a_pipe(small_dataset: Path, tmp_path: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    table, metrics = _table_and_json(["demo", "--out", str(tmp_path / "demo"), "-q"], env=env, again=())
+    for name in ("HerbaceousVegetation", "PermanentCrop", "AnnualCrop"):  # the longest EuroSAT names, whole
+        assert name in table and name in metrics["per_class"]
+    table, metrics = _table_and_json(["train", str(small_dataset), "--out", str(tmp_path / "t.landsight"),
+                                      "--test-size", "0.25", "-q"], env=env)  # fmt: skip
+    assert "SeaLake" in table and metrics["n"] == 9
+    table, metrics = _table_and_json(["finetune", str(small_dataset), "--out", str(tmp_path / "f.landsight"),
+                                      "--retrain", "last", "--epochs", "1", "--num-workers", "0", "-q"],
+                                     env=env)  # fmt: skip
+    assert "SeaLake" in table and set(metrics["per_class"]) == {"Forest", "River", "SeaLake"}
+
+
+def test_dedup_map_and_segment_tables_in_a_pipe(trained, shared_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from landsight.data.tiling import cut_tiles
+
+    folder = tmp_path / "a_rather_long_folder_name_to_check_that_nothing_is_cut" / "tiles"
+    tiles = cut_tiles(shared_data / "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif", folder, size=65)
+    (folder / "copy_of_tile.tif").write_bytes(tiles[0].path.read_bytes())
+    table, groups = _table_and_json(["dedup", str(folder), "-q"])
+    assert str(tiles[0].path) in table and str(folder / "copy_of_tile.tif") in table
+    assert {g["path"] for g in groups} >= {str(tiles[0].path), str(folder / "copy_of_tile.tif")}
+    (folder / "copy_of_tile.tif").unlink()  # same bounds as tile 0: the map would match it twice
+
+    preds = tmp_path / "preds.parquet"
+    r = _cli("predict", str(trained.bundle_path), str(folder), "--out", str(preds), "-q", "--no-track")
+    assert r.returncode == 0, r.stderr
+    table, transitions = _table_and_json(["map", str(preds), "--compare", str(preds), "--out", str(tmp_path / "m.html"),
+                                          "--no-thumbnails", "-q"])  # fmt: skip
+    assert "0 of 16 tiles changed class" in table and transitions == []
+
+    from test_segment import _synthetic_bundle  # the synthetic 1x1-convolution segmentation bundle
+
+    seg = _synthetic_bundle(tmp_path / "seg.landsight")
+    ches = shared_data / "chesapeake/tile_downsampled"
+    table, metrics = _table_and_json(["segment", "evaluate", str(seg.path), "--images", str(ches / "*_naip-new.tif"),
+                                      "--labels", str(ches / "*_lc.tif"), "--out", str(tmp_path / "ev"), "-q",
+                                      "--no-track"])  # fmt: skip
+    assert "pixel accuracy" in table and set(metrics["per_class"]) == {"c1", "c2", "c3", "c4"}
