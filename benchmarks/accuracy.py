@@ -16,6 +16,11 @@ FeatureExtractor on them. ``featurize s`` is the featurization wall time a varia
 end-to-end ``featurize`` run, plus (for extra views) one decode of every image and the network
 time of each extra view.
 
+First, in every run, the naive probe (timm features + scikit-learn ``LogisticRegression``
+defaults, written out in ``_naive.py``) against ``landsight train`` end to end with its defaults
+and with ``--fast``, on the same 5 splits of EuroSAT, UC Merced and the Dubai chips
+(``_dubai.py``): the ratio to the naive approach. ``--naive-only`` stops after that table.
+
 Run from the repository root: ``.venv/bin/python benchmarks/accuracy.py [--n-eurosat 3000]``.
 """
 
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from _common import DATA, fresh_cache, machine, markdown_table, timed
+from _naive import naive_vs_cli
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from landsight.classify.featurize import FeatureExtractor, featurize
@@ -251,6 +257,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-eurosat", type=int, default=None, help="EuroSAT images (default: all 3000)")
     parser.add_argument("--n-ucmerced", type=int, default=None, help="UC Merced images (default: all 420)")
     parser.add_argument("--seeds", type=int, default=5, help="80/20 splits for the robustness table (0 = skip it)")
+    parser.add_argument("--naive-only", action="store_true", help="only the naive-probe vs landsight train table")
+    parser.add_argument(
+        "--int8", action="store_true", help="also fp32 vs int8 bundle accuracy (benchmarks/quantize.py)"
+    )
     return parser.parse_args()
 
 
@@ -265,6 +275,16 @@ def main() -> None:
     start = time.perf_counter()
     rows: list[list[str]] = []
     robustness: list[list[str]] = []
+    from defaults import dataset_folder
+
+    with fresh_cache():  # its own cache, so the featurize timings below start cold
+        sizes = (("eurosat_rgb", args.n_eurosat), ("ucmerced", args.n_ucmerced), ("dubai_chips", None))
+        catalogs = {name: subsample(build_catalog(dataset_folder(args.data, name)), n) for name, n in sizes}
+        naive = naive_vs_cli(catalogs, max(args.seeds, 2))
+    print(f"\n### Naive probe vs landsight train, {max(args.seeds, 2)} splits\n\n{naive}\n", flush=True)
+    if args.naive_only:
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return
     with fresh_cache():
         extractor = FeatureExtractor(create_backbone())
         for name, n in (("eurosat_rgb", args.n_eurosat), ("ucmerced", args.n_ucmerced)):
@@ -284,6 +304,11 @@ def main() -> None:
         print(f"\n### logreg C=1 over {args.seeds} splits (seeds 0..{args.seeds - 1})\n")
         headers = ["dataset", "features", "accuracy % (mean ± sd)", "gain vs none (mean ± sd)", "splits better/worse"]
         print(markdown_table(headers, robustness))
+    if args.int8:
+        from quantize import report
+
+        print("\n### fp32 vs int8 bundles (benchmarks/quantize.py)\n")
+        print(report(["eurosat_rgb", "ucmerced"], 1000, 3, segment=True))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

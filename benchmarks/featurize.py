@@ -403,6 +403,9 @@ def parse_args() -> argparse.Namespace:
         "--quiet-wait", type=float, default=10.0, help="max seconds to wait for other processes to idle"
     )
     parser.add_argument("--sweep", action="store_true", help="also sweep batch_size/num_workers/threads")
+    parser.add_argument(
+        "--int8", action="store_true", help="also fp32 vs int8 bundles side by side (benchmarks/quantize.py)"
+    )
     parser.add_argument("--only-sweep", action="store_true", help="run the sweep only")
     parser.add_argument(
         "--sweep-data", choices=["eurosat_rgb", "ucmerced"], default="ucmerced", help="dataset of the sweep"
@@ -433,6 +436,11 @@ def main() -> None:
         if not args.only_sweep:
             for name, n in (("eurosat_rgb", args.n), ("ucmerced", args.n_ucmerced)):
                 print(benchmark_dataset(args.data / name, n, backbone, extractor, plan) + "\n", flush=True)
+        if args.int8:
+            from quantize import report
+
+            print("### fp32 vs int8 bundles (benchmarks/quantize.py)\n")
+            print(report(["eurosat_rgb", "ucmerced"], args.n or 1000, args.pairs, segment=False) + "\n", flush=True)
         if args.sweep or args.only_sweep:
             n = args.n if args.sweep_data == "eurosat_rgb" else args.n_ucmerced
             print(sweep(args.data / args.sweep_data, n, backbone, plan) + "\n")

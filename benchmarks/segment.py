@@ -1,45 +1,46 @@
-"""Land-cover segmentation benchmark: training speed, held-out accuracy, windowed prediction.
+"""Land-cover segmentation benchmark: U-Net vs classical baselines on held-out rasters; prediction speed.
 
 Phases (``--phases``, default all, in this order):
 
-  chesapeake  Train a U-Net (``tf_efficientnet_lite0`` encoder, offline ImageNet weights) on 6 of
-              the 8 real Chesapeake NAIP patches (4 bands, 256 x 256 at 1 m; one of the 6 is the
-              per-epoch validation raster), then score the 2 held-out patches whole with
-              ``landsight.segment.evaluate``: pixel accuracy and mean IoU (classes water, trees,
-              herbaceous, barren/impervious; code 0 ignored), next to the seed's 76.1 % (one 256 m
-              patch, no held-out protocol).
-  dubai       The same on the Dubai aerial set (RGB JPEG + colour masks through the corrected
-              colour table): train on tiles 1-4, test on tiles 5-6 (whole images).
+  chesapeake  Cross-validation by raster over the 8 real Chesapeake NAIP patches (4 bands,
+              256 x 256 at 1 m, all from NAIP tile m_3708020_sw: the data has no second 1 m
+              tile): 4 folds, each holding out 2 whole patches (sorted by name: 0-1, 2-3, 4-5,
+              6-7) and training on the other 6 (one of which is the per-epoch validation
+              raster). Every method sees the same folds; the confusion matrices of the 8 held-out
+              patches are summed (pooled metrics), and the standard error of the pixel accuracy
+              is over the 4 folds. Methods: (a) the training folds' majority class everywhere;
+              (b) a per-pixel random forest (scikit-learn, 100 trees, min 5 samples per leaf) on
+              the bands, NDVI and the 5 x 5 mean and standard deviation of every band, fitted on
+              20,000 random labelled pixels per training raster; (c) the U-Net at
+              ``train_segmentation``'s defaults; (d) the other configurations in ``--configs``
+              (losses, NLCD as an auxiliary input, TTA), each a ``key=value`` list.
+  dubai       The same methods on the Dubai aerial set (RGB JPEG + colour masks): train on tiles
+              1-4, score the 18 images of tiles 5-6 whole (one split: two other districts).
   predict     Prediction throughput (km^2 per minute at 1 m / pixel) and peak RSS of
-              ``landsight segment predict`` with the Chesapeake bundle, over synthetic 4-band
-              rasters of ``--sizes`` pixels a side (random noise tiles, named synthetic), each in a
-              fresh subprocess (``VmHWM``: peak resident memory since exec).
+              ``landsight segment predict`` with the first Chesapeake bundle, over synthetic 4-band
+              rasters of ``--sizes`` pixels a side, each in a fresh subprocess (``VmHWM``).
 
-Training samples/s is the mean chips/s of the epochs after the first, from the bundle history.
 Timings come with the share of the machine's CPU other processes took meanwhile ("foreign"):
-this host is shared, so compare rows measured at low foreign share only.
+this host is shared, so compare rows measured at low foreign share only. Rows are also appended
+as JSON lines to ``--log`` as they finish.
 
 Run from the repository root:
-``.venv/bin/python benchmarks/segment.py [--epochs 6 --chips 192 --chip-size 128 --sizes 2000 10000]``.
+``.venv/bin/python benchmarks/segment.py --phases chesapeake dubai``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from statistics import mean
 from typing import Any
 
 import numpy as np
 from _common import DATA, machine, markdown_table, timed
-
-SEED_ACCURACY = "76.1 % (seed: one 256 m patch)"
 
 _MEASURE = textwrap.dedent(
     """
@@ -53,8 +54,13 @@ _MEASURE = textwrap.dedent(
     """
 )
 
+NLCD = "{dir}/../nlcd/{stem}_nlcd.tif"
+Pair = tuple[Path, Path]
 
-def _csv_pairs(path: Path, pairs: list[tuple[Path, Path]]) -> Path:
+
+def _csv_pairs(path: Path, pairs: list[Pair]) -> Path:
+    import csv
+
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "label"])
@@ -62,51 +68,184 @@ def _csv_pairs(path: Path, pairs: list[tuple[Path, Path]]) -> Path:
     return path
 
 
-def train_and_test(
-    name: str, train: list[tuple[Path, Path]], test: list[tuple[Path, Path]], classes: str, bands: tuple[int, ...],
-    work: Path, args: argparse.Namespace,
-) -> dict[str, Any]:
-    """Train on ``train`` pairs, evaluate on ``test`` pairs; return one results row."""
-    from landsight.segment.evaluate import evaluate_rasters
-    from landsight.segment.train import train_segmentation
-
-    out = work / f"{name}.landsight"
-    with timed() as t:
-        result = train_segmentation(
-            _csv_pairs(work / f"{name}_train.csv", train), classes=classes, out=out, bands=bands, epochs=args.epochs,
-            chip_size=args.chip_size, chips_per_epoch=args.chips, val_chips=max(8, args.chips // 8),
-            batch_size=args.batch_size, oversample=args.oversample, progress=False, track=False,
-        )  # fmt: skip
-    rates = [row["samples_per_second"] for row in result.history]
-    rate = mean(rates[1:]) if len(rates) > 1 else rates[0]
-    with timed() as te:
-        metrics = evaluate_rasters(out, _csv_pairs(work / f"{name}_test.csv", test), progress=False, track=False)
-    per_class = ", ".join(f"{n} {m['iou']:.2f}" for n, m in metrics["per_class"].items() if m["support"])
-    return {
-        "name": name, "bundle": out, "train_pairs": len(train), "test_pairs": len(test),
-        "pixel_accuracy": metrics["pixel_accuracy"], "mean_iou": metrics["mean_iou"], "per_class": per_class,
-        "test_pixels": metrics["n_pixels"], "chips_per_s": rate, "px_per_s": rate * args.chip_size**2,
-        "train_s": t.seconds, "train_foreign": t.foreign, "eval_s": te.seconds,
-        "val_error": [round(r.get("val_error", float("nan")), 1) for r in result.history],
-    }  # fmt: skip
-
-
-def chesapeake_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """Six training and two held-out real Chesapeake patches (the last two by name)."""
+def chesapeake_folds() -> list[tuple[list[Pair], list[Pair]]]:
+    """4 folds: each holds out 2 consecutive patches (by name) and trains on the other 6."""
     root = DATA / "chesapeake" / "train"
     pairs = [(p, root / "labels" / f"{p.stem}_lc.tif") for p in sorted((root / "images").glob("*.tif"))]
-    return pairs[:6], pairs[6:]
+    return [([p for j, p in enumerate(pairs) if j // 2 != f], pairs[2 * f : 2 * f + 2]) for f in range(4)]
 
 
-def dubai_pairs() -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+def dubai_folds() -> list[tuple[list[Pair], list[Pair]]]:
     """Tiles 1-4 for training, tiles 5-6 held out (colour masks as labels)."""
     root = DATA / "dubai_aerial"
 
-    def tiles(ids: range) -> list[tuple[Path, Path]]:
+    def tiles(ids: range) -> list[Pair]:
         return [(p, p.parent.parent / "masks_rgb" / f"{p.stem}.png")
                 for t in ids for p in sorted((root / f"tile_{t}" / "images").glob("*.jpg"))]  # fmt: skip
 
-    return tiles(range(1, 5)), tiles(range(5, 7))
+    return [(tiles(range(1, 5)), tiles(range(5, 7)))]
+
+
+# --- classical baselines -------------------------------------------------------------------------
+
+
+def _read(pair: Pair, class_map: Any, bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    from landsight.segment.raster import open_raster, read_labels
+
+    with open_raster(pair[0]) as src:
+        x = src.read(list(bands)).astype(np.float32)
+    with open_raster(pair[1]) as lab:
+        y = read_labels(lab, 0, 0, lab.height, lab.width, class_map)
+    return x, y
+
+
+def pixel_features(x: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` bands -> ``(H * W, F)``: bands, NDVI (4 bands: R, G, B, NIR), 5 x 5 mean and std."""
+    from scipy.ndimage import uniform_filter
+
+    feats = [b for b in x]
+    if x.shape[0] >= 4:
+        feats.append((x[3] - x[0]) / np.maximum(x[3] + x[0], 1.0))
+    for b in x:
+        m = uniform_filter(b, 5, mode="reflect")
+        feats += [m, np.sqrt(np.maximum(uniform_filter(b * b, 5, mode="reflect") - m * m, 0))]
+    return np.stack(feats, axis=-1).reshape(-1, len(feats))
+
+
+def baseline_confusions(train: list[Pair], test: list[Pair], class_map: Any, bands: tuple[int, ...], seed: int = 0,
+                        ) -> tuple[np.ndarray, np.ndarray, float, float]:  # fmt: skip
+    """Confusions of (majority, random forest) on ``test`` and their wall times (s)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from landsight.segment.classmap import IGNORE_INDEX
+    from landsight.segment.evaluate import confusion
+
+    k = class_map.num_classes
+    rng = np.random.default_rng(seed)
+    with timed() as tm:
+        counts = np.zeros(k, dtype=np.int64)
+        xs, ys = [], []
+        for pair in train:
+            x, y = _read(pair, class_map, bands)
+            counts += np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=k)[:k]
+            f, yy = pixel_features(x), y.ravel()
+            idx = np.flatnonzero(yy != IGNORE_INDEX)
+            idx = rng.choice(idx, min(len(idx), 20_000), replace=False)
+            xs.append(f[idx])
+            ys.append(yy[idx])
+        majority = int(counts.argmax())
+    with timed() as tr:
+        rf = RandomForestClassifier(n_estimators=100, min_samples_leaf=5, n_jobs=2, random_state=seed)
+        rf.fit(np.concatenate(xs), np.concatenate(ys))
+    cm_major, cm_rf = np.zeros((k, k), dtype=np.int64), np.zeros((k, k), dtype=np.int64)
+    with timed() as te:
+        for pair in test:
+            x, y = _read(pair, class_map, bands)
+            cm_major += confusion(y, np.full_like(y, majority), k)
+            f = pixel_features(x)
+            pred = np.concatenate([rf.predict(f[i : i + 500_000]) for i in range(0, len(f), 500_000)])
+            cm_rf += confusion(y, rf.classes_[np.searchsorted(rf.classes_, pred)].reshape(y.shape).astype(np.uint8), k)
+    return cm_major, cm_rf, tm.seconds, tr.seconds + te.seconds
+
+
+# --- U-Net ----------------------------------------------------------------------------------------
+
+
+def unet_confusions(
+    train: list[Pair],
+    test: list[Pair],
+    classes: str,
+    bands: tuple[int, ...],
+    work: Path,
+    config: dict[str, Any],
+    tag: str,
+) -> tuple[np.ndarray, np.ndarray | None, float, dict[str, Any]]:
+    """Train with ``config`` (train_segmentation keywords, plus ``tta``), score ``test``.
+
+    Returns:
+        ``(confusion without TTA, confusion with TTA or None, train + eval seconds, info)``.
+    """
+    from landsight import load_bundle
+    from landsight.segment.evaluate import evaluate_segmentation
+    from landsight.segment.pairs import pair_rasters
+
+    kwargs = {k: v for k, v in config.items() if k != "tta"}
+    out = work / f"{tag}.landsight"
+    with timed() as t:
+        result = train_segmentation_quiet(_csv_pairs(work / f"{tag}_train.csv", train), classes, out, bands, kwargs)
+        bundle = load_bundle(out)
+        pairs = pair_rasters(_csv_pairs(work / f"{tag}_test.csv", test)).pairs
+        plain = evaluate_segmentation(bundle, pairs, progress=False)
+    with timed() as tt:
+        tta = evaluate_segmentation(bundle, pairs, progress=False, tta=True) if config.get("tta") else None
+    info = {"train_s": t.seconds, "tta_s": tt.seconds, "foreign": t.foreign, "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history), "bundle": str(out)}  # fmt: skip
+    return (np.array(plain["confusion_matrix"]), None if tta is None else np.array(tta["confusion_matrix"]),
+            t.seconds, info)  # fmt: skip
+
+
+def train_segmentation_quiet(pairs_csv: Path, classes: str, out: Path, bands: tuple[int, ...],
+                             kwargs: dict[str, Any]) -> Any:  # fmt: skip
+    from landsight.segment.train import train_segmentation
+
+    return train_segmentation(pairs_csv, classes=classes, out=out, bands=bands, progress=False, track=False,
+                              overwrite=True, **kwargs)  # fmt: skip
+
+
+def parse_config(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"name:key=value,key=value"`` -> (name, keywords); values parsed as JSON when they parse."""
+    name, _, body = spec.partition(":")
+    config: dict[str, Any] = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return name, config
+
+
+def run_dataset(name: str, folds: list[tuple[list[Pair], list[Pair]]], classes: str, bands: tuple[int, ...],
+                configs: list[tuple[str, dict[str, Any]]], work: Path, log: Path) -> list[dict[str, Any]]:  # fmt: skip
+    from landsight.segment.classmap import load_class_map
+    from landsight.segment.evaluate import segmentation_metrics
+
+    cm = load_class_map(classes)
+    k = cm.num_classes
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(method: str, f: int, matrix: np.ndarray, seconds: float, extra: dict[str, Any] | None = None) -> None:
+        row = rows.setdefault(method, {"data": name, "method": method, "confusion": np.zeros((k, k), np.int64),
+                                       "fold_accuracy": [], "seconds": 0.0})  # fmt: skip
+        row["confusion"] += matrix
+        row["fold_accuracy"].append(float(np.trace(matrix) / max(matrix.sum(), 1)))
+        row["seconds"] += seconds
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"data": name, "method": method, "fold": f, "seconds": seconds,
+                                 "confusion": matrix.tolist(), **(extra or {})}) + "\n")  # fmt: skip
+
+    for f, (train, test) in enumerate(folds):
+        major, rf, s_major, s_rf = baseline_confusions(train, test, cm, bands)
+        add("(a) majority class", f, major, s_major)
+        add("(b) random forest", f, rf, s_rf)
+        for label, config in configs:
+            plain, tta, seconds, info = unet_confusions(
+                train, test, classes, bands, work, config, f"{name}_{label}_{f}"
+            )
+            add(f"U-Net {label}", f, plain, seconds, info)
+            if tta is not None:
+                add(f"U-Net {label} + TTA", f, tta, seconds + info["tta_s"], info)
+            print(f"{name} fold {f} {label}: {info}", flush=True)
+    out = []
+    for row in rows.values():
+        m = segmentation_metrics(row["confusion"], cm.names)
+        acc = np.array(row["fold_accuracy"])
+        se = float(acc.std(ddof=1) / np.sqrt(len(acc))) if len(acc) > 1 else float("nan")
+        out.append({**row, "pixel_accuracy": m["pixel_accuracy"], "mean_iou": m["mean_iou"], "accuracy_se": se,
+                    "per_class": ", ".join(f"{n} {v['iou']:.2f}" for n, v in m["per_class"].items()
+                                           if v["support"] or v["precision"] == v["precision"]),
+                    "n_pixels": m["n_pixels"]})  # fmt: skip
+    return out
 
 
 def synthetic_raster(path: Path, size: int) -> Path:
@@ -146,39 +285,42 @@ def predict_rows(bundle: Path, sizes: list[int], work: Path) -> list[list[object
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phases", nargs="+", default=["chesapeake", "dubai", "predict"])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--chips", type=int, default=192, help="training chips per epoch")
-    parser.add_argument("--chip-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--oversample", type=float, default=0.25)
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["defaults:tta=true", "ce:loss=ce,tta=true", f"nlcd:aux_rasters={NLCD},tta=true"],
+        help="U-Net runs, 'label:key=value,...' (train_segmentation keywords, tta=true also scores with TTA)",
+    )
+    parser.add_argument("--dubai-configs", nargs="+", default=["defaults:tta=true", "ce:loss=ce,tta=true"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--log", type=Path, default=Path("segment_bench.jsonl"))
     args = parser.parse_args()
-    print(f"machine: {machine()}")
-    print(f"settings: epochs {args.epochs}, {args.chips} chips/epoch of {args.chip_size} px, batch {args.batch_size}, "
-          f"oversample {args.oversample}, U-Net + tf_efficientnet_lite0 (ImageNet, offline)\n")  # fmt: skip
+    print(f"machine: {machine()}\n")
     with tempfile.TemporaryDirectory(prefix="landsight-segment-bench-") as folder:
         work = Path(folder)
-        results = []
-        if "chesapeake" in args.phases or "predict" in args.phases:
-            results.append(train_and_test("chesapeake", *chesapeake_pairs(), "chesapeake", (1, 2, 3, 4), work, args))
+        results: list[dict[str, Any]] = []
+        if "chesapeake" in args.phases:
+            results += run_dataset("chesapeake", chesapeake_folds(), "chesapeake", (1, 2, 3, 4),
+                                   [parse_config(c) for c in args.configs], work, args.log)  # fmt: skip
         if "dubai" in args.phases:
-            results.append(train_and_test("dubai", *dubai_pairs(), "dubai", (1, 2, 3), work, args))
+            results += run_dataset("dubai", dubai_folds(), "dubai", (1, 2, 3),
+                                   [parse_config(c) for c in args.dubai_configs], work, args.log)  # fmt: skip
         if results:
+            base = {r["data"]: r["pixel_accuracy"] for r in results if r["method"].startswith("(a)")}
             print(markdown_table(
-                ["data", "train / test rasters", "pixel accuracy", "mean IoU", "IoU per class (test)", "seed",
-                 "train chips/s", "train Mpx/s", "train s (foreign CPU)", "val error % per epoch"],
-                [[r["name"], f"{r['train_pairs']} / {r['test_pairs']} ({r['test_pixels']:,} px)",
-                  f"{r['pixel_accuracy']:.1%}", f"{r['mean_iou']:.3f}", r["per_class"],
-                  SEED_ACCURACY if r["name"] == "chesapeake" else "-", f"{r['chips_per_s']:.2f}",
-                  f"{r['px_per_s'] / 1e6:.3f}", f"{r['train_s']:.0f} ({r['train_foreign']:.0%})",
-                  " ".join(str(v) for v in r["val_error"])] for r in results],
+                ["data", "method", "pixel accuracy (SE over folds)", "vs majority", "mean IoU", "IoU per class",
+                 "wall s (all folds)"],
+                [[r["data"], r["method"], f"{r['pixel_accuracy']:.1%} ({r['accuracy_se']:.1%})",
+                  f"{(r['pixel_accuracy'] - base[r['data']]) * 100:+.1f} pts", f"{r['mean_iou']:.3f}", r["per_class"],
+                  f"{r['seconds']:.0f}"] for r in results],
             ))  # fmt: skip
             print()
         if "predict" in args.phases:
+            bundles = sorted(work.glob("chesapeake_defaults_0.landsight")) or sorted(work.glob("*.landsight"))
             print(markdown_table(
                 ["raster", "km^2 at 1 m", "seconds", "km^2/min", "Mpx/s", "peak RSS MB", "raster in memory MB",
                  "foreign CPU"],
-                predict_rows(results[0]["bundle"], args.sizes, work),
+                predict_rows(bundles[0], args.sizes, work),
             ))  # fmt: skip
 
 

@@ -43,11 +43,15 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """A logreg bundle trained once per session on ``small_dataset`` (25 % held out)."""
-    from landsight.classify.train import train
+    """A logreg bundle trained once per session on ``small_dataset`` (25 % held out, then refit).
+
+    The single-view ``FAST`` preset keeps the suite quick; the defaults (rot4, C="auto") are
+    exercised in ``test_train_bundle.py``.
+    """
+    from landsight.classify.train import FAST, train
 
     out = tmp_path_factory.mktemp("bundles") / "small.landsight"
-    return train(small_dataset, out=out, test_size=0.25, progress=False)
+    return train(small_dataset, out=out, test_size=0.25, progress=False, **FAST)
 
 
 CHROMIUM_FLAGS = (

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from landsight.bundle import load_bundle
-from landsight.classify.train import train
+from landsight.classify.train import FAST, train
 from landsight.data.readers import read_image
 from landsight.errors import BundleError, LandsightValueError
 
@@ -69,10 +69,15 @@ def test_forest_head_and_separate_test_folder(small_dataset: Path, tmp_path: Pat
             (test_dir / cls).mkdir(parents=True, exist_ok=True)
             shutil.copy(f, test_dir / cls)
     result = train(
-        train_dir, test=test_dir, out=tmp_path / "f.landsight", head="forest", n_estimators=50, progress=False
-    )
+        train_dir, test=test_dir, out=tmp_path / "f.landsight", head="forest", n_estimators=50, progress=False,
+        tta="none",
+    )  # fmt: skip
     assert result.n_train == 27 and result.n_test == 9
-    assert json.loads((result.bundle_path / "bundle.json").read_text())["head"]["kind"] == "forest"
+    meta = json.loads((result.bundle_path / "bundle.json").read_text())
+    assert meta["head"]["kind"] == "forest"
+    # With --test DIR every image of DATA already trained the head: nothing to refit.
+    assert meta["data"]["refit"] is False and meta["data"]["n_fit"] == 27 and not result.refit
+    assert result.split_head is result.head
     assert 0.0 <= result.metrics["accuracy"] <= 1.0
 
 
@@ -97,7 +102,7 @@ def test_a_class_whose_images_are_all_unreadable_is_a_clear_error(small_dataset:
     for i in range(3):
         (root / "Broken" / f"b{i}.jpg").write_bytes(b"")
     with pytest.raises(LandsightValueError, match="Broken"):
-        train(root, out=tmp_path / "x.landsight", test_size=0, progress=False)
+        train(root, out=tmp_path / "x.landsight", test_size=0, progress=False, tta="none")
 
 
 @pytest.mark.parametrize(
@@ -140,12 +145,97 @@ def test_rot4_features_make_the_bundle_rotation_invariant(small_dataset: Path, t
     views = np.stack([np.rot90(image, k) for k in range(4)])
     proba = bundle.predict_proba(views)
     assert np.abs(proba - proba[0]).max() < 1e-4  # the same answer for every rotation
-    plain = load_bundle(train(small_dataset, out=tmp_path / "p.landsight", test_size=0.25, progress=False).bundle_path)
+    plain = load_bundle(
+        train(small_dataset, out=tmp_path / "p.landsight", test_size=0.25, progress=False, **FAST).bundle_path
+    )
     assert np.abs(plain.predict_proba(views) - plain.predict_proba(views)[0]).max() > 1e-3
 
 
 def test_cross_validated_C_is_recorded(small_dataset: Path, tmp_path: Path) -> None:
-    result = train(small_dataset, out=tmp_path / "cv.landsight", C="auto", test_size=0.25, progress=False)
+    result = train(small_dataset, out=tmp_path / "cv.landsight", C="auto", tta="none", test_size=0.25, progress=False)
     head = json.loads((result.bundle_path / "bundle.json").read_text())["head"]
     assert head["params"]["cross_validated_C"] is True
     assert any(head["params"]["C"] == pytest.approx(c) for c in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0))
+
+
+def _rot4_features(images: np.ndarray) -> np.ndarray:
+    import dataclasses
+
+    from landsight.models.backbones import create_backbone
+
+    bb = dataclasses.replace(create_backbone("tf_efficientnet_lite0"), tta="rot4")
+    with torch.no_grad():
+        return bb.input_module()(torch.from_numpy(images)).numpy()
+
+
+def test_defaults_evaluate_on_the_split_then_ship_a_head_refit_on_every_image(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    result = train(small_dataset, out=tmp_path / "d.landsight", test_size=0.25, progress=False, track=False)
+    meta = json.loads((result.bundle_path / "bundle.json").read_text())
+    # The measured recipe is the default: rotation-averaged features, cross-validated C, standardised.
+    assert meta["backbone"]["tta"] == "rot4"
+    assert meta["head"]["params"]["cross_validated_C"] is True and meta["head"]["params"]["standardize"] is True
+    # Figures from the split; the shipped head saw all 36 images.
+    assert meta["data"]["n_train"] == 27 and meta["data"]["n_test"] == 9
+    assert meta["data"]["refit"] is True and meta["data"]["n_fit"] == 36 and result.refit and result.n_fit == 36
+    assert meta["metrics"]["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert json.loads((result.bundle_path / "metrics.json").read_text())["n"] == 9
+    assert meta["head"]["evaluated"]["cross_validated_C"] is True  # the split head's own C is kept too
+    assert result.split_head is not result.head
+    bundle = load_bundle(result.bundle_path, device="cpu")
+    images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in sorted(small_dataset.rglob("*.jpg"))])
+    features = _rot4_features(images)
+    shipped, split = result.head.predict_proba(features), result.split_head.predict_proba(features)
+    assert np.abs(shipped - split).max() > 1e-3  # a different head ...
+    assert np.abs(bundle.predict_proba(images) - shipped).max() < 1e-4  # ... and the bundle holds the refit one
+    # The split head's figures are what metrics.json reports.
+    test_images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in result.test_paths])
+    labels = [Path(p).parent.name for p in result.test_paths]
+    split_acc = np.mean(result.split_head.predict(_rot4_features(test_images)) == np.array(labels))
+    assert result.metrics["accuracy"] == pytest.approx(split_acc)
+
+
+def test_no_refit_ships_the_evaluated_head(small_dataset: Path, tmp_path: Path) -> None:
+    result = train(small_dataset, out=tmp_path / "n.landsight", test_size=0.25, refit=False, progress=False,
+                   track=False, **FAST)  # fmt: skip
+    meta = json.loads((result.bundle_path / "bundle.json").read_text())
+    assert meta["data"]["refit"] is False and meta["data"]["n_fit"] == 27 and "evaluated" not in meta["head"]
+    assert result.head is result.split_head
+
+
+def test_cross_validated_C_falls_back_to_1_for_a_class_too_small_to_fold(small_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(small_dataset / "Forest", root / "Forest")
+    (root / "River").mkdir()
+    shutil.copy(next((small_dataset / "River").glob("*.jpg")), root / "River" / "r.jpg")
+    result = train(root, out=tmp_path / "s.landsight", test_size=0, progress=False, track=False, tta="none")
+    params = json.loads((result.bundle_path / "bundle.json").read_text())["head"]["params"]
+    assert params["cross_validated_C"] is False and params["C"] == 1.0
+
+
+def test_cli_defaults_and_the_fast_preset(small_dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from landsight.cli import app
+
+    runner = CliRunner()
+    metas = {}
+    for name, extra in (("default", []), ("fast", ["--fast"]), ("fast-no-refit", ["--fast", "--no-refit"])):
+        out = tmp_path / f"{name}.landsight"
+        args = ["train", str(small_dataset), "--out", str(out), "--test-size", "0.25", "--no-track", "-q", *extra]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        metas[name] = json.loads((out / "bundle.json").read_text())
+    assert metas["default"]["backbone"]["tta"] == "rot4" and metas["default"]["head"]["params"]["cross_validated_C"]
+    assert metas["fast"]["backbone"]["tta"] == "none"
+    assert metas["fast"]["head"]["params"] == {**metas["fast"]["head"]["params"], "C": 1.0, "cross_validated_C": False}
+    assert metas["default"]["data"]["refit"] and metas["fast"]["data"]["refit"]
+    assert not metas["fast-no-refit"]["data"]["refit"]
+    # An explicit option wins over the preset.
+    out = tmp_path / "mixed.landsight"
+    r = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--test-size", "0.25", "--no-track", "-q",
+                            "--fast", "--C", "auto"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["backbone"]["tta"] == "none" and meta["head"]["params"]["cross_validated_C"] is True

@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 _API = {
     "train": "landsight.classify.train",
     "finetune": "landsight.classify.finetune",
+    "tune": "landsight.classify.tune",
     "evaluate": "landsight.classify.evaluate",
     "predict": "landsight.classify.predict",
     "featurize": "landsight.classify.featurize",
@@ -67,6 +68,7 @@ __all__ = [
     "read_image",
     "train",
     "train_segmentation",
+    "tune",
 ]
 
 

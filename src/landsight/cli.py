@@ -41,6 +41,9 @@ BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
 EngineOpt = Annotated[str, typer.Option(help="local | spark (pyspark; executors need only onnxruntime).")]
 MasterOpt = Annotated[str, typer.Option(help="Spark master with --engine spark: local[*], spark://host:7077, yarn.")]
 ConfOpt = Annotated[list[str] | None, typer.Option("--conf", help="Spark setting KEY=VALUE (--engine spark); repeat.")]
+AssetOpt = Annotated[
+    str | None, typer.Option(help="STAC input (Item / Catalog / ItemCollection JSON): the asset to read.")
+]
 
 VERSIONED = ("torch", "torchvision", "timm", "onnxruntime", "scikit-learn", "pyspark", "rasterio", "lightning")
 
@@ -121,12 +124,25 @@ def train(
     backbone: BackboneOpt = "tf_efficientnet_lite0",
     weights: WeightsOpt = "imagenet",
     bands: BandsOpt = None,
-    tta: Annotated[str, typer.Option(help="none | rot4 (average features over 4 rotations; 4x compute).")] = "none",
+    tta: Annotated[
+        str | None,
+        typer.Option(help="none | rot4 (mean features of 4 rotations; 4x compute). Default rot4; none with --fast."),
+    ] = None,
     head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
-    c: Annotated[str, typer.Option("--C", help="logreg inverse regularisation, or 'auto' (cross-validated).")] = "1.0",
+    c: Annotated[
+        str | None,
+        typer.Option("--C", help="logreg inverse regularisation or 'auto' (cross-validated; default; 1 with --fast)."),
+    ] = None,
     standardize: Annotated[
         bool, typer.Option("--standardize/--no-standardize", help="logreg on standardised features.")
     ] = True,
+    refit: Annotated[
+        bool,
+        typer.Option("--refit/--no-refit", help="After the held-out evaluation, ship a head refit on all images."),
+    ] = True,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Single-view preset: --tta none --C 1 (4x less featurization, no CV).")
+    ] = False,
     n_estimators: Annotated[int, typer.Option(help="forest trees.")] = 300,
     max_depth: Annotated[int | None, typer.Option(help="forest depth limit.")] = None,
     balanced: Annotated[
@@ -152,8 +168,12 @@ def train(
     fmt: FormatOpt = "table",
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
+    from landsight.classify.train import FAST
     from landsight.classify.train import train as train_api
 
+    if fast or _spark_engine(engine):  # Spark: no rotation averaging, no cross-validated C
+        tta, c = tta or FAST["tta"], c or str(FAST["C"])
+    tta, c = tta or "rot4", c or "auto"
     common = dict(
         out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
         tta=tta, head=head, C=c if c == "auto" else _float(c, "--C"), standardize=standardize,
@@ -170,14 +190,16 @@ def train(
     else:
         result = train_api(
             data, device=device, cache=cache, progress=not quiet, dedup=dedup, dedup_threshold=dedup_threshold,
-            **common,
+            refit=refit, **common,
         )  # fmt: skip
     record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
     if result.metrics:
         _metrics(result.metrics, fmt)
+    refit_note = f"; shipped head refit on all {result.n_fit}" if getattr(result, "refit", False) else ""
     err().print(
-        f"trained on {result.n_train} images, tested on {result.n_test}; bundle: [bold]{result.bundle_path}[/bold]"
+        f"trained on {result.n_train} images, tested on {result.n_test}{refit_note}; "
+        f"bundle: [bold]{result.bundle_path}[/bold]"
     )
 
 
@@ -217,9 +239,15 @@ def predict(
     out_: Annotated[
         str,
         typer.Option(
-            "--out", help="Output .parquet or .csv; re-running resumes (--engine spark: a URL such as s3a://)."
+            "--out",
+            help="Output .parquet or .csv (re-running resumes), or a GIS layer .gpkg / .geojson / .geoparquet "
+            "(one polygon per georeferenced tile); --engine spark: a Parquet folder or URL such as s3a://.",
         ),
     ] = "predictions.parquet",
+    to_crs: Annotated[
+        str | None, typer.Option(help="GIS layer output: reproject tile polygons to this CRS (e.g. EPSG:4326).")
+    ] = None,
+    asset: AssetOpt = None,
     batch_size: BatchOpt = 32,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
@@ -248,7 +276,7 @@ def predict(
 
     df = predict_api(
         bundle, inputs, out=out_, batch_size=batch_size, progress=not quiet, tracking_uri=tracking_uri, track=track,
-        overwrite=overwrite,
+        overwrite=overwrite, to_crs=to_crs, asset=asset,
     )  # fmt: skip
     errors = df[df["error"] != ""]
     note_skipped(list(zip(errors["path"], errors["error"], strict=True)), what="image")
@@ -340,7 +368,9 @@ def finetune(
     ] = True,
     val_size: Annotated[float, typer.Option(help="Held-out fraction validated every epoch.")] = 0.1,
     test_size: Annotated[float, typer.Option(help="Held-out fraction for the final test.")] = 0.2,
-    early_stopping: Annotated[int | None, typer.Option(help="Stop after N epochs without improvement.")] = None,
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after N epochs without a lower validation loss (0 = never).")
+    ] = 3,
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and data order.")] = 0,
     devices: Annotated[int, typer.Option(help="Processes (CPU) or GPUs per node; > 1 = DDP.")] = 1,
     num_nodes: Annotated[int, typer.Option(help="Nodes of a cluster job.")] = 1,
@@ -362,7 +392,7 @@ def finetune(
         retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
         momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
         gradient_clip=gradient_clip, augment=augment, cache_features=feature_cache, val_size=val_size,
-        test_size=test_size, early_stopping=early_stopping, random_state=seed, devices=devices,
+        test_size=test_size, early_stopping=early_stopping or None, random_state=seed, devices=devices,
         num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
         class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
@@ -501,15 +531,16 @@ def serve(
 @app.command()
 @configurable
 def tile(
-    raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...).")],
+    raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...) or a STAC JSON.")],
     out_: Annotated[Path, typer.Option("--out", help="Folder for the tiles.")] = Path("tiles"),
     size: Annotated[int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).")] = 256,
+    asset: AssetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Cut a raster into a grid of GeoTIFF tiles (then `predict` them and `map` the predictions)."""
     from landsight.data.tiling import cut_tiles
 
-    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite)
+    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite, asset=asset)
     rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
     err().print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out_}[/bold]")
 

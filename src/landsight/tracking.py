@@ -14,11 +14,14 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 EXPERIMENT = "landsight"
 DEFAULT_DB = "mlruns.db"
+
+_PARENT: ContextVar[tuple[str, str] | None] = ContextVar("landsight_parent_run", default=None)
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -126,6 +129,11 @@ def tracked_run(
 ) -> Iterator[Run]:
     """Open an MLflow run for one landsight command; mark it FAILED if the block raises.
 
+    Runs opened inside the block of another run of the same store are its children (tag
+    ``mlflow.parentRunId``, as ``mlflow.start_run(nested=True)`` sets it): the trials and the
+    final training of :func:`landsight.classify.tune.tune` nest under the search's run. A block
+    ended by Optuna's ``TrialPruned`` is marked KILLED (tag ``landsight.pruned``), not FAILED.
+
     Args:
         command: ``"train"``, ``"finetune"``, ``"evaluate"`` or ``"predict"`` (tag
             ``landsight.command`` and the run name prefix).
@@ -155,16 +163,26 @@ def tracked_run(
         "mlflow.source.name": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
         **{f"version.{k}": v for k, v in package_versions().items()},
     }
+    parent = _PARENT.get()
+    if parent is not None and parent[1] == uri:
+        tags["mlflow.parentRunId"] = parent[0]
     created = client.create_run(experiment_id, tags={k: str(v) for k, v in tags.items() if v is not None})
     created_id = created.info.run_id
     client.set_tag(created_id, "mlflow.runName", f"{command}-{created_id[:8]}")
     run = Run(client, created_id, uri)
     run.log_params(params)
+    token = _PARENT.set((created_id, uri))
     try:
         yield run
-    except BaseException:
-        client.set_terminated(run.run_id, "FAILED")
+    except BaseException as exc:
+        if type(exc).__name__ == "TrialPruned":
+            client.set_tag(run.run_id, "landsight.pruned", "true")
+            client.set_terminated(run.run_id, "KILLED")
+        else:
+            client.set_terminated(run.run_id, "FAILED")
         raise
+    finally:
+        _PARENT.reset(token)
     client.set_terminated(run.run_id, "FINISHED")
 
 

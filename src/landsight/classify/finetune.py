@@ -76,8 +76,11 @@ def finetune(
     cache_features: bool = True,
     val_size: float = 0.1,
     test_size: float = 0.2,
-    early_stopping: int | None = None,
+    early_stopping: int | None = 3,
     random_state: int = 0,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
     devices: int = 1,
     num_nodes: int = 1,
     accelerator: str = "auto",
@@ -114,8 +117,16 @@ def finetune(
         cache_features: ``retrain="last"`` only: train on cached features (no augmentation).
         val_size: Fraction of ``data`` held out for per-epoch validation (> 0).
         test_size: Fraction of ``data`` held out for the final test (0 = none).
-        early_stopping: Stop after this many epochs without a lower validation error.
+        early_stopping: Stop after this many epochs without a lower validation loss (default 3;
+            ``None`` = run every epoch). Whether or not it stops, the bundle holds the epoch of the
+            lowest validation loss.
         random_state: Seed of the split, the initialisation and the data order.
+        split: How validation and test images are held out: ``"random"`` (stratified per
+            image), ``"spatial"`` (whole square blocks of georeferenced tiles) or ``"group"``
+            (whole groups); see :mod:`landsight.data.splits`. Recorded in ``bundle.json``
+            ``data.split``.
+        block_size: ``split="spatial"``: block side in CRS units (``None`` = from the extent).
+        group: ``split="group"``: ``"regex:PATTERN"`` or a column of the CSV map file.
         devices: Processes (CPU) or GPUs per node; > 1 trains data-parallel (DDP).
         num_nodes: Nodes of a cluster job.
         accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"``.
@@ -173,7 +184,8 @@ def finetune(
         "backbone_lr_mult": backbone_lr_mult, "gradient_clip": gradient_clip, "augment": augment,
         "cached_features": use_cache, "val_size": val_size, "test_size": test_size,
         "early_stopping": early_stopping, "random_state": random_state, "devices": devices,
-        "num_nodes": num_nodes, "resume": resume, "out": str(out),
+        "num_nodes": num_nodes, "resume": resume, "out": str(out), "split": split, "block_size": block_size,
+        "group": group,
     }  # fmt: skip
     with tracked_run("finetune", params, tracking_uri=tracking_uri, enabled=track) as run:
         result = _finetune(
@@ -183,7 +195,7 @@ def finetune(
             gradient_clip=gradient_clip, augment=augment, use_cache=use_cache, val_size=val_size,
             test_size=test_size, early_stopping=early_stopping, random_state=random_state, devices=devices,
             num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
-            class_names=class_names, progress=progress,
+            class_names=class_names, progress=progress, split_method=split, block_size=block_size, group=group,
         )  # fmt: skip
         for row in result.history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -228,6 +240,9 @@ def _finetune(
     resume: bool,
     class_names: str | Path | None,
     progress: bool,
+    split_method: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
 ) -> FinetuneResult:
     import lightning.pytorch as pl
     import torch
@@ -248,13 +263,19 @@ def _finetune(
     if test_catalog is not None:
         check_test_labels(labelled, test_catalog)
 
+    from landsight.data.catalog import MAP_EXTENSIONS
+
+    how = {"random_state": random_state, "split": split_method, "block_size": block_size, "group": group,
+           "map_file": data if Path(data).suffix.lower() in MAP_EXTENSIONS else None}  # fmt: skip
+
     def split(frame: pd.DataFrame) -> pd.DataFrame:
         if test_catalog is None:
-            return split_catalog(frame, test_size=test_size, val_size=val_size, random_state=random_state)
+            return split_catalog(frame, test_size=test_size, val_size=val_size, **how)
         held = test_catalog[test_catalog["path"].isin(frame["path"])].assign(split="test")
-        train_val = frame[~frame["path"].isin(held["path"])]
-        return pd.concat([split_catalog(train_val, test_size=0, val_size=val_size, random_state=random_state), held],
-                         ignore_index=True)  # fmt: skip
+        train_val = split_catalog(frame[~frame["path"].isin(held["path"])], test_size=0, val_size=val_size, **how)
+        both = pd.concat([train_val, held], ignore_index=True)
+        both.attrs["split"] = {**train_val.attrs.get("split", {}), "test": "given"}
+        return both
 
     everything = labelled if test_catalog is None else pd.concat([labelled, test_catalog], ignore_index=True)
     catalog = split(everything)  # every split check before the heavy work
@@ -322,6 +343,7 @@ def _finetune(
         DataLoader(val_set, shuffle=False, **loader_args),
         ckpt_dir=ckpt_dir, epochs=epochs, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
         resume=resume, progress=progress, early_stopping=early_stopping, gradient_clip=gradient_clip,
+        monitor="val_loss",  # best epoch and early stop by validation loss (smoother than the error)
     )  # fmt: skip
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle
@@ -332,9 +354,11 @@ def _finetune(
         metrics = _write_finetuned_bundle(
             stage, classifier=classifier, backbone=bb, classes=classes, test=parts["test"], skipped=skipped,
             history=history, best_epoch=best_epoch, retrain=retrain, data=data,
+            split_info=dict(catalog.attrs.get("split", {})),
             head_params={"optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
                          "lr_schedule": schedule if isinstance(schedule, str) else list(schedule),
                          "augment": augment, "cached_features": use_cache, "devices": devices,
+                         "early_stopping": early_stopping, "best_epoch_by": "val_loss",
                          "num_nodes": num_nodes},
             seconds=time.perf_counter() - started,
         )  # fmt: skip
@@ -368,6 +392,7 @@ def _write_finetuned_bundle(
     data: str | Path,
     head_params: dict[str, Any],
     seconds: float,
+    split_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export the best weights to ONNX + safetensors in ``out``, test them through the bundle, write reports."""
     from safetensors.torch import save_file
@@ -382,12 +407,14 @@ def _write_finetuned_bundle(
     export_image_model(Probabilities(classifier), backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / WEIGHTS_FILE))
     metrics: dict[str, Any] = {}
-    data_meta: dict[str, Any] = {"source": str(data), "n_skipped": len(skipped)}
+    data_meta: dict[str, Any] = {"source": str(data), "n_skipped": len(skipped), "split": split_info or {}}
     if len(test):  # test through the exported graph, exactly as predict and evaluate will run it
         untested = classifier_meta(classes=classes, backbone=backbone, head={}, metrics={}, data={})
         preds = Bundle(out, untested).predict(list(test["path"]))
         proba = preds[[f"{PROBABILITY_PREFIX}{c}" for c in classes]].to_numpy(dtype=np.float32)
         metrics = compute_metrics(list(test["label"]), proba, classes, paths=list(test["path"]))
+        split_info = split_info or {}
+        metrics.update(split=split_info.get("method", "random"), warnings=list(split_info.get("warnings", [])))
         write_evaluation(metrics, out)
         data_meta["n_test"] = int(len(test))
     meta = classifier_meta(

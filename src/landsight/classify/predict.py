@@ -46,13 +46,16 @@ def predict(
     tracking_uri: str | None = None,
     track: bool = True,
     overwrite: bool = False,
+    asset: str | None = None,
+    to_crs: str | None = None,
 ) -> pd.DataFrame:
     """Predict every image of ``inputs`` with a bundle.
 
     Args:
         bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
-        inputs: A folder (recursive), a glob pattern, a list file (one path per line) or one
-            image (see :func:`landsight.data.catalog.list_images`).
+        inputs: A folder (recursive), a glob pattern, a list file (one path per line), one
+            image, or a STAC Item / Catalog / ItemCollection JSON (one asset per Item; see
+            :func:`landsight.data.catalog.list_images`).
         out: ``.parquet`` or ``.csv`` file. When it (or its ``.parts`` folder) already holds
             rows written with the same bundle, those paths are skipped (resume), except error
             rows, which are scored again. ``None`` = return only.
@@ -64,6 +67,16 @@ def predict(
         track: Record the run in MLflow (parameters, image and error counts, images/s).
         overwrite: Discard an existing ``out`` and ``<out>.parts/`` (whatever wrote them) and
             score every image afresh; ``out`` is replaced only when the new table is complete.
+        asset: STAC asset key when ``inputs`` is a STAC JSON (``None`` = the first raster asset
+            with role ``"data"`` or type ``image/tiff``).
+        to_crs: GIS layer ``out`` only: CRS of the polygons (e.g. ``"EPSG:4326"``; default the
+            first tile's CRS, others reprojected to it).
+
+    A GIS ``out`` (``.gpkg``, ``.geojson`` or GeoParquet ``.geoparquet``) is a layer of one
+    polygon per georeferenced tile with all the table's columns
+    (:func:`landsight.vectors.tile_polygons`), written once every image is scored (no resume,
+    no ``.parts``); tiles without georeference are left out of the layer, not of the returned
+    table.
 
     Returns:
         All rows (earlier ones included), columns as in
@@ -83,24 +96,35 @@ def predict(
     from landsight.classify.bundle import as_bundle
     from landsight.data.catalog import list_images
     from landsight.tracking import tracked_run
+    from landsight.vectors import CLASSIFY_VECTOR_FORMATS
 
     out_path = Path(out) if out is not None else None
-    if out_path is not None and out_path.suffix not in FORMATS:
-        raise LandsightValueError(f"out must end in one of {FORMATS}, got {str(out_path)!r}")
+    gis = out_path is not None and out_path.suffix.lower() in CLASSIFY_VECTOR_FORMATS
+    if out_path is not None and not gis and out_path.suffix not in FORMATS:
+        raise LandsightValueError(f"out must end in one of {FORMATS + CLASSIFY_VECTOR_FORMATS}, got {str(out_path)!r}")
     if out_path is not None and out_path.is_dir():
         raise LandsightValueError(
             f"out {str(out_path)!r} is a folder (a Parquet dataset of --engine spark?); the local engine writes one "
             "file: give another name"
         )
-    paths = list_images(inputs)
+    paths = list_images(inputs, asset=asset)
     if out_path is not None:
         _check_not_an_input(out_path, inputs, paths)
+    if gis:
+        from landsight.outputs import check_output
+
+        check_output(out_path, overwrite=overwrite, what="predictions layer")
     model = as_bundle(bundle)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": str(out_path) if out_path else None,
               "backbone": model.meta["backbone"]["name"], "batch_size": batch_size}  # fmt: skip
     with tracked_run("predict", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
-        result, n_new = _predict(model, paths, out_path, batch_size, num_workers, chunk_size, progress, overwrite)
+        result, n_new = _predict(model, paths, None if gis else out_path, batch_size, num_workers, chunk_size,
+                                 progress, overwrite)  # fmt: skip
+        if gis:
+            from landsight.vectors import tile_polygons, write_vector
+
+            write_vector(tile_polygons(result, to_crs=to_crs), out_path, layer="predictions", overwrite=overwrite)
         seconds = time.perf_counter() - started
         run.log_metrics({"n_images": len(result), "n_scored": n_new, "n_errors": int((result["error"] != "").sum()),
                          "images_per_second": n_new / seconds if n_new else 0.0})  # fmt: skip

@@ -1,8 +1,15 @@
 """Linear probe / frozen-feature classifier: pretrained features + a logistic-regression or random-forest head.
 
 The chain: catalog -> checks (before any heavy work) -> stratified split -> featurize (cached) ->
-fit the head on the training split -> evaluate on the held-out split -> bundle (one ONNX graph,
-backbone and head) with ``metrics.json``, the confusion matrix and the list of skipped files.
+fit the head on the training split -> evaluate on the held-out split -> refit the head on every
+image (``refit=True``, the default) -> bundle (one ONNX graph, backbone and head) with
+``metrics.json`` (the held-out figures of the split head), the confusion matrix and the list of
+skipped files.
+
+The defaults are the best recipe measured in ``benchmarks/defaults.py`` (RESULTS.md, "Choosing
+the defaults"): features averaged over the 4 rotations (``tta="rot4"``), standardised, and a
+logistic regression whose ``C`` is cross-validated on the cached features (``C="auto"``).
+:data:`FAST` is the single-view preset (``landsight train --fast``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import numpy as np
 
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE
+
+#: The ``--fast`` preset: one view and a fixed C (4x less featurization, no cross-validation).
+FAST: dict[str, Any] = {"tta": "none", "C": 1.0}
 
 if TYPE_CHECKING:
     import onnx
@@ -36,6 +46,12 @@ class TrainResult:
         skipped: ``(path, reason)`` of images that could not be read.
         head: The fitted scikit-learn head (in memory only; never pickled).
         test_paths: The held-out images that were evaluated.
+        run_id: MLflow run id ("" when tracking is off).
+        refit: Whether ``head`` was refit on every image after the evaluation (then ``metrics``
+            are those of ``split_head``, fitted on the ``n_train`` training images only).
+        split_head: The head fitted on the training split and evaluated (``head`` itself when
+            there was no refit).
+        n_fit: Images the shipped ``head`` was fitted on.
 
     """
 
@@ -47,6 +63,9 @@ class TrainResult:
     head: Any
     test_paths: list[str]
     run_id: str = ""
+    refit: bool = False
+    split_head: Any = None
+    n_fit: int = 0
 
 
 def train(
@@ -57,15 +76,19 @@ def train(
     backbone: str = DEFAULT_BACKBONE,
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
-    tta: str = "none",
+    tta: str = "rot4",
     head: str = "logreg",
-    C: float | str = 1.0,
+    C: float | str = "auto",
     standardize: bool = True,
+    refit: bool = True,
     n_estimators: int = 300,
     max_depth: int | None = None,
     class_weight: str | None = None,
     test_size: float = 0.2,
     random_state: int = 0,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
     class_names: str | Path | None = None,
     batch_size: int = 32,
     num_workers: int = 2,
@@ -89,16 +112,31 @@ def train(
         backbone: Backbone registry name (default ``tf_efficientnet_lite0``, offline weights).
         weights: ``"imagenet"``, a weights file, or ``None`` (random; explicit only).
         bands: 1-based bands to read (default R, G, B).
-        tta: ``"rot4"`` averages features over the four 90-degree rotations, in training and
-            in the bundle's graph (4x the compute; +1.7 points on EuroSAT, benchmarks/RESULTS.md).
+        tta: ``"rot4"`` (default) averages features over the four 90-degree rotations, in
+            training and in the bundle's graph (4x the featurization; benchmarks/RESULTS.md,
+            "Choosing the defaults"); ``"none"``: one view (the :data:`FAST` preset).
         head: ``"logreg"`` or ``"forest"``.
-        C: Logistic-regression inverse regularisation, or ``"auto"`` (cross-validated).
+        C: Logistic-regression inverse regularisation, or ``"auto"`` (default: chosen by 5-fold
+            cross-validation of the log-loss on the cached features; falls back to ``C=1`` when a
+            class has fewer than 2 training images).
         standardize: Standardise features before logistic regression.
+        refit: After evaluating on the held-out split, fit the head again on every image
+            (training and held-out) and ship that one; ``bundle.json`` records the split's
+            metrics, ``data.refit`` and ``data.n_fit``. Nothing to refit with ``test`` given
+            or ``test_size=0``.
         n_estimators: Random-forest trees.
         max_depth: Random-forest depth limit.
         class_weight: ``None`` or ``"balanced"``.
         test_size: Fraction of ``data`` held out for testing, stratified (0 = none).
         random_state: Seed of the split and the head.
+        split: How ``test_size`` is held out: ``"random"`` (stratified per image; warned about
+            on georeferenced tiles from few scenes), ``"spatial"`` (whole square blocks of
+            georeferenced tiles) or ``"group"`` (whole groups); see :mod:`landsight.data.splits`.
+            Recorded in ``bundle.json`` ``data.split`` and ``metrics.json`` (``split``, ``warnings``).
+        block_size: ``split="spatial"``: block side in CRS units (metres for UTM); ``None``
+            chooses one giving about 16 blocks from the tiles' extent.
+        group: ``split="group"``: ``"regex:PATTERN"`` (first capture group searched in each path,
+            e.g. ``"regex:(m_[0-9]+)_"``) or a column of the CSV map file (``"scene"``).
         class_names: Class-names file for CNTK-style map files with class indices.
         batch_size: Images per forward pass.
         num_workers: Decoding threads.
@@ -150,6 +188,7 @@ def train(
         "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "tta": tta,
         "head": head, "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
         "class_weight": class_weight, "test_size": test_size, "random_state": random_state, "out": str(out),
+        "split": split, "block_size": block_size, "group": group, "refit": refit,
         "dedup": dedup, "dedup_threshold": dedup_threshold if dedup else None,
     }  # fmt: skip
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
@@ -158,7 +197,8 @@ def train(
             data, estimator, out=out, test=test, backbone=backbone, weights=weights, bands=bands, tta=tta,
             test_size=test_size, random_state=random_state, class_names=class_names, batch_size=batch_size,
             num_workers=num_workers, device=device, cache=cache, progress=progress, dedup=dedup,
-            dedup_threshold=dedup_threshold, overwrite=overwrite,
+            dedup_threshold=dedup_threshold, overwrite=overwrite, split=split, block_size=block_size, group=group,
+            refit=refit,
         )  # fmt: skip
         log_train_result(run, result, started)
     return result
@@ -202,6 +242,10 @@ def _train(
     dedup: bool = False,
     dedup_threshold: int = 4,
     overwrite: bool = False,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
+    refit: bool = False,
 ) -> TrainResult:
     from landsight.classify.featurize import featurize
     from landsight.data.catalog import training_catalog
@@ -209,7 +253,8 @@ def _train(
     from landsight.models.onnx_graph import head_to_onnx
 
     started = time.perf_counter()
-    split_args = {"test": test, "test_size": test_size, "random_state": random_state, "class_names": class_names}
+    split_args = {"test": test, "test_size": test_size, "random_state": random_state, "class_names": class_names,
+                  "split": split, "block_size": block_size, "group": group}  # fmt: skip
     catalog = training_catalog(data, **split_args)  # every check before the heavy work
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
     features = featurize(
@@ -226,6 +271,7 @@ def _train(
     )
     if features.failures:  # split the readable images only, so no class loses its test images to bad files
         catalog = training_catalog(data, **split_args, exclude=[p for p, _ in features.failures])
+    split_info = dict(catalog.attrs.get("split", {}))
     dropped: list[dict[str, str]] = []
     if dedup and (catalog["split"] == "test").any():
         from landsight.dedup import drop_cross_split_duplicates
@@ -245,6 +291,7 @@ def _train(
             f"classes {lost!r} have no readable training images left after skipping "
             f"{len(features.failures)} unreadable file(s); see the reasons: {features.failures[:5]!r}"
         )
+    estimator = _cross_validation_fallback(estimator, labels[is_train])
     fit_head(estimator, features.X[is_train], labels[is_train])
     head_classes = [str(c) for c in estimator.classes_]
 
@@ -256,16 +303,23 @@ def _train(
 
         proba = estimator.predict_proba(features.X[is_test])
         metrics = compute_metrics(list(labels[is_test]), proba, head_classes, paths=test_paths)
+        metrics.update(split=split_info.get("method", split), warnings=list(split_info.get("warnings", [])))
+    shipped, did_refit = estimator, bool(refit and test_paths and test is None)
+    if did_refit:  # the figures above stay those of the split head; the shipped head sees every image
+        from sklearn.base import clone
+
+        shipped = fit_head(_cross_validation_fallback(clone(estimator), labels), features.X, labels)
+    n_fit = len(labels) if did_refit else int(is_train.sum())
     bundle_path = write_classifier_bundle(
         out,
         overwrite=overwrite,
         backbone=features.backbone,
         backbone_onnx=features.extractor.onnx_path,
-        head_graph=head_to_onnx(estimator, features.backbone.num_features),
+        head_graph=head_to_onnx(shipped, features.backbone.num_features),
         skipped=features.failures,
         classes=head_classes,
         metrics=metrics,
-        head=describe_head(estimator),
+        head={**describe_head(shipped), **({"evaluated": describe_head(estimator)["params"]} if did_refit else {})},
         data={
                 "source": str(data),
                 "test_source": str(test) if test is not None else None,
@@ -275,13 +329,38 @@ def _train(
                 "n_skipped": len(features.failures),
                 "test_size": test_size if test is None else None,
                 "random_state": random_state,
+                "split": split_info,
+                "refit": did_refit,
+                "n_fit": n_fit,
                 **({"dropped_duplicates": dropped} if dedup else {}),
         },
         training_seconds=round(time.perf_counter() - started, 2),
     )
     return TrainResult(
-        bundle_path, metrics, int(is_train.sum()), int(is_test.sum()), features.failures, estimator, test_paths
-    )
+        bundle_path, metrics, int(is_train.sum()), int(is_test.sum()), features.failures, shipped, test_paths,
+        refit=did_refit, split_head=estimator, n_fit=n_fit,
+    )  # fmt: skip
+
+
+def _cross_validation_fallback(estimator: Any, labels: np.ndarray) -> Any:
+    """``C="auto"`` with a class of fewer than 2 images cannot cross-validate: use ``C=1`` then.
+
+    Args:
+        estimator: An unfitted head from :func:`landsight.models.heads.make_head`.
+        labels: The labels it is about to be fitted on.
+
+    Returns:
+        ``estimator``, or a fixed-``C=1`` logistic regression with the same other settings.
+    """
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    if type(final).__name__ != "LogisticRegressionCV" or np.unique(labels, return_counts=True)[1].min() >= 2:
+        return estimator
+    from landsight.models.heads import make_head
+
+    return make_head(
+        "logreg", C=1.0, standardize=len(estimator.steps) > 1, max_iter=final.max_iter,
+        class_weight=final.class_weight, random_state=final.random_state,
+    )  # fmt: skip
 
 
 def write_classifier_bundle(

@@ -37,7 +37,6 @@ import zlib
 from collections.abc import Collection, Iterable
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 import pandas as pd
 
 from landsight.cache import cache_dir, file_digest
@@ -186,21 +185,37 @@ def split_catalog(
     test_size: float = 0.2,
     val_size: float = 0.0,
     random_state: int = 0,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
+    map_file: str | Path | None = None,
 ) -> pd.DataFrame:
     """Add a stratified, seeded ``split`` column ("train", "val" or "test") to a catalog.
 
+    The split itself is :func:`landsight.data.splits.assign_splits`; how it was made
+    (:class:`~landsight.data.splits.SplitInfo` as a dict, with any warnings) is left in
+    ``result.attrs["split"]`` for the training report (``bundle.json`` ``data.split``).
+
     Args:
-        catalog: Catalog with a ``label`` column.
+        catalog: Catalog with ``path`` and ``label`` columns.
         test_size: Fraction of all rows for "test", in [0, 1); 0 gives no test rows.
         val_size: Fraction of all rows for "val", in [0, 1); ``test_size + val_size < 1``.
         random_state: Seed; the same seed and catalog give the same split.
+        split: ``"random"`` (stratified per image), ``"spatial"`` (whole square blocks of
+            georeferenced tiles) or ``"group"`` (whole groups); see :mod:`landsight.data.splits`.
+        block_size: ``split="spatial"``: block side in CRS units (metres for UTM); ``None``
+            chooses one from the tiles' extent.
+        group: ``split="group"``: ``"regex:PATTERN"`` (first capture group of the pattern
+            searched in each path) or the name of a column of the CSV map file ``map_file``.
+        map_file: The map file the catalog was read from (for a ``group`` column).
 
     Returns:
         A copy of ``catalog`` (same row order) with a ``split`` column.
 
     Raises:
-        LandsightValueError: A fraction is out of range, or a class has too few images to
-            appear in every requested split.
+        LandsightValueError: A fraction is out of range, a class has too few images to
+            appear in every requested split, or the spatial / group split cannot be made
+            (tiles without a CRS, a regex that misses a path, too few blocks or groups).
 
     Example:
         >>> split_catalog(catalog, test_size=0.2, random_state=0)  # doctest: +SKIP
@@ -216,37 +231,34 @@ def split_catalog(
             f"test_size + val_size must be below 1 to leave training rows; got test_size="
             f"{test_size!r}, val_size={val_size!r}"
         )
+    from landsight.data.splits import SplitInfo, assign_splits, check_split_args
+
+    check_split_args(split, block_size, group)
     out = catalog.copy()
     out["split"] = "train"
     if test_size == 0 and val_size == 0:
+        out.attrs["split"] = SplitInfo("none", random_state=random_state, fractions={"train": 1.0}).to_dict()
         return out
     labels = out["label"].astype(str).to_numpy()
     needed = 1 + (test_size > 0) + (val_size > 0)
     counts = pd.Series(labels).value_counts()
     small = counts[counts < needed]
-    if len(small):
+    if len(small) and split == "random":
         name, count = small.index[0], int(small.iloc[0])
         raise LandsightValueError(
             f"class {name!r} has only {count} image(s); a stratified train/"
             f"{'val/' if val_size else ''}{'test' if test_size else ''} split needs at least "
             f"{needed} per class; add images, merge or drop the class, or lower test_size/val_size"
         )
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(out))
     try:
-        rest = index
-        if test_size > 0:
-            rest, test_idx = train_test_split(index, test_size=test_size, stratify=labels, random_state=random_state)
-            out.iloc[test_idx, out.columns.get_loc("split")] = "test"
-        if val_size > 0:
-            _, val_idx = train_test_split(
-                rest,
-                test_size=val_size / (1 - test_size),
-                stratify=labels[rest],
-                random_state=random_state,
-            )
-            out.iloc[val_idx, out.columns.get_loc("split")] = "val"
+        splits, info = assign_splits(
+            list(out["path"]), labels, split=split, test_size=test_size, val_size=val_size,
+            random_state=random_state, block_size=block_size, group=group, map_file=map_file,
+        )  # fmt: skip
+        out["split"] = splits
+        out.attrs["split"] = info.to_dict()
+    except LandsightValueError:
+        raise
     except ValueError as exc:
         raise LandsightValueError(
             f"cannot split {len(out)} images of {len(counts)} classes with test_size="
@@ -263,6 +275,9 @@ def training_catalog(
     random_state: int,
     class_names: str | Path | None = None,
     exclude: Collection[str] = (),
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
 ) -> pd.DataFrame:
     """The catalog of a training command, with its ``split`` column ("train" / "test").
 
@@ -274,14 +289,22 @@ def training_catalog(
         class_names: Class-names file for CNTK map files.
         exclude: Paths left out before splitting (the unreadable images found by featurizing),
             so every class keeps its share of readable test images.
+        split: ``"random"``, ``"spatial"`` or ``"group"`` (see :func:`split_catalog`).
+        block_size: Spatial block side in CRS units (``None`` = from the extent).
+        group: Group source of ``split="group"`` (``"regex:..."`` or a map-file column).
 
     Returns:
-        ``data``'s catalog (then ``test``'s) with a ``split`` column.
+        ``data``'s catalog (then ``test``'s) with a ``split`` column; ``attrs["split"]`` says
+        how it was split (see :func:`split_catalog`).
 
     Raises:
         LandsightValueError: Unreadable data, too few classes, test labels unknown to the
-            training data, or a class too small to split.
+            training data, a class too small to split, or a spatial / group split that cannot
+            be made.
     """
+    from landsight.data.splits import SplitInfo, check_split_args
+
+    check_split_args(split, block_size, group)
     catalog = build_catalog(data, class_names=class_names)
     if exclude:
         catalog = catalog[~catalog["path"].isin(set(exclude))].reset_index(drop=True)
@@ -290,20 +313,26 @@ def training_catalog(
         if exclude:
             test_catalog = test_catalog[~test_catalog["path"].isin(set(exclude))].reset_index(drop=True)
         check_test_labels(catalog, test_catalog)
-        return pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
-    if test_size > 0:
-        return split_catalog(catalog, test_size=test_size, random_state=random_state)
-    return catalog.assign(split="train")
+        both = pd.concat([catalog.assign(split="train"), test_catalog.assign(split="test")], ignore_index=True)
+        both.attrs["split"] = SplitInfo("given", random_state=random_state).to_dict()
+        return both
+    map_file = data if Path(data).suffix.lower() in MAP_EXTENSIONS else None
+    return split_catalog(catalog, test_size=test_size, random_state=random_state, split=split,
+                         block_size=block_size, group=group, map_file=map_file)  # fmt: skip
 
 
-def list_images(source: str | Path) -> list[str]:
+def list_images(source: str | Path, *, asset: str | None = None) -> list[str]:
     """List unlabelled images for prediction.
 
     Args:
         source: A folder (searched recursively, hidden entries skipped), a glob pattern
             (``*``, ``?``, ``[``; ``**`` matches folders recursively), a list file (``.txt`` or
             ``.lst``: one path per line, relative to the list file; blank lines and ``#``
-            comments skipped) or a single image file.
+            comments skipped), a single image file, or a STAC Item / Catalog / Collection /
+            ItemCollection JSON (local file or URL; :func:`landsight.data.stac.stac_assets`):
+            one asset href per Item, in catalog order (URLs are kept as URLs).
+        asset: STAC asset key (``None`` = the first raster asset with role ``"data"`` or type
+            ``image/tiff``); only for a STAC ``source``.
 
     Returns:
         Sorted absolute paths. Folders and globs keep only files with an extension in
@@ -315,12 +344,19 @@ def list_images(source: str | Path) -> list[str]:
     Raises:
         DataNotFoundError: Nothing matches, or a listed path is missing.
         LandsightValueError: ``source`` is a file that is neither an image nor a list file, or a
-            list file that is not a regular file.
+            list file that is not a regular file; a STAC source without the asset; ``asset``
+            given for a source that is not STAC.
 
     Example:
         >>> list_images("scenes/**/*.tif")  # doctest: +SKIP
 
     """
+    from landsight.data.stac import is_stac_source, stac_assets
+
+    if is_stac_source(source):
+        return stac_assets(source, asset)
+    if asset is not None:
+        raise LandsightValueError(f"asset={asset!r} applies to a STAC JSON source, not {str(source)!r}; drop asset=")
     path = Path(source).expanduser()
     text = str(source)
     if path.is_dir():
@@ -787,19 +823,27 @@ def _from_map_file(path: Path, class_names: str | Path | None) -> pd.DataFrame:
             f"{numbered[0][1]!r}; write 'path,label' or 'path<TAB>label' rows"
         )
     rows: list[tuple[str, str]] = []
+    columns = (0, 1)  # a header 'path,label,scene,...' may add columns (groups for split='group')
+    width = 2
     for (lineno, line), fields in zip(
         numbered, csv.reader((line for _, line in numbered), delimiter=delimiter), strict=True
     ):
         fields = [f.strip() for f in fields]
-        while fields and not fields[-1]:
+        if not rows and width == 2:
+            names = [f.lower() for f in fields]
+            path_at = next((i for i, n in enumerate(names) if n in _PATH_HEADERS), None)
+            label_at = next((i for i, n in enumerate(names) if n in _LABEL_HEADERS), None)
+            if path_at is not None and label_at is not None:
+                columns, width = (path_at, label_at), max(len(names), 2)
+                continue  # header row
+        while len(fields) > width and not fields[-1]:
             fields.pop()
-        if len(fields) != 2 or not all(fields):
+        if len(fields) != width or not all(fields[i] for i in columns):
             raise LandsightValueError(
-                f"map file {str(path)!r} line {lineno}: expected 2 fields 'path{delimiter}label', got {line!r}"
+                f"map file {str(path)!r} line {lineno}: expected {width} fields "
+                f"{'path' + delimiter + 'label' if width == 2 else 'as in the header'}, got {line!r}"
             )
-        if not rows and fields[0].lower() in _PATH_HEADERS and fields[1].lower() in _LABEL_HEADERS:
-            continue  # header row
-        rows.append((fields[0], fields[1]))
+        rows.append((fields[columns[0]], fields[columns[1]]))
     if not rows:
         raise LandsightValueError(f"map file {str(path)!r} has a header but no rows")
     labels = [label for _, label in rows]

@@ -36,7 +36,13 @@ class RasterTile:
 
 
 def cut_tiles(
-    raster: str | Path, out: str | Path, *, size: int, prefix: str = "tile", overwrite: bool = False
+    raster: str | Path,
+    out: str | Path,
+    *,
+    size: int,
+    prefix: str = "tile",
+    overwrite: bool = False,
+    asset: str | None = None,
 ) -> list[RasterTile]:
     """Write the ``size x size`` tiles of a raster as GeoTIFFs named ``<prefix>_<row>_<col>.tif``.
 
@@ -44,26 +50,43 @@ def cut_tiles(
     the grid starts at the top-left pixel.
 
     Args:
-        raster: Any raster GDAL reads (GeoTIFF, JPEG 2000...), e.g. a NAIP scene.
+        raster: Any raster GDAL reads (GeoTIFF, JPEG 2000...), e.g. a NAIP scene; a URL of a
+            Cloud Optimized GeoTIFF (read window by window); or a STAC Item / Catalog /
+            ItemCollection JSON (file or URL, :mod:`landsight.data.stac`): each Item's asset is
+            cut, into ``<prefix>_<item id>_<row>_<col>.tif`` when there are several Items.
         out: Folder for the tiles (created).
         size: Tile side in pixels (>= 1).
         prefix: File-name prefix.
         overwrite: Replace tiles of the same names already in ``out`` (otherwise refused before
             anything is written).
+        asset: STAC asset key (``None`` = the first raster asset with role ``"data"`` or type
+            ``image/tiff``); only for a STAC ``raster``.
 
     Returns:
         The tiles written, in row-major order.
 
     Raises:
         DataNotFoundError: ``raster`` does not exist.
-        LandsightValueError: ``size`` < 1 or larger than the raster, or ``out`` holds the raster.
+        LandsightValueError: ``size`` < 1 or larger than the raster, or ``out`` holds the raster;
+            a STAC source without the asset; ``asset`` given for a plain raster.
         OutputExistsError: A tile file exists and ``overwrite`` is False.
     """
     import rasterio
     from rasterio.windows import Window, bounds
 
-    src_path = Path(raster)
-    if not src_path.is_file():
+    from landsight.data.stac import is_stac_source, stac_items
+
+    if is_stac_source(raster):
+        items = stac_items(raster, asset)
+        if len(items) == 1:
+            return cut_tiles(items[0].href, out, size=size, prefix=prefix, overwrite=overwrite)
+        return [t for it in items for t in cut_tiles(it.href, out, size=size, prefix=f"{prefix}_{it.item_id}",
+                                                     overwrite=overwrite)]  # fmt: skip
+    if asset is not None:
+        raise LandsightValueError(f"asset={asset!r} applies to a STAC JSON source, not {str(raster)!r}; drop asset=")
+    remote = "://" in str(raster)
+    src_path = str(raster) if remote else Path(raster)
+    if not remote and not Path(src_path).is_file():
         raise DataNotFoundError(f"raster {str(src_path)!r} does not exist")
     out_dir = Path(out)
     tiles: list[RasterTile] = []

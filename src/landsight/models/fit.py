@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,26 @@ from landsight.errors import LandsightValueError
 HISTORY_FILE = "history.jsonl"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
+
+_EXTRA_CALLBACKS: ContextVar[tuple[Any, ...]] = ContextVar("landsight_extra_callbacks", default=())
+
+
+@contextmanager
+def extra_callbacks(*callbacks: Any) -> Iterator[None]:
+    """Add Lightning callbacks to every :func:`fit_module` call made inside the block.
+
+    How :func:`landsight.classify.tune.tune` prunes fine-tuning trials (a callback that reports
+    each epoch's validation error to Optuna) without a parameter on every training function.
+    Single-process fits only: ``ddp_spawn`` would pickle the callbacks into new processes.
+
+    Args:
+        *callbacks: ``lightning.pytorch.Callback`` instances.
+    """
+    token = _EXTRA_CALLBACKS.set(_EXTRA_CALLBACKS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _EXTRA_CALLBACKS.reset(token)
 
 
 def parse_lr_schedule(spec: str) -> list[float] | str:
@@ -304,6 +326,8 @@ def fit_module(
     progress: bool = True,
     early_stopping: int | None = None,
     gradient_clip: float | None = None,
+    monitor: str = "val_error",
+    mode: str = "min",
 ) -> FitResult:
     """Train ``module`` with Lightning and load its best epoch's weights into ``module.model``.
 
@@ -320,8 +344,11 @@ def fit_module(
         accelerator: ``"auto"``, ``"cpu"``, ``"gpu"`` or ``"cuda"``.
         resume: Continue from ``ckpt_dir/last.ckpt`` (the caller checks that it exists).
         progress: Lightning's progress bar.
-        early_stopping: Stop after this many epochs without a lower ``val_error``.
+        early_stopping: Stop after this many epochs without a better ``monitor``.
         gradient_clip: Clip gradients to this norm.
+        monitor: Logged validation metric that picks the best epoch (and stops early), e.g.
+            ``"val_miou"`` for segmentation.
+        mode: ``"min"`` (an error) or ``"max"`` (an accuracy / IoU) for ``monitor``.
 
     Returns:
         A :class:`FitResult`.
@@ -332,11 +359,11 @@ def fit_module(
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = pl.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_error", mode="min", save_last=True, save_top_k=1
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1
     )
-    callbacks: list[Any] = [checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE)]
+    callbacks: list[Any] = [checkpoint, EpochHistory(ckpt_dir / HISTORY_FILE), *_EXTRA_CALLBACKS.get()]
     if early_stopping:
-        callbacks.append(pl.callbacks.EarlyStopping(monitor="val_error", mode="min", patience=early_stopping))
+        callbacks.append(pl.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping))
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     strategy: Any = "auto"
     if devices * num_nodes > 1:
@@ -356,7 +383,9 @@ def fit_module(
     )
     best_path = Path(checkpoint.best_model_path or ckpt_dir / "best.ckpt")
     state = torch.load(best_path, map_location="cpu", weights_only=True)
-    module.model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
+    # only the network: loss buffers (class weights) live beside it in the module's state
+    module.model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()
+                                  if k.startswith("model.")})  # fmt: skip
     return FitResult(
         best_epoch=int(state.get("epoch", 0)),
         history=read_history(ckpt_dir / HISTORY_FILE),

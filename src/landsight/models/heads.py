@@ -153,4 +153,10 @@ def fit_head(head: Any, X: Any, y: Any) -> Any:
                 "add images or give a fixed C"
             )
         final.set_params(cv=min(5, smallest))
-    return head.fit(X, y)
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: these fits are small, and on a busy machine OpenBLAS's spinning threads
+    # made them 17-25x slower (C=1: 3.5 s -> 0.2 s, C="auto": 102 s -> 4.3 s, 336 x 1280
+    # features, 21 classes, 2 cores under load; benchmarks/RESULTS.md "Choosing the defaults").
+    with threadpool_limits(limits=1, user_api="blas"):
+        return head.fit(X, y)

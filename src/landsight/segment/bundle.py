@@ -17,6 +17,7 @@ import numpy as np
 
 from landsight.errors import BundleError
 from landsight.runtime import OnnxBundleModel
+from landsight.segment.auxiliary import AuxSpec
 from landsight.segment.classmap import ClassMap
 from landsight.segment.stats import BandStats
 
@@ -44,6 +45,9 @@ class SegmentationBundle(OnnxBundleModel):
         bands: 1-based bands read from input rasters.
         chip_size: Training chip side, pixels.
         context: Centre size the loss counted (``None`` = the whole chip).
+        aux: Auxiliary raster encoding (:class:`~landsight.segment.auxiliary.AuxSpec`) when the
+            network was trained with one, else ``None``.
+        in_channels: Network input channels: ``len(bands)`` plus the auxiliary one-hot channels.
     """
 
     def __init__(self, path: Path, meta: dict[str, Any], device: str = "auto") -> None:
@@ -54,6 +58,8 @@ class SegmentationBundle(OnnxBundleModel):
         self.chip_size = int(meta["chip_size"])
         self.context: int | None = None if meta.get("context") is None else int(meta["context"])
         self.classes: list[str] = self.class_map.names
+        self.aux = AuxSpec.from_dict(meta.get("aux"))
+        self.in_channels = len(self.bands) + (self.aux.channels if self.aux else 0)
 
     def __repr__(self) -> str:
         return f"SegmentationBundle({str(self.path)!r}, classes={self.classes!r}, bands={self.bands!r})"
@@ -72,9 +78,10 @@ class SegmentationBundle(OnnxBundleModel):
             BundleError: The band count or class count differs from the graph's.
         """
         where = f"bundle {str(self.path)!r}"
-        if len(input_shape) != 4 or (isinstance(input_shape[1], int) and input_shape[1] != len(self.bands)):
+        channels = len(self.bands) + len((self.meta.get("aux") or {}).get("codes", []))
+        if len(input_shape) != 4 or (isinstance(input_shape[1], int) and input_shape[1] != channels):
             raise BundleError(
-                f"{where} reads {len(self.bands)} band(s) but model.onnx expects input {list(input_shape)!r}; "
+                f"{where} reads {channels} channel(s) but model.onnx expects input {list(input_shape)!r}; "
                 "bundle.json was edited or belongs to another model"
             )
         if len(output_shape) != 4 or (isinstance(output_shape[1], int) and output_shape[1] != len(self.classes)):

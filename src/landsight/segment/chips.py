@@ -11,6 +11,8 @@ memory are never read whole. Options:
   seed's 256 -> 128): the border's labels are set to the ignore index, so the network still sees
   the border as context. Without it, every valid pixel counts.
 * ``augment``: random flips and 90-degree rotations (overhead imagery has no "up").
+* ``aux``: auxiliary categorical rasters (e.g. low-resolution NLCD) appended as one-hot channels
+  (:mod:`landsight.segment.auxiliary`).
 
 Labels are mapped to class indices through the class map (codes or RGB colour masks), with
 :data:`~landsight.segment.classmap.IGNORE_INDEX` where ignored, nodata or outside the raster.
@@ -26,8 +28,31 @@ import torch
 from torch.utils.data import Dataset
 
 from landsight.errors import LandsightValueError
+from landsight.segment.auxiliary import AuxSpec
 from landsight.segment.classmap import IGNORE_INDEX, ClassMap
 from landsight.segment.pairs import RasterPair
+
+
+def class_pixels(pairs: Sequence[RasterPair], class_map: ClassMap, *, window: int = 1024) -> np.ndarray:
+    """Labelled pixels per class over label rasters, read window by window.
+
+    Args:
+        pairs: Pairs whose label rasters are counted.
+        class_map: Maps codes / colours to class indices (ignored pixels are not counted).
+        window: Block side in pixels.
+
+    Returns:
+        ``(K,)`` int64 pixel counts.
+    """
+    from landsight.segment.raster import iter_blocks, open_raster, read_labels
+
+    k = class_map.num_classes
+    counts = np.zeros(k, dtype=np.int64)
+    for pair in pairs:
+        with open_raster(pair.label) as src:
+            for r, c, h, w in iter_blocks(pair.height, pair.width, window):
+                counts += np.bincount(read_labels(src, r, c, h, w, class_map).ravel(), minlength=256)[:k]
+    return counts
 
 
 def class_presence(pair: RasterPair, class_map: ClassMap, block: int) -> np.ndarray:
@@ -77,10 +102,11 @@ class ChipDataset(Dataset):
             the present classes (0 = plain uniform positions).
         augment: Random flips and 90-degree rotations.
         random_state: Fixed seed for reproducible chips, or ``None``.
+        aux: Auxiliary rasters appended as one-hot channels (``None`` = none).
 
     Items: ``(image, label)``: float32 ``(C, chip_size, chip_size)`` raw band values (the model
-    normalises) and int64 ``(chip_size, chip_size)`` class indices, :data:`IGNORE_INDEX` where
-    ignored.
+    normalises; with ``aux``, ``C = len(bands) + aux.channels``, the one-hot channels last) and
+    int64 ``(chip_size, chip_size)`` class indices, :data:`IGNORE_INDEX` where ignored.
 
     Raises:
         LandsightValueError: Bad sizes or an empty pair list.
@@ -98,6 +124,7 @@ class ChipDataset(Dataset):
         oversample: float = 0.0,
         augment: bool = False,
         random_state: int | None = None,
+        aux: AuxSpec | None = None,
     ) -> None:
         if not pairs:
             raise LandsightValueError("ChipDataset needs at least one image/label pair")
@@ -110,6 +137,7 @@ class ChipDataset(Dataset):
         self.pairs, self.class_map, self.bands = list(pairs), class_map, None if bands is None else list(bands)
         self.chip_size, self.length, self.context = chip_size, length, context
         self.oversample, self.augment, self.random_state = oversample, augment, random_state
+        self.aux = aux
         areas = np.array([p.height * p.width for p in self.pairs], dtype=np.float64)
         self._weights = areas / areas.sum()
         self.block = max(8, chip_size // 2)
@@ -125,6 +153,19 @@ class ChipDataset(Dataset):
         state = dict(self.__dict__)
         state["_handles"] = {}  # open rasters stay in their process
         return state
+
+    def _open_aux(self, pair: RasterPair) -> Any:
+        import contextlib
+
+        from landsight.segment.auxiliary import open_aligned
+
+        assert self.aux is not None
+        key = f"aux:{pair.image}"
+        if key not in self._handles:
+            stack = contextlib.ExitStack()
+            self._handles[key] = (stack, stack.enter_context(open_aligned(self.aux.path_for(pair.image),
+                                                                          self._open(pair.image))))  # fmt: skip
+        return self._handles[key][1]
 
     def _open(self, path: str) -> Any:
         if path not in self._handles:
@@ -174,6 +215,10 @@ class ChipDataset(Dataset):
             centre[m0 : m0 + self.context, m0 : m0 + self.context] = y[m0 : m0 + self.context, m0 : m0 + self.context]
             y = centre
         x = np.asarray(image, dtype=np.float32)
+        if self.aux is not None:
+            from landsight.segment.auxiliary import read_onehot
+
+            x = np.concatenate([x, read_onehot(self._open_aux(pair), self.aux, r, c, s, s)])
         if self.augment:
             k = int(rng.integers(4))
             x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)

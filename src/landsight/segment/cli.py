@@ -18,6 +18,14 @@ segment_app = typer.Typer(
 
 ImagesOpt = Annotated[str, typer.Option(help="Glob of image rasters (quote it), or a CSV with columns image,label.")]
 LabelsOpt = Annotated[str | None, typer.Option(help="Glob of label rasters whose wildcards match --images'.")]
+TtaOpt = Annotated[
+    bool, typer.Option("--tta/--no-tta", help="Average over the 8 flips / 90-degree rotations (8x compute).")
+]
+AuxOpt = Annotated[
+    str | None,
+    typer.Option(help="Extra input raster(s) the bundle was trained with (e.g. NLCD): a path, or a template with "
+                      "{stem}, {name}, {dir} of each image."),
+]  # fmt: skip
 WindowOpt = Annotated[
     int, typer.Option("--window-size", help="Prediction window side in pixels (multiple of 32); bounds memory.")
 ]
@@ -50,13 +58,25 @@ def train_cmd(
     arch: Annotated[str, typer.Option(help="unet | deeplabv3plus")] = "unet",
     encoder: Annotated[str, typer.Option(help="timm encoder name.")] = "tf_efficientnet_lite0",
     weights: Annotated[str, typer.Option(help="'imagenet', 'none' (random) or a weights file.")] = "imagenet",
-    epochs: int = 20,
-    chip_size: Annotated[int, typer.Option(help="Chip side in pixels (multiple of 32).")] = 256,
-    chips_per_epoch: int = 512,
-    val_chips: int = 64,
+    epochs: int = 8,
+    chip_size: Annotated[int, typer.Option(help="Chip side in pixels (multiple of 32).")] = 128,
+    chips_per_epoch: int = 128,
+    val_chips: int = 16,
     batch_size: int = 8,
     context: Annotated[int | None, typer.Option(help="Loss on the centre CONTEXT pixels of each chip only.")] = None,
-    oversample: Annotated[float, typer.Option(help="Fraction of chips centred on rare classes.")] = 0.0,
+    oversample: Annotated[float, typer.Option(help="Fraction of chips centred on rare classes.")] = 0.25,
+    loss: Annotated[str, typer.Option(help="ce | weighted_ce | ce+dice | weighted_ce+dice")] = "weighted_ce+dice",
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after N epochs without a higher validation mIoU.")
+    ] = None,
+    aux_rasters: Annotated[
+        str | None,
+        typer.Option(help="Extra input raster per image, e.g. low-resolution NLCD labels: a template with {stem}, "
+                          "{name}, {dir} such as '{dir}/../nlcd/{stem}_nlcd.tif'."),
+    ] = None,  # fmt: skip
+    split: Annotated[str, typer.Option(help="random | spatial | group: how rasters are held out.")] = "random",
+    block_size: Annotated[float | None, typer.Option(help="--split spatial: block side in CRS units.")] = None,
+    group: Annotated[str | None, typer.Option(help="--split group: 'regex:PATTERN' on the image path.")] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random flips / rotations.")] = True,
     optimizer: str = "adamw",
     lr: float = 1e-3,
@@ -84,7 +104,8 @@ def train_cmd(
         oversample=oversample, augment=augment, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
         backbone_lr_mult=backbone_lr_mult, val_size=val_size, random_state=seed, devices=devices,
         num_nodes=num_nodes, num_workers=num_workers, resume=resume, progress=not quiet,
-        tracking_uri=tracking_uri, track=track, overwrite=overwrite,
+        tracking_uri=tracking_uri, track=track, overwrite=overwrite, loss=loss, early_stopping=early_stopping,
+        aux_rasters=aux_rasters, split=split, block_size=block_size, group=group,
     )  # fmt: skip
     from landsight.distributed import global_rank
 
@@ -106,15 +127,36 @@ def predict_cmd(
     cog: Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFFs.")] = False,
     window_size: WindowOpt = 576,
     batch_size: Annotated[int, typer.Option(help="Windows per inference call.")] = 2,
+    tta: TtaOpt = False,
+    aux_rasters: AuxOpt = None,
+    vector: Annotated[
+        Path | None, typer.Option(help="Also write class polygons: .gpkg, .geojson or .parquet (GeoParquet).")
+    ] = None,
+    dissolve: Annotated[str, typer.Option(help="--vector: one feature per class | region (connected area).")] = (
+        "class"
+    ),
+    simplify: Annotated[float | None, typer.Option(help="--vector: simplify polygons by this tolerance, metres.")] = (
+        None
+    ),
+    min_area: Annotated[float | None, typer.Option(help="--vector: drop regions smaller than this, m².")] = None,
+    stats: Annotated[Path | None, typer.Option(help="Write area per class (m², ha, %) to this CSV.")] = None,
+    asset: Annotated[str | None, typer.Option(help="STAC input: the asset to read (default: the first image).")] = (
+        None
+    ),
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write the land-cover map of a raster (same CRS and transform, colour table, nodata)."""
+    """Write the land-cover map of a raster (same CRS and transform, colour table, nodata), and GIS layers."""
     from landsight.bundle import load_bundle
 
     loaded = load_bundle(bundle, task="segmentation")
     path = loaded.predict(raster, out_, probabilities=probabilities, cog=cog, window_size=window_size,
-                          batch_size=batch_size, progress=not quiet, overwrite=overwrite)  # fmt: skip
+                          batch_size=batch_size, progress=not quiet, overwrite=overwrite, tta=tta, aux=aux_rasters,
+                          vector=vector, dissolve=dissolve, simplify=simplify, min_area=min_area, stats=stats,
+                          asset=asset)  # fmt: skip
+    for extra, what in ((vector, "polygons"), (stats, "areas")):
+        if extra is not None:
+            err().print(f"{what}: [bold]{extra}[/bold]")
     err().print(f"land cover: [bold]{path}[/bold]" + (f", probabilities: [bold]{probabilities}[/bold]"
                                                       if probabilities else ""))  # fmt: skip
 
@@ -127,17 +169,20 @@ def evaluate_cmd(
     labels: LabelsOpt = None,
     out_: Annotated[Path, typer.Option("--out", help="Folder for segmentation_metrics.json.")] = Path("evaluation"),
     window_size: WindowOpt = 576,
+    tta: TtaOpt = False,
+    aux_rasters: AuxOpt = None,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = "table",
 ) -> None:
-    """Pixel accuracy, per-class IoU / F1, mean IoU and the confusion matrix over whole rasters."""
+    """Pixel accuracy, per-class IoU / F1, mean IoU, areas and the confusion matrix over whole rasters."""
     from landsight.segment.evaluate import evaluate_rasters
 
     metrics = evaluate_rasters(bundle, images, labels, out=out_, window_size=window_size, progress=not quiet,
-                               tracking_uri=tracking_uri, track=track, overwrite=overwrite)  # fmt: skip
+                               tracking_uri=tracking_uri, track=track, overwrite=overwrite, tta=tta,
+                               aux_rasters=aux_rasters)  # fmt: skip
     note_skipped(metrics["skipped"], what="raster")
     _metrics(metrics, fmt)
     err().print(f"metrics in [bold]{out_ / 'segmentation_metrics.json'}[/bold]")

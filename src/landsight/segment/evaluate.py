@@ -6,6 +6,10 @@ the same core, so memory stays bounded whatever the raster size. Pixels whose la
 (unknown, unmapped) or whose input is nodata are left out. IoU of class k is
 ``TP / (TP + FP + FN)`` and F1 ``2 TP / (2 TP + FP + FN)``; the mean IoU averages the classes
 that occur in the labels or the predictions (a class absent from both has no IoU).
+
+The output also holds ``areas``: per class, the labelled and the predicted area (m² from each
+raster's transform and CRS, :func:`landsight.segment.vector.pixel_area_rows`; pixels for rasters
+without a CRS, ``areas_unit`` says which) and their shares of the scored pixels.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def evaluate_segmentation(
     batch_size: int = 2,
     progress: bool = True,
     write_to: str | Path | None = None,
+    aux_rasters: str | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Score a segmentation bundle on whole labelled rasters.
 
@@ -98,30 +104,54 @@ def evaluate_segmentation(
         batch_size: Tiles per onnxruntime call.
         progress: Rich progress bars.
         write_to: Folder for ``segmentation_metrics.json`` (optional).
+        aux_rasters: Auxiliary raster template for a bundle trained with one (default: the
+            bundle's own template, :class:`~landsight.segment.auxiliary.AuxSpec`).
+        tta: Dihedral test-time augmentation (:func:`landsight.segment.predict.predict_tiles`).
 
     Returns:
-        :func:`segmentation_metrics` output plus ``rasters`` (per-raster pixel accuracy and
-        mean IoU) and ``skipped``: ``(path, reason)`` of the pairs left out because a raster
-        could not be opened or read (truncated or corrupt data); the metrics count the others.
+        :func:`segmentation_metrics` output plus ``areas`` / ``areas_unit`` (see the module
+        docstring), ``rasters`` (per-raster pixel accuracy and mean IoU) and ``skipped``:
+        ``(path, reason)`` of the pairs left out because a raster could not be opened or read
+        (truncated or corrupt data); the metrics count the others.
     """
+    import contextlib
+
     from landsight.errors import ImageReadError
+    from landsight.segment.auxiliary import aux_path, open_aligned
     from landsight.segment.predict import iter_predictions
     from landsight.segment.raster import open_raster, read_labels
+    from landsight.segment.vector import label_areas, pixel_area_rows
 
     k = bundle.class_map.num_classes
     total = np.zeros((k, k), dtype=np.int64)
+    areas = np.zeros((2, k), dtype=np.float64)
+    units: set[str] = set()
+    spec = getattr(bundle, "aux", None)
     rasters = []
     skipped: list[tuple[str, str]] = []
     for pair in pairs:
         matrix = np.zeros((k, k), dtype=np.int64)
+        one_areas = np.zeros((2, k), dtype=np.float64)
         try:
-            with open_raster(pair.image) as src, open_raster(pair.label) as lab:
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(open_raster(pair.image))
+                lab = stack.enter_context(open_raster(pair.label))
+                aux_src = None
+                if spec is not None:
+                    aux_src = stack.enter_context(open_aligned(aux_path(aux_rasters or spec.template, pair.image), src))
                 for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size,
-                                          progress=progress):  # fmt: skip
+                                          progress=progress, aux_src=aux_src, tta=tta):  # fmt: skip
                     h, w = t.valid.shape
                     y = read_labels(lab, t.row, t.col, h, w, bundle.class_map)
                     y = np.where(t.valid, y, IGNORE_INDEX)
-                    matrix += confusion(y, t.probabilities.argmax(axis=0), k)
+                    pred = t.probabilities.argmax(axis=0)
+                    matrix += confusion(y, pred, k)
+                    rows = pixel_area_rows(src.crs, src.transform, t.row, h)
+                    weight = np.ones((h, w)) if rows is None else np.broadcast_to(rows[:, None], (h, w))
+                    keep = y != IGNORE_INDEX
+                    one_areas[0] += np.bincount(y[keep], weights=weight[keep], minlength=k)[:k]
+                    one_areas[1] += np.bincount(pred[keep], weights=weight[keep], minlength=k)[:k]
+                units.add("pixels" if rows is None else "m2")
         except ImageReadError as exc:  # one damaged raster leaves out its pair, not the whole evaluation
             skipped.append((exc.path, str(exc)))
             continue
@@ -129,7 +159,13 @@ def evaluate_segmentation(
         rasters.append({"image": pair.image, "label": pair.label, "pixel_accuracy": one["pixel_accuracy"],
                         "mean_iou": one["mean_iou"], "n_pixels": one["n_pixels"]})  # fmt: skip
         total += matrix
+        areas += one_areas
     metrics = segmentation_metrics(total, bundle.class_map.names)
+    # mixed georeferenced / plain rasters: m² and pixels cannot be added, so report pixels
+    metrics["areas_unit"] = "m2" if units == {"m2"} else "pixels"
+    if metrics["areas_unit"] == "pixels" and "m2" in units:
+        areas = np.stack([total.sum(axis=1), total.sum(axis=0)]).astype(np.float64)
+    metrics["areas"] = label_areas(areas, bundle.class_map.names)
     metrics["rasters"] = rasters
     metrics["skipped"] = skipped
     if write_to is not None:
@@ -151,6 +187,8 @@ def evaluate_rasters(
     tracking_uri: str | None = None,
     track: bool = True,
     overwrite: bool = False,
+    aux_rasters: str | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a segmentation bundle on image / label rasters (the ``segment evaluate`` verb).
 
@@ -165,6 +203,9 @@ def evaluate_rasters(
         tracking_uri: MLflow store.
         track: Record an MLflow run.
         overwrite: Replace the ``segmentation_metrics.json`` of an earlier run in ``out``.
+        aux_rasters: Extra-input path template, for bundles trained with ``aux_rasters`` (see
+            :func:`evaluate_segmentation`).
+        tta: Dihedral test-time augmentation (see :func:`evaluate_segmentation`).
 
     Returns:
         :func:`evaluate_segmentation` output; its ``skipped`` also lists the files left out
@@ -183,11 +224,13 @@ def evaluate_rasters(
     if out is not None:
         check_output(Path(out) / METRICS_FILE, overwrite=overwrite, what="metrics file")
     found = pair_rasters(images, labels)
-    params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size}
+    params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size,
+              "tta": tta, "aux_rasters": aux_rasters}  # fmt: skip
     with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
         metrics = evaluate_segmentation(
-            loaded, found.pairs, window_size=window_size, batch_size=batch_size, progress=progress, write_to=out
-        )
+            loaded, found.pairs, window_size=window_size, batch_size=batch_size, progress=progress, write_to=out,
+            aux_rasters=aux_rasters, tta=tta,
+        )  # fmt: skip
         run.log_metrics({k: metrics[k] for k in ("pixel_accuracy", "mean_iou", "mean_f1")})
         run.log_metrics({f"iou.{n}": m["iou"] for n, m in metrics["per_class"].items()})
     metrics["skipped"] = [*found.skipped, *metrics.get("skipped", [])]

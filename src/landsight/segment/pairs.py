@@ -14,8 +14,12 @@ import glob
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from landsight.errors import DataNotFoundError, LandsightValueError
+
+if TYPE_CHECKING:
+    from landsight.data.splits import SplitInfo
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,13 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
 
 
 def split_pairs(
-    pairs: list[RasterPair], val_size: float, random_state: int
+    pairs: list[RasterPair],
+    val_size: float,
+    random_state: int,
+    *,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
 ) -> tuple[list[RasterPair], list[RasterPair]]:
     """Hold out whole pairs for validation (never chips of training rasters).
 
@@ -167,15 +177,63 @@ def split_pairs(
         pairs: All pairs.
         val_size: Fraction of pairs held out; at least one when there are two or more pairs.
         random_state: Seed of the shuffle.
+        split: ``"random"`` (whole rasters at random), ``"spatial"`` (georeferenced rasters
+            grouped by square blocks of ``block_size`` CRS units, by their centres, so adjacent
+            rasters stay on one side) or ``"group"`` (whole groups of ``group``); see
+            :mod:`landsight.data.splits`.
+        block_size: ``split="spatial"``: block side in CRS units (``None`` = from the extent).
+        group: ``split="group"``: ``"regex:PATTERN"`` searched in each image path.
 
     Returns:
         ``(train, val)``; with a single pair, both are that pair (and validation is not held out).
-    """
-    import numpy as np
 
+    Raises:
+        LandsightValueError: Bad split arguments, rasters without a CRS for ``"spatial"``, or
+            fewer than two blocks / groups.
+    """
+    train, val, _ = split_pairs_info(pairs, val_size, random_state, split=split, block_size=block_size, group=group)
+    return train, val
+
+
+def split_pairs_info(
+    pairs: list[RasterPair],
+    val_size: float,
+    random_state: int,
+    *,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
+) -> tuple[list[RasterPair], list[RasterPair], SplitInfo]:
+    """:func:`split_pairs`, plus the :class:`~landsight.data.splits.SplitInfo` for ``bundle.json``.
+
+    Args:
+        pairs: All pairs.
+        val_size: Fraction of pairs held out.
+        random_state: Seed.
+        split: ``"random"``, ``"spatial"`` or ``"group"``.
+        block_size: Spatial block side in CRS units.
+        group: Group source (``"regex:..."``).
+
+    Returns:
+        ``(train, val, info)``.
+
+    Raises:
+        LandsightValueError: As :func:`split_pairs`.
+    """
+    from landsight.data.splits import SplitInfo, assign_splits, check_split_args
+
+    check_split_args(split, block_size, group)
     if len(pairs) < 2 or val_size <= 0:
-        return list(pairs), list(pairs)
-    order = np.random.default_rng(random_state).permutation(len(pairs))
-    n_val = min(len(pairs) - 1, max(1, round(val_size * len(pairs))))
-    val = sorted(order[:n_val].tolist())
-    return [p for i, p in enumerate(pairs) if i not in val], [pairs[i] for i in val]
+        info = SplitInfo("none", val_size=val_size, random_state=random_state, fractions={"train": 1.0})
+        if len(pairs) < 2 and val_size > 0:
+            info.warnings.append("a single image/label pair: validation runs on the training raster")
+        return list(pairs), list(pairs), info
+    sides, info = assign_splits(
+        [p.image for p in pairs], None, split=split, test_size=0.0, val_size=val_size, random_state=random_state,
+        block_size=block_size, group=group,
+    )  # fmt: skip
+    return (
+        [p for p, s in zip(pairs, sides, strict=True) if s == "train"],
+        [p for p, s in zip(pairs, sides, strict=True) if s == "val"],
+        info,
+    )

@@ -46,6 +46,9 @@ def open_raster(path: str | Path) -> Iterator[Any]:
 def open_dataset(path: str | Path) -> Any:
     """Open a raster and return the dataset (the caller closes it; prefer :func:`open_raster`).
 
+    ``path`` may be a URL (``https://``, ``s3://``: a STAC asset's COG), opened by GDAL's
+    virtual file systems and read window by window.
+
     Raises:
         DataNotFoundError: ``path`` does not exist.
         ImageReadError: GDAL cannot open it.
@@ -53,8 +56,8 @@ def open_dataset(path: str | Path) -> Any:
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-    path = Path(path)
-    if not path.is_file():
+    path = str(path) if "://" in str(path) else Path(path)  # type: ignore[assignment]
+    if isinstance(path, Path) and not path.is_file():
         raise DataNotFoundError(f"raster {str(path)!r} does not exist")
     try:
         with warnings.catch_warnings():

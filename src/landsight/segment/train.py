@@ -7,9 +7,24 @@ with :mod:`landsight.classify.finetune`): :class:`~landsight.models.fit.Finetune
 checkpoints every epoch in ``<out>.checkpoints/`` (``resume=True`` continues), DDP over
 ``devices`` processes (``ddp_spawn`` on one machine, ``ddp`` under torchrun / SLURM; Lightning's
 ``DistributedSampler`` gives each process its own shard of the chips) and an MLflow run with
-per-epoch metrics (:mod:`landsight.tracking`). Only the loss differs: cross-entropy on raw logits
-with the ignore index (unknown / nodata / outside the ``context`` centre never count), and error
-% over the counted pixels.
+per-epoch metrics (:mod:`landsight.tracking`). What differs is the loss and the epoch kept:
+
+* ``loss``: cross-entropy on raw logits with the ignore index (unknown / nodata / outside the
+  ``context`` centre never count), optionally class-weighted (weights ``(n / n_k) ** 0.5`` from
+  the training labels' pixel counts, normalised to a pixel-weighted mean of 1, capped at 10) and
+  optionally plus the soft Dice loss of segmentation_models_pytorch (Milletari et al., 3DV 2016;
+  ``smp.losses.DiceLoss``, multiclass, same ignore index), which weighs every class present in a
+  batch equally whatever its pixel count.
+* the bundled epoch is the one with the highest validation mean IoU (``val_miou``, over the
+  classes present in the validation chips' labels or predictions, from a confusion matrix summed
+  over all processes), and ``early_stopping`` stops after that many epochs without a better one.
+* ``aux_rasters``: a categorical raster per image (e.g. low-resolution NLCD, Robinson et al.,
+  CVPR 2019) one-hot encoded as extra input channels (:mod:`landsight.segment.auxiliary`).
+
+References:
+    Ronneberger, Fischer, Brox, "U-Net: Convolutional Networks for Biomedical Image
+    Segmentation", MICCAI 2015. Iakubovskii, segmentation_models_pytorch (losses). Robinson et
+    al., "Large Scale High-Resolution Land Cover Mapping with Multi-Resolution Data", CVPR 2019.
 """
 
 from __future__ import annotations
@@ -21,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from landsight.bundle import BUNDLE_FILE
@@ -29,18 +45,88 @@ from landsight.models.fit import FinetuneModule
 from landsight.outputs import write_json
 from landsight.segment.classmap import IGNORE_INDEX
 
+LOSSES = ("ce", "weighted_ce", "ce+dice", "weighted_ce+dice")
+"""Training losses: cross-entropy, class-weighted cross-entropy, either plus soft Dice."""
+
+
+def class_weights(counts: Sequence[int] | np.ndarray, *, power: float = 0.5, cap: float = 10.0) -> np.ndarray:
+    """Class weights for cross-entropy from labelled pixel counts.
+
+    Args:
+        counts: ``(K,)`` labelled pixels per class in the training rasters.
+        power: Weight ``(total / count) ** power`` (0.5: inverse square root of the frequency,
+            milder than inverse frequency, which over-weights a class of a few hundred pixels).
+        cap: Largest weight relative to the pixel-weighted mean of 1; absent classes get it.
+
+    Returns:
+        ``(K,)`` float32 weights whose mean over the labelled pixels is 1 (before the cap).
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    total = n.sum()
+    if total <= 0:
+        return np.ones(len(n), dtype=np.float32)
+    w = np.where(n > 0, (total / np.maximum(n, 1)) ** power, 0.0)
+    w = w / max((w * n).sum() / total, 1e-12)
+    w = np.where(n > 0, np.minimum(w, cap), cap)
+    return w.astype(np.float32)
+
 
 class SegmentationModule(FinetuneModule):
-    """:class:`~landsight.models.fit.FinetuneModule` with a per-pixel loss.
+    """:class:`~landsight.models.fit.FinetuneModule` with a per-pixel loss and validation mean IoU.
 
     Batches are ``(x, y)``: float32 ``(N, C, H, W)`` raw band values and int64 ``(N, H, W)``
-    class indices; pixels equal to :data:`IGNORE_INDEX` are left out of the loss and the error.
-    Keyword arguments are those of ``FinetuneModule``.
+    class indices; pixels equal to :data:`IGNORE_INDEX` are left out of the loss, the error and
+    the IoU. Logs ``{stage}_loss``, ``{stage}_error`` (%) and, per validation epoch, ``val_miou``.
+
+    Args:
+        *args: Positional arguments of ``FinetuneModule`` (model, encoder and head parameters).
+        num_classes: K (for the validation confusion matrix).
+        loss: One of :data:`LOSSES`.
+        weights: ``(K,)`` cross-entropy class weights (the ``weighted_*`` losses; see
+            :func:`class_weights`).
+        **kwargs: Keyword arguments of ``FinetuneModule``.
+
+    Raises:
+        LandsightValueError: Unknown loss, or a weighted loss without weights.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, num_classes: int = 0, loss: str = "ce", weights: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        if loss not in LOSSES:
+            raise LandsightValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+        weight = None
+        if loss.startswith("weighted"):
+            if weights is None:
+                raise LandsightValueError(f"loss {loss!r} needs class weights")
+            weight = torch.tensor(list(weights), dtype=torch.float32)
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
+        self.dice_fn: Any = None
+        if loss.endswith("+dice"):
+            from segmentation_models_pytorch.losses import DiceLoss
+
+            self.dice_fn = DiceLoss(mode="multiclass", from_logits=True, ignore_index=IGNORE_INDEX)
+        self.num_classes = int(num_classes)
+        self._confusion: torch.Tensor | None = None
+
+    def on_validation_epoch_start(self) -> None:
+        """Start the epoch's validation confusion matrix."""
+        self._confusion = None
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val_miou``: mean IoU over classes present in labels or predictions, all processes."""
+        k = self.num_classes
+        if not k:
+            return
+        conf = self._confusion if self._confusion is not None else torch.zeros(k * k, device=self.device)
+        conf = self.trainer.strategy.reduce(conf.float(), reduce_op="sum").view(k, k)
+        tp = conf.diag()
+        union = conf.sum(0) + conf.sum(1) - tp
+        present = union > 0
+        miou = (tp[present] / union[present]).mean() if bool(present.any()) else torch.tensor(0.0)
+        self.log("val_miou", miou.float(), on_step=False, on_epoch=True, sync_dist=False, prog_bar=True)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -48,8 +134,18 @@ class SegmentationModule(FinetuneModule):
         counted = y != IGNORE_INDEX
         n_counted = counted.sum()
         # A batch of ignored pixels only gives a zero loss (CrossEntropyLoss would give NaN).
-        loss = self.loss_fn(logits, y) if n_counted > 0 else logits.sum() * 0.0
-        error = ((logits.argmax(1) != y) & counted).sum().float() * 100 / n_counted.clamp(min=1)
+        if n_counted > 0:
+            loss = self.loss_fn(logits, y)
+            if self.dice_fn is not None:
+                loss = loss + self.dice_fn(logits, y)
+        else:
+            loss = logits.sum() * 0.0
+        pred = logits.argmax(1)
+        error = ((pred != y) & counted).sum().float() * 100 / n_counted.clamp(min=1)
+        if stage == "val" and self.num_classes:
+            k = self.num_classes
+            counts = torch.bincount(y[counted] * k + pred[counted], minlength=k * k)
+            self._confusion = counts if self._confusion is None else self._confusion + counts
         n = int(n_counted.item()) or 1
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
         self.log(f"{stage}_error", error, on_step=False, on_epoch=True, sync_dist=True, batch_size=n, prog_bar=True)
@@ -90,13 +186,13 @@ def train_segmentation(
     encoder: str = "tf_efficientnet_lite0",
     weights: str | Path | None = "imagenet",
     decoder_channels: Sequence[int] | None = None,
-    epochs: int = 20,
-    chip_size: int = 256,
-    chips_per_epoch: int = 512,
-    val_chips: int = 64,
+    epochs: int = 8,
+    chip_size: int = 128,
+    chips_per_epoch: int = 128,
+    val_chips: int = 16,
     batch_size: int = 8,
     context: int | None = None,
-    oversample: float = 0.0,
+    oversample: float = 0.25,
     augment: bool = True,
     optimizer: str = "adamw",
     lr: float = 1e-3,
@@ -105,6 +201,9 @@ def train_segmentation(
     weight_decay: float = 1e-4,
     val_size: float = 0.2,
     random_state: int = 0,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
     devices: int = 1,
     num_nodes: int = 1,
     accelerator: str = "auto",
@@ -114,6 +213,9 @@ def train_segmentation(
     tracking_uri: str | None = None,
     track: bool = True,
     overwrite: bool = False,
+    loss: str = "weighted_ce+dice",
+    early_stopping: int | None = None,
+    aux_rasters: str | None = None,
 ) -> SegmentTrainResult:
     """Train a U-Net (or DeepLabV3+) on image / label raster pairs; write a segmentation bundle.
 
@@ -142,6 +244,12 @@ def train_segmentation(
         weight_decay: Weight decay.
         val_size: Fraction of pairs held out for validation (whole rasters).
         random_state: Seed of the split, initialisation and validation chips.
+        split: How validation rasters are held out: ``"random"``, ``"spatial"`` (georeferenced
+            rasters grouped in square blocks of ``block_size`` CRS units) or ``"group"`` (whole
+            groups of ``group``); see :func:`landsight.segment.pairs.split_pairs`. Recorded in
+            ``bundle.json`` ``data.split``.
+        block_size: ``split="spatial"``: block side in CRS units (``None`` = from the extent).
+        group: ``split="group"``: ``"regex:PATTERN"`` searched in each image path.
         devices: Processes (CPU) or GPUs per node; > 1 trains with DDP.
         num_nodes: Nodes.
         accelerator: ``"auto"``, ``"cpu"`` or ``"gpu"``.
@@ -152,6 +260,15 @@ def train_segmentation(
         track: Record an MLflow run.
         overwrite: Start over: replace an existing bundle at ``out`` (whole) and the checkpoints
             of an earlier run. Without it (or ``resume``) either one existing is refused.
+        loss: ``"ce"``, ``"weighted_ce"``, ``"ce+dice"`` or ``"weighted_ce+dice"`` (see the
+            module docstring).
+        early_stopping: Stop after this many epochs without a better validation mean IoU
+            (``None``: run all ``epochs``; the best epoch is bundled either way).
+        aux_rasters: Path template of each image's auxiliary categorical raster, e.g.
+            ``"{dir}/../nlcd/{stem}_nlcd.tif"`` (fields ``{stem}``, ``{name}``, ``{dir}`` of the
+            image path), one-hot encoded as extra input channels over the codes of the training
+            rasters (:mod:`landsight.segment.auxiliary`); prediction then needs the same kind of
+            raster. ``None``: image bands only.
 
     Returns:
         A :class:`SegmentTrainResult`.
@@ -173,6 +290,10 @@ def train_segmentation(
         )
     if chip_size % 32:
         raise LandsightValueError(f"chip_size must be a multiple of 32 (the encoder's stride), got {chip_size!r}")
+    if loss not in LOSSES:
+        raise LandsightValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    if early_stopping is not None and early_stopping < 1:
+        raise LandsightValueError(f"early_stopping must be >= 1 epochs (or None), got {early_stopping!r}")
     ckpt_dir = check_run_outputs(out, resume=resume, overwrite=overwrite)
     params = {
         "images": str(images), "labels": str(labels), "classes": "dict" if isinstance(classes, dict) else str(classes),
@@ -181,6 +302,8 @@ def train_segmentation(
         "augment": augment, "optimizer": optimizer, "lr": lr, "lr_schedule": lr_schedule,
         "backbone_lr_mult": backbone_lr_mult, "weight_decay": weight_decay, "val_size": val_size,
         "random_state": random_state, "devices": devices, "num_nodes": num_nodes, "out": str(out),
+        "loss": loss, "early_stopping": early_stopping, "aux_rasters": aux_rasters,
+        "split": split, "block_size": block_size, "group": group,
     }  # fmt: skip
     started = time.perf_counter()
     with tracked_run("segment-train", params, tracking_uri=tracking_uri, enabled=track) as run:
@@ -191,7 +314,9 @@ def train_segmentation(
             oversample=oversample, augment=augment, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
             backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, val_size=val_size,
             random_state=random_state, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-            num_workers=num_workers, resume=resume, progress=progress,
+            num_workers=num_workers, resume=resume, progress=progress, loss=loss, early_stopping=early_stopping,
+            aux_rasters=aux_rasters, split=split, block_size=block_size,
+            group=group,
         )  # fmt: skip
         for row in result.history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -235,15 +360,22 @@ def _train(
     num_workers: int,
     resume: bool,
     progress: bool,
+    loss: str = "ce",
+    early_stopping: int | None = None,
+    aux_rasters: str | None = None,
+    split: str = "random",
+    block_size: float | None = None,
+    group: str | None = None,
 ) -> SegmentTrainResult:
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
     from landsight.models.fit import fit_module, parse_lr_schedule, steps_per_epoch
-    from landsight.segment.chips import ChipDataset
+    from landsight.segment.auxiliary import AuxSpec, aux_path, scan_codes
+    from landsight.segment.chips import ChipDataset, class_pixels
     from landsight.segment.classmap import load_class_map
     from landsight.segment.model import build_model, encoder_parameters
-    from landsight.segment.pairs import pair_rasters, split_pairs
+    from landsight.segment.pairs import pair_rasters, split_pairs_info
     from landsight.segment.raster import open_raster, raster_bands
     from landsight.segment.stats import band_stats
 
@@ -253,23 +385,32 @@ def _train(
     found = pair_rasters(images, labels)
     with open_raster(found.pairs[0].image) as src:
         band_list = raster_bands(src, bands)
-    train_pairs, val_pairs = split_pairs(found.pairs, val_size, random_state)
+    train_pairs, val_pairs, split_info = split_pairs_info(
+        found.pairs, val_size, random_state, split=split, block_size=block_size, group=group
+    )
     stats = band_stats([p.image for p in train_pairs], band_list, progress=progress)
+    aux = None
+    mean, std = list(stats.mean), list(stats.std)
+    if aux_rasters:
+        aux = AuxSpec(str(aux_rasters), scan_codes([aux_path(str(aux_rasters), p.image) for p in train_pairs]))
+        mean, std = mean + [0.0] * aux.channels, std + [1.0] * aux.channels  # one-hot channels as they are
+    counts = class_pixels(train_pairs, class_map) if loss.startswith("weighted") else None
     pl.seed_everything(random_state, workers=True, verbose=False)
     model, source = build_model(
-        num_classes=class_map.num_classes, in_chans=len(band_list), mean=stats.mean, std=stats.std, arch=arch,
+        num_classes=class_map.num_classes, in_chans=len(mean), mean=mean, std=std, arch=arch,
         encoder=encoder, weights=weights, decoder_channels=decoder_channels,
     )  # fmt: skip
     train_set = ChipDataset(train_pairs, class_map, bands=band_list, chip_size=chip_size, length=chips_per_epoch,
-                            context=context, oversample=oversample, augment=augment)  # fmt: skip
+                            context=context, oversample=oversample, augment=augment, aux=aux)  # fmt: skip
     val_set = ChipDataset(val_pairs, class_map, bands=band_list, chip_size=chip_size, length=val_chips,
-                          context=context, random_state=random_state)  # fmt: skip
+                          context=context, random_state=random_state, aux=aux)  # fmt: skip
     encoder_params, head_params = encoder_parameters(model)
     world = devices * num_nodes
     module = SegmentationModule(
         model, encoder_params, head_params, optimizer=optimizer, lr=lr, lr_schedule=schedule,
         backbone_lr_mult=backbone_lr_mult, weight_decay=weight_decay, epochs=epochs,
-        steps_per_epoch=steps_per_epoch(chips_per_epoch, batch_size, world),
+        steps_per_epoch=steps_per_epoch(chips_per_epoch, batch_size, world), num_classes=class_map.num_classes,
+        loss=loss, weights=None if counts is None else class_weights(counts).tolist(),
     )  # fmt: skip
     loader_args: dict[str, Any] = {"batch_size": batch_size, "num_workers": num_workers,
                                    "persistent_workers": num_workers > 0}  # fmt: skip
@@ -278,22 +419,25 @@ def _train(
         DataLoader(train_set, shuffle=True, **loader_args),
         DataLoader(val_set, shuffle=False, **loader_args),
         ckpt_dir=ckpt_dir, epochs=epochs, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
-        resume=resume, progress=progress,
+        resume=resume, progress=progress, early_stopping=early_stopping, monitor="val_miou", mode="max",
     )  # fmt: skip
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle and evaluates
         return SegmentTrainResult(out, history, {}, best_epoch, found.skipped)
     meta = {
         "class_map": class_map.to_dict(), "bands": band_list, "band_stats": stats.to_dict(), "chip_size": chip_size,
-        "context": context,
+        "context": context, "aux": None if aux is None else aux.to_dict(),
         "network": {"arch": arch, "encoder": encoder, "weights": source,
                     "decoder_channels": list(decoder_channels) if decoder_channels else None},
         "training": {"best_epoch": best_epoch, "history": history, "epochs": epochs,
                      "chips_per_epoch": chips_per_epoch, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
                      "lr_schedule": lr_schedule, "oversample": oversample, "augment": augment, "devices": devices,
+                     "loss": loss, "early_stopping": early_stopping,
+                     "class_weights": None if counts is None else class_weights(counts).tolist(),
                      "seconds": round(time.perf_counter() - started, 2)},
         "data": {"images": str(images), "labels": str(labels), "train": [p.image for p in train_pairs],
-                 "val": [p.image for p in val_pairs], "n_skipped": len(found.skipped)},
+                 "val": [p.image for p in val_pairs], "n_skipped": len(found.skipped),
+                 "split": split_info.to_dict()},
     }  # fmt: skip
     from landsight.bundle import staged_bundle
     from landsight.segment.evaluate import evaluate_segmentation
@@ -336,10 +480,11 @@ def write_segmentation_bundle(
         raise LandsightValueError(f"segmentation bundle metadata lacks {missing!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    export_segmentation_onnx(model, len(meta["bands"]), out / MODEL_FILE)
+    in_chans = len(meta["bands"]) + len((meta.get("aux") or {}).get("codes", []))
+    export_segmentation_onnx(model, in_chans, out / MODEL_FILE)
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_FILE))
-    write_bundle(out, model=None, meta={"task": TASK, "model": model_io(len(meta["bands"])), "metrics": {}, **meta})
+    write_bundle(out, model=None, meta={"task": TASK, "model": model_io(in_chans), "metrics": {}, **meta})
     write_skipped(out, skipped)
     return SegmentationBundle(out, json.loads((out / BUNDLE_FILE).read_text()))

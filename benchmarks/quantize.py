@@ -1,0 +1,159 @@
+"""float32 vs int8 bundles (``landsight.quantize``): throughput and held-out accuracy side by side.
+
+For EuroSAT RGB and UC Merced: train a float32 bundle (``landsight.train``, default backbone,
+logreg, seeded stratified 80/20 split), quantize it (``quantize_bundle``: QDQ int8, per-channel
+weights, 200 training images of calibration; the drop check off so that every figure is shown),
+then
+
+* accuracy: both graphs on the bundle's own test split (``QuantizeResult.fp32`` / ``.quantized``);
+* throughput, images/s, best of ``--rounds`` paired rounds (fp32 then int8 back to back):
+  ``graph`` = the bundle's ``OnnxModel`` on pre-decoded, resized uint8 batches of 32 (the fp32
+  ceiling of featurize.py (a)); ``predict`` = ``Bundle.predict(paths)`` end to end (read, decode,
+  resize, network, table).
+
+Segmentation (``--segment``): a U-Net trained briefly on 6 Chesapeake NAIP patches, quantized with
+200 windows of 256 x 256 from its training rasters, pixel accuracy / mean IoU on the 2 held-out
+rasters, and ``predict_proba`` throughput on 4-band 256 x 256 tiles (Mpixel/s).
+
+Run from the repository root: ``.venv/bin/python benchmarks/quantize.py [--n 1000] [--segment]``.
+``benchmarks/featurize.py --int8`` and ``benchmarks/accuracy.py --int8`` print the same tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import DATA, machine, markdown_table, timed, wait_for_quiet
+
+from landsight.classify.train import train
+from landsight.data.catalog import build_catalog
+from landsight.data.readers import read_image
+from landsight.quantize import quantize_bundle
+
+
+def _rate(fn: Any, n: int) -> tuple[float, float]:
+    wait_for_quiet(5.0)
+    with timed() as t:
+        fn()
+    return n / t.seconds, t.foreign
+
+
+def paired(fp32: Any, int8: Any, n: int, rounds: int) -> dict[str, Any]:
+    """Best rate of each over ``rounds`` back-to-back pairs, and the median paired ratio."""
+    fp32(), int8()  # warm-up
+    a, b, foreign = [], [], []
+    for _ in range(rounds):
+        ra, fa = _rate(fp32, n)
+        rb, fb = _rate(int8, n)
+        a.append(ra)
+        b.append(rb)
+        foreign += [fa, fb]
+    return {"fp32": max(a), "int8": max(b), "ratio": float(np.median(np.array(b) / np.array(a))),
+            "foreign": max(foreign)}  # fmt: skip
+
+
+def classification(name: str, root: Path, work: Path, n: int, rounds: int) -> list[list[str]]:
+    """Train, quantize, and compare one dataset; returns table rows."""
+    from landsight import load_bundle
+
+    fp32_path = work / f"{name}.landsight"
+    trained = train(root, out=fp32_path, test_size=0.2, progress=False, track=False)
+    result = quantize_bundle(fp32_path, work / f"{name}-int8.landsight", max_drop=None)
+    print(f"{name}: {trained.n_train} train / {trained.n_test} test; quantize {result.seconds:.0f} s; accuracy "
+          f"fp32 {result.fp32:.2f} %, int8 {result.quantized:.2f} % (drop {result.drop:+.2f})", flush=True)  # fmt: skip
+    fp32, int8 = load_bundle(fp32_path, device="cpu"), load_bundle(result.bundle_path, device="cpu")
+    catalog = build_catalog(root)
+    paths = catalog["path"].tolist()
+    paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[:n]]
+    images = np.stack([fp32.preprocessing.resize(read_image(p).array) for p in paths])
+    chunks = [images[i : i + 32] for i in range(0, len(images), 32)]
+
+    def graph(b: Any) -> Any:
+        return lambda: [b.predict_proba(c) for c in chunks]
+
+    def predict(b: Any) -> Any:
+        return lambda: b.predict(paths)
+
+    g = paired(graph(fp32), graph(int8), len(paths), rounds)
+    p = paired(predict(fp32), predict(int8), len(paths), rounds)
+    return [
+        [name, "graph, pre-decoded batches of 32", len(paths), f"{g['fp32']:.1f}", f"{g['int8']:.1f}",
+         f"{g['ratio']:.2f}", f"{g['foreign']:.2f}", "", ""],
+        [name, "Bundle.predict(paths), end to end", len(paths), f"{p['fp32']:.1f}", f"{p['int8']:.1f}",
+         f"{p['ratio']:.2f}", f"{p['foreign']:.2f}", f"{result.fp32:.2f} / {result.quantized:.2f}",
+         f"{result.drop:+.2f} (n={result.n_test})"],
+    ]  # fmt: skip
+
+
+def segmentation(work: Path, rounds: int, epochs: int) -> list[list[str]]:
+    """Train a small U-Net on Chesapeake, quantize, compare; returns table rows."""
+    from landsight import load_bundle
+    from landsight.segment.raster import open_raster, read_window
+    from landsight.segment.train import train_segmentation
+
+    ches = DATA / "chesapeake" / "train"
+    out = work / "ches.landsight"
+    train_segmentation(
+        str(ches / "images/*.tif"), str(ches / "labels/*_lc.tif"), classes="chesapeake", out=out, bands=(1, 2, 3, 4),
+        epochs=epochs, chip_size=128, chips_per_epoch=128, val_chips=16, batch_size=8, val_size=0.25,
+        progress=False, track=False,
+    )  # fmt: skip
+    result = quantize_bundle(out, work / "ches-int8.landsight", max_drop=None)
+    print(f"chesapeake: quantize {result.seconds:.0f} s; pixel accuracy fp32 {result.fp32:.2f} %, int8 "
+          f"{result.quantized:.2f} % (drop {result.drop:+.2f}); {result.extra}", flush=True)  # fmt: skip
+    fp32, int8 = load_bundle(out, device="cpu"), load_bundle(result.bundle_path, device="cpu")
+    tiles = []
+    for path in sorted(ches.glob("images/*.tif")):
+        with open_raster(path) as src:
+            tiles.append(read_window(src, 0, 0, 256, 256, bands=fp32.bands))
+    batch = np.stack(tiles).astype(np.float32)
+    batches = [batch[i : i + 4] for i in range(0, len(batch), 4)] * 2
+    mpix = sum(len(b) for b in batches) * 256 * 256 / 1e6
+    g = paired(lambda: [fp32.predict_proba(b) for b in batches], lambda: [int8.predict_proba(b) for b in batches],
+               1, rounds)  # fmt: skip
+    return [[
+        "chesapeake (U-Net, lite0 encoder)", "predict_proba, 4-band 256 x 256 tiles, batches of 4", len(batches) * 4,
+        f"{g['fp32'] * mpix:.2f} Mpx/s", f"{g['int8'] * mpix:.2f} Mpx/s", f"{g['ratio']:.2f}", f"{g['foreign']:.2f}",
+        f"{result.fp32:.2f} / {result.quantized:.2f} (mIoU {result.extra['mean_iou_fp32']:.3f} / "
+        f"{result.extra['mean_iou_quantized']:.3f})", f"{result.drop:+.2f} (pixels={result.n_test:,})",
+    ]]  # fmt: skip
+
+
+HEADERS = ["dataset", "path", "images", "fp32 /s", "int8 /s", "int8 / fp32", "other load",
+           "accuracy % fp32 / int8 (test split)", "drop, points"]  # fmt: skip
+
+
+def report(datasets: list[str], n: int, rounds: int, segment: bool, epochs: int = 3) -> str:
+    """Run the comparisons and return the markdown table."""
+    rows: list[list[Any]] = []
+    with tempfile.TemporaryDirectory(prefix="landsight-bench-quantize-") as tmp:
+        for name in datasets:
+            rows += classification(name, DATA / name, Path(tmp), n, rounds)
+        if segment:
+            rows += segmentation(Path(tmp), rounds, epochs)
+    return markdown_table(HEADERS, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000, help="images timed per dataset")
+    parser.add_argument("--rounds", type=int, default=3, help="paired timed rounds")
+    parser.add_argument("--datasets", nargs="*", default=["eurosat_rgb", "ucmerced"])
+    parser.add_argument("--segment", action="store_true", help="also the Chesapeake U-Net")
+    parser.add_argument("--epochs", type=int, default=3, help="U-Net training epochs")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+    print(f"machine: {machine()}\n")
+    start = time.perf_counter()
+    print(report(args.datasets, args.n, args.rounds, args.segment, args.epochs))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Land-cover maps for GIS: polygons per class and area statistics of a label raster.
+
+* :func:`polygonize_raster`: the class regions of a label GeoTIFF (as written by
+  :func:`landsight.segment.predict.predict_raster`) as polygons (``rasterio.features.shapes``,
+  4-connected, read in windows; the pieces of a region cut by window seams are merged by a
+  per-class union), dissolved to one multipolygon per class or one polygon per connected
+  region, optionally without regions under ``min_area`` m² (they leave holes: no sieve) and
+  simplified by ``simplify`` metres (Douglas-Peucker preserving each polygon's topology, not
+  the shared edges between classes, so gaps / overlaps of up to the tolerance appear).
+  Attributes: class ``code``, ``name``, ``colour`` (``#rrggbb``), ``area_m2``, ``area_ha``.
+* :func:`class_areas`: area per class in m², ha and % of the valid pixels, counted window by
+  window (bounded memory) from the raster's transform: pixel area ``|det(transform)|`` times the
+  square of the CRS's linear unit in metres for projected CRSs, geodesic areas on the CRS's
+  ellipsoid (``pyproj.Geod``, per row of pixels) for geographic ones; without a CRS the areas are
+  NaN (pixel counts and percentages only).
+
+Areas of polygons are computed the same way (planar in projected CRSs, geodesic in geographic
+ones), so without ``simplify`` / ``min_area`` the polygon areas per class equal the raster's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landsight.errors import LandsightValueError
+from landsight.segment.classmap import NODATA_CODE
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
+
+    from landsight.segment.classmap import ClassMap
+
+DISSOLVE = ("class", "region")
+"""Polygon layouts: one multipolygon per class, or one polygon per connected region."""
+
+AREA_COLUMNS = ["code", "name", "pixels", "area_m2", "area_ha", "percent"]
+"""Columns of :func:`class_areas`."""
+
+
+def _classes(src: Any, class_map: ClassMap | None) -> list[tuple[int, str, str]]:
+    """``(code, name, #rrggbb)`` of the classes: the class map's, else the raster's ``classes`` tag + colour table."""
+    if class_map is not None:
+        return [(c.code, c.name, "#{:02x}{:02x}{:02x}".format(*c.colour)) for c in class_map.classes]
+    tag = src.tags(1).get("classes", "")
+    try:
+        colours = src.colormap(1)
+    except ValueError:  # no colour table
+        colours = {}
+    out = []
+    for item in filter(None, tag.split(",")):
+        code, _, name = item.partition("=")
+        rgb = colours.get(int(code), (0, 0, 0, 255))[:3]
+        out.append((int(code), name, "#{:02x}{:02x}{:02x}".format(*rgb)))
+    return out
+
+
+def _unit_metres(crs: Any) -> float:
+    """Metres per linear unit of a projected CRS."""
+    try:
+        return float(crs.linear_units_factor[1])
+    except Exception as exc:  # noqa: BLE001 - rasterio raises CRSError for unitless / odd CRSs
+        raise LandsightValueError(f"cannot tell the linear unit of CRS {crs}: {exc}") from exc
+
+
+def pixel_area_rows(crs: Any, transform: Any, row: int, height: int) -> np.ndarray | None:
+    """Area in m² of one pixel in each of ``height`` rows from ``row``.
+
+    Args:
+        crs: The raster's rasterio CRS (or ``None``).
+        transform: Its affine transform.
+        row: First row.
+        height: Rows.
+
+    Returns:
+        ``(height,)`` float64 m² per pixel (constant for projected CRSs, geodesic per row for
+        geographic ones), or ``None`` without a CRS.
+
+    Raises:
+        LandsightValueError: A geographic CRS with a rotated transform (not north-up).
+    """
+    if not crs:
+        return None
+    if crs.is_geographic:
+        from pyproj import CRS, Geod
+
+        if transform.b or transform.d:
+            raise LandsightValueError("geodesic pixel areas need a north-up transform; reproject the raster first")
+        geod: Geod = CRS.from_user_input(crs.to_wkt()).get_geod()
+        x0, x1 = transform.c, transform.c + transform.a
+        tops = transform.f + transform.e * np.arange(row, row + height)
+        out = np.empty(height)
+        for i, top in enumerate(tops):
+            bottom = top + transform.e
+            area, _ = geod.polygon_area_perimeter([x0, x1, x1, x0], [top, top, bottom, bottom])
+            out[i] = abs(area)
+        return out
+    return np.full(height, abs(transform.a * transform.e - transform.b * transform.d) * _unit_metres(crs) ** 2)
+
+
+def class_areas(raster: str | Path, class_map: ClassMap | None = None, *, window: int = 1024) -> pd.DataFrame:
+    """Area per class of a label raster (see the module docstring).
+
+    Args:
+        raster: Label raster of class codes (nodata 255 or the raster's nodata left out).
+        class_map: Classes to report (default: the raster's ``classes`` tag, as written by
+            ``segment predict``; codes found but not listed are reported as ``code_<n>``).
+        window: Block side read at a time, pixels.
+
+    Returns:
+        One row per class (:data:`AREA_COLUMNS`): ``code``, ``name``, ``pixels`` (int),
+        ``area_m2``, ``area_ha`` (float; NaN without a CRS) and ``percent`` of the valid pixels.
+    """
+    import pandas as pd
+
+    from landsight.segment.raster import iter_blocks, open_raster, read_window
+
+    with open_raster(raster) as src:
+        classes = _classes(src, class_map)
+        nodata = NODATA_CODE if src.nodata is None else int(src.nodata)
+        pixels = np.zeros(65536, dtype=np.int64)
+        areas = np.zeros(65536, dtype=np.float64)
+        georeferenced = bool(src.crs)
+        for r, c, h, w in iter_blocks(src.height, src.width, window):
+            data = read_window(src, r, c, h, w, bands=[1])[0].astype(np.int64)
+            valid = (data != nodata) & (data >= 0) & (data < 65536)
+            pixels += np.bincount(data[valid], minlength=65536)
+            rows = pixel_area_rows(src.crs, src.transform, r, h)
+            if rows is not None:
+                weights = np.broadcast_to(rows[:, None], data.shape)[valid]
+                areas += np.bincount(data[valid], weights=weights, minlength=65536)
+    total = pixels.sum()
+    listed = {code for code, _, _ in classes}
+    extra = [(int(code), f"code_{code}", "") for code in np.flatnonzero(pixels) if int(code) not in listed]
+    records = []
+    for code, name, _ in [*classes, *extra]:
+        m2 = float(areas[code]) if georeferenced else float("nan")
+        share = 100.0 * pixels[code] / total if total else float("nan")
+        records.append({"code": code, "name": name, "pixels": int(pixels[code]), "area_m2": m2,
+                        "area_ha": m2 / 1e4, "percent": share})  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=AREA_COLUMNS)
+
+
+def _areas_m2(geoms: Any, crs: Any) -> np.ndarray:
+    """Areas in m² of shapely geometries in ``crs`` (planar if projected, geodesic if geographic)."""
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    if crs is None or not crs:
+        return np.full(len(geoms), np.nan)
+    if crs.is_geographic:
+        from pyproj import CRS
+
+        geod = CRS.from_user_input(crs.to_wkt()).get_geod()
+        return np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms])
+    return shapely.area(geoms) * _unit_metres(crs) ** 2
+
+
+def polygonize_raster(
+    raster: str | Path,
+    class_map: ClassMap | None = None,
+    *,
+    dissolve: str = "class",
+    simplify: float | None = None,
+    min_area: float | None = None,
+    window: int = 2048,
+) -> gpd.GeoDataFrame:
+    """Polygons per class of a label raster (see the module docstring).
+
+    Args:
+        raster: Label raster of class codes (nodata left out).
+        class_map: Classes (default: the raster's ``classes`` tag and colour table).
+        dissolve: ``"class"``: one (multi)polygon per class; ``"region"``: one polygon per
+            4-connected region (holes kept).
+        simplify: Simplification tolerance in metres (converted to CRS units for projected CRSs;
+            refused for geographic ones); ``None`` = exact pixel edges.
+        min_area: Drop connected regions smaller than this many m² (needs a CRS).
+        window: Block side polygonized at a time, pixels (memory: one block plus the polygons).
+
+    Returns:
+        GeoDataFrame in the raster's CRS, columns ``code``, ``name``, ``colour``, ``area_m2``,
+        ``area_ha`` (after simplification; NaN without a CRS), ``geometry``; rows by class code
+        (then by decreasing area for ``"region"``).
+
+    Raises:
+        LandsightValueError: Unknown ``dissolve``; negative ``simplify`` / ``min_area``;
+            ``min_area`` without a CRS; ``simplify`` in a geographic CRS.
+    """
+    import geopandas as gpd
+    import rasterio.features
+    import shapely
+    from rasterio.windows import Window
+
+    from landsight.segment.raster import iter_blocks, open_raster
+
+    if dissolve not in DISSOLVE:
+        raise LandsightValueError(f"dissolve must be one of {list(DISSOLVE)}, got {dissolve!r}")
+    if (simplify is not None and simplify < 0) or (min_area is not None and min_area < 0):
+        raise LandsightValueError(f"simplify and min_area must be >= 0, got {simplify!r}, {min_area!r}")
+    with open_raster(raster) as src:
+        crs, classes = src.crs, _classes(src, class_map)
+        if min_area and not crs:
+            raise LandsightValueError(f"min_area is in m² but {str(raster)!r} has no CRS")
+        if simplify and crs and crs.is_geographic:
+            raise LandsightValueError(f"simplify is in metres but {str(raster)!r} is in a geographic CRS "
+                                      f"({crs}); reproject it first")  # fmt: skip
+        nodata = NODATA_CODE if src.nodata is None else int(src.nodata)
+        pieces: dict[int, list[Any]] = {}
+        for r, c, h, w in iter_blocks(src.height, src.width, window):
+            win = Window(c, r, w, h)
+            data = src.read(1, window=win)
+            mask = data != nodata
+            for geom, value in rasterio.features.shapes(data, mask=mask, transform=src.window_transform(win)):
+                pieces.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    names = {code: (name, colour) for code, name, colour in classes}
+    codes, geoms = [], []
+    for code in sorted(pieces):
+        merged = shapely.union_all(pieces[code], grid_size=None)
+        parts = list(shapely.get_parts(merged))
+        if min_area:
+            parts = [p for p, a in zip(parts, _areas_m2(parts, crs), strict=True) if a >= min_area]
+        if not parts:
+            continue
+        if dissolve == "class":
+            codes.append(code)
+            geoms.append(shapely.multipolygons(parts) if len(parts) > 1 else parts[0])
+        else:
+            codes += [code] * len(parts)
+            geoms += parts
+    geoms_arr = np.asarray(geoms, dtype=object)
+    if simplify and len(geoms_arr):
+        tolerance = simplify / (_unit_metres(crs) if crs else 1.0)
+        geoms_arr = shapely.simplify(geoms_arr, tolerance, preserve_topology=True)
+    area = _areas_m2(geoms_arr, crs)
+    frame = gpd.GeoDataFrame(
+        {"code": np.asarray(codes, dtype=np.int32),
+         "name": [names.get(k, (f"code_{k}", ""))[0] for k in codes],
+         "colour": [names.get(k, ("", "#000000"))[1] for k in codes],
+         "area_m2": area, "area_ha": area / 1e4},
+        geometry=gpd.GeoSeries(list(geoms_arr), crs=crs.to_wkt() if crs else None), crs=crs.to_wkt() if crs else None,
+    )  # fmt: skip
+    if crs and crs.to_epsg():
+        frame = frame.set_crs(epsg=crs.to_epsg(), allow_override=True)
+    if dissolve == "region":
+        frame = frame.sort_values(["code", "area_m2"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return frame
+
+
+def write_raster_layers(
+    raster: str | Path,
+    class_map: ClassMap | None = None,
+    *,
+    vector: str | Path | None = None,
+    stats: str | Path | None = None,
+    simplify: float | None = None,
+    min_area: float | None = None,
+    dissolve: str = "class",
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write the polygons and / or the area statistics of a label raster.
+
+    Args:
+        raster: Label raster (e.g. the output of ``segment predict``).
+        class_map: Classes (default: from the raster's tags).
+        vector: ``.gpkg`` / ``.geojson`` / ``.parquet`` (GeoParquet) polygon layer
+            (:func:`polygonize_raster`).
+        stats: CSV of :func:`class_areas`.
+        simplify: See :func:`polygonize_raster`.
+        min_area: See :func:`polygonize_raster`.
+        dissolve: See :func:`polygonize_raster`.
+        overwrite: Replace existing files (each written atomically).
+
+    Returns:
+        ``{"vector": path, "stats": path}`` for those written.
+
+    Raises:
+        OutputExistsError: An output exists and ``overwrite`` is False.
+        LandsightValueError: See :func:`polygonize_raster`; an unsupported vector suffix.
+    """
+    from landsight.outputs import atomic_path, check_output
+    from landsight.vectors import check_vector_path, write_vector
+
+    written: dict[str, Path] = {}
+    if vector:
+        check_output(check_vector_path(vector), inputs=[raster], overwrite=overwrite, what="vector output")
+    if stats:
+        check_output(stats, inputs=[raster], overwrite=overwrite, what="area statistics")
+    if vector:
+        layer = polygonize_raster(raster, class_map, dissolve=dissolve, simplify=simplify, min_area=min_area)
+        written["vector"] = write_vector(layer, vector, layer="landcover", overwrite=overwrite)
+    if stats:
+        table = class_areas(raster, class_map)
+        with atomic_path(stats) as tmp:
+            table.to_csv(tmp, index=False)
+        written["stats"] = Path(stats)
+    return written
+
+
+def label_areas(counts: Sequence[float] | np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-class area summary of weighted pixel counts (used by the evaluation output).
+
+    Args:
+        counts: ``(2, K)``: label and predicted area (m², or pixels when not georeferenced) per class.
+        names: Class names.
+
+    Returns:
+        ``name -> {"label", "predicted", "label_percent", "predicted_percent"}``.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    totals = c.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = 100 * c / totals
+    return {n: {"label": float(c[0, k]), "predicted": float(c[1, k]), "label_percent": float(pct[0, k]),
+                "predicted_percent": float(pct[1, k])} for k, n in enumerate(names)}  # fmt: skip
