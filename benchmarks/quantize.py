@@ -1,7 +1,8 @@
 """float32 vs int8 bundles (``landsight.quantize``): throughput and held-out accuracy side by side.
 
 For EuroSAT RGB and UC Merced: train a float32 bundle (``landsight.train``, default backbone,
-logreg, seeded stratified 80/20 split), quantize it (``quantize_bundle``: QDQ int8, per-channel
+logreg, seeded stratified 80/20 split, ``refit=False`` so
+that the shipped head has not seen the test split), quantize it (``quantize_bundle``: QDQ int8, per-channel
 weights, 200 training images of calibration; the drop check off so that every figure is shown),
 then
 
@@ -63,7 +64,7 @@ def classification(name: str, root: Path, work: Path, n: int, rounds: int) -> li
     from landsight import load_bundle
 
     fp32_path = work / f"{name}.landsight"
-    trained = train(root, out=fp32_path, test_size=0.2, progress=False, track=False)
+    trained = train(root, out=fp32_path, test_size=0.2, refit=False, progress=False, track=False)  # held-out test
     result = quantize_bundle(fp32_path, work / f"{name}-int8.landsight", max_drop=None)
     print(f"{name}: {trained.n_train} train / {trained.n_test} test; quantize {result.seconds:.0f} s; accuracy "
           f"fp32 {result.fp32:.2f} %, int8 {result.quantized:.2f} % (drop {result.drop:+.2f})", flush=True)  # fmt: skip

@@ -50,6 +50,7 @@ def test_int8_bundle_records_precision_calibration_and_drop(int8: QuantizeResult
     truth = [Path(p).parent.name for p in trained.test_paths]
     assert q["fp32"] == pytest.approx(100 * float(np.mean(scored["predicted"] == truth)))  # the same test split
     assert q["drop"] == pytest.approx(q["fp32"] - q["quantized"]) and q["fast_on"] == "cpu"
+    assert q["test_seen_by_head"] == bool(source["data"].get("refit"))  # a refit head saw the test split
     for key in ("task", "model", "classes", "preprocessing", "backbone", "head", "metrics", "data"):
         assert meta[key] == source[key], key
     assert (int8.bundle_path / "metrics.json").is_file() and (int8.bundle_path / "skipped.csv").is_file()

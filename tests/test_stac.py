@@ -118,8 +118,11 @@ def test_predict_raster_reads_a_stac_item(naip: Path, tmp_path: Path) -> None:
     conv = torch.nn.Conv2d(4, 4, 1, bias=False)  # class k wins where band k is the largest
     with torch.no_grad():
         conv.weight.copy_(torch.eye(4).view(4, 4, 1, 1) * 10)
-    class_map = {"name": "synthetic", "ignore": {"codes": [0]},
-                 "classes": [{"code": k + 1, "name": f"c{k + 1}", "colour": [40 * k, 100, 200]} for k in range(4)]}
+    class_map = {
+        "name": "synthetic",
+        "ignore": {"codes": [0]},
+        "classes": [{"code": k + 1, "name": f"c{k + 1}", "colour": [40 * k, 100, 200]} for k in range(4)],
+    }
     meta = {"class_map": class_map, "bands": [1, 2, 3, 4], "chip_size": 64, "context": None,
             "band_stats": {"bands": [1, 2, 3, 4], "mean": [0.0] * 4, "std": [1.0] * 4, "pixels": 1}}  # fmt: skip
     bundle = write_segmentation_bundle(tmp_path / "b.landsight", SegmentationNet(conv, [0.0] * 4, [1.0] * 4), meta)

@@ -82,8 +82,42 @@ def test_finetune_search_prunes_by_epoch_and_bundles_the_best(small_dataset: Pat
     for row in doc["trials"]:  # per-epoch validation accuracy was reported to the pruner
         assert row["state"] == "PRUNED" or len(row["intermediate"]) == row["params"]["epochs"]
     meta = json.loads((out / "bundle.json").read_text())
-    assert meta["head"]["kind"] == "finetune" and meta["head"]["params"]["lr"] == pytest.approx(result.best_params["lr"])
+    assert meta["head"]["kind"] == "finetune"
+    assert meta["head"]["params"]["lr"] == pytest.approx(result.best_params["lr"])
     children = [r for r in _runs(uri) if r.data.tags.get("mlflow.parentRunId") == result.run_id]
     assert sum(r.data.tags["landsight.command"] == "finetune" for r in children) == 5  # 4 trials + the final
     assert not any(p.name.startswith("trial-") for p in tmp_path.iterdir())  # trial bundles were scratch
     assert os.path.isfile(f"{out}.tune.yaml")
+
+
+def test_pruning_callback_stops_finetune_after_the_first_epoch(small_dataset: Path, tmp_path: Path) -> None:
+    import optuna
+
+    from landsight.classify.finetune import finetune
+    from landsight.classify.tune import _pruning_callback
+    from landsight.models.fit import extra_callbacks
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))
+    trial = study.ask()  # every accuracy is below 1.1: pruned at the first report
+    callback = _pruning_callback(trial)
+    with pytest.raises(optuna.TrialPruned), extra_callbacks(callback):
+        finetune(small_dataset, out=tmp_path / "p.landsight", retrain="last", epochs=5, test_size=0.25,
+                 val_size=0.25, progress=False, tracking_uri=uri)  # fmt: skip
+    assert len(callback.values) == 1 and not (tmp_path / "p.landsight").exists()
+    (run,) = _runs(uri)
+    assert run.info.status == "KILLED" and run.data.tags["landsight.pruned"] == "true"
+
+
+def test_tune_command_prints_the_trials_and_bundles_the_best(small_dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from landsight.cli import app
+
+    out = tmp_path / "cli.landsight"
+    r = CliRunner().invoke(app, ["tune", str(small_dataset), "--trials", "3", "--tta", "none", "--heads", "logreg",
+                                 "--out", str(out), "--no-track", "-q", "--format", "json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert len(report["trials"]) == 3 and report["best_params"]["head"] == "logreg"
+    assert (out / "model.onnx").is_file() and (out / "config.yaml").is_file()

@@ -16,11 +16,14 @@ from landsight.console import emit, err, note_skipped, out, parse_ints
 from landsight.errors import LandsightError
 from landsight.options import (
     BandsOpt,
+    BlockSizeOpt,
     ClassNamesOpt,
     ColumnsOpt,
     FormatOpt,
+    GroupOpt,
     OverwriteOpt,
     QuietOpt,
+    SplitOpt,
     TrackingOpt,
     TrackOpt,
 )
@@ -150,6 +153,9 @@ def train(
     ] = False,
     test_size: Annotated[float, typer.Option(help="Held-out fraction of DATA (stratified).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split and the head.")] = 0,
+    split: SplitOpt = "random",
+    block_size: BlockSizeOpt = None,
+    group: GroupOpt = None,
     class_names: ClassNamesOpt = None,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
@@ -184,13 +190,13 @@ def train(
     if _spark_engine(engine):
         from landsight import spark
 
-        if dedup:
-            raise typer.BadParameter("--dedup works with --engine local only")
+        if dedup or split != "random":
+            raise typer.BadParameter("--dedup and --split spatial|group work with --engine local only")
         result = spark.train(data, master=master, conf=spark.parse_conf(conf), **common)
     else:
         result = train_api(
             data, device=device, cache=cache, progress=not quiet, dedup=dedup, dedup_threshold=dedup_threshold,
-            refit=refit, **common,
+            refit=refit, split=split, block_size=block_size, group=group, **common,
         )  # fmt: skip
     record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
@@ -372,6 +378,9 @@ def finetune(
         int | None, typer.Option(help="Stop after N epochs without a lower validation loss (0 = never).")
     ] = 3,
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and data order.")] = 0,
+    split: SplitOpt = "random",
+    block_size: BlockSizeOpt = None,
+    group: GroupOpt = None,
     devices: Annotated[int, typer.Option(help="Processes (CPU) or GPUs per node; > 1 = DDP.")] = 1,
     num_nodes: Annotated[int, typer.Option(help="Nodes of a cluster job.")] = 1,
     accelerator: Annotated[str, typer.Option(help="auto | cpu | gpu")] = "auto",
@@ -395,6 +404,7 @@ def finetune(
         test_size=test_size, early_stopping=early_stopping or None, random_state=seed, devices=devices,
         num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
         class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
+        split=split, block_size=block_size, group=group,
     )  # fmt: skip
     from landsight.distributed import global_rank
 
@@ -414,6 +424,65 @@ def finetune(
     err().print(
         f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]; run {result.run_id[:8]}"
     )
+
+
+@app.command()
+@configurable
+def tune(
+    data: Annotated[str, typer.Argument(help="Labelled images (class folders, map file, zip).")],
+    out_: Annotated[Path, typer.Option("--out", help="Bundle folder of the best trial (+ OUT.tune.yaml).")] = Path(
+        "model.landsight"
+    ),
+    trials: Annotated[int, typer.Option(help="Trials of the search (Optuna TPE, median pruning).")] = 50,
+    finetune_: Annotated[
+        bool, typer.Option("--finetune", help="Search lr, retraining depth and epochs of fine-tuning instead.")
+    ] = False,
+    test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
+    test_size: Annotated[float, typer.Option(help="Held-out fraction for the final test.")] = 0.2,
+    cv: Annotated[int, typer.Option(help="Cross-validation folds of each frozen-feature trial.")] = 3,
+    timeout: Annotated[float | None, typer.Option(help="Stop the search after this many seconds.")] = None,
+    heads: Annotated[str, typer.Option(help="Heads to search, comma-separated.")] = "logreg,forest",
+    tta: Annotated[str, typer.Option(help="Feature views to search, comma-separated: none,rot4.")] = "none,rot4",
+    retrain: Annotated[str, typer.Option(help="--finetune: depths to search, comma-separated.")] = "last,fc,all",
+    epochs: Annotated[str, typer.Option(help="--finetune: epoch range MIN,MAX.")] = "2,10",
+    backbone: BackboneOpt = "tf_efficientnet_lite0",
+    weights: WeightsOpt = "imagenet",
+    bands: BandsOpt = None,
+    class_names: ClassNamesOpt = None,
+    split: SplitOpt = "random",
+    block_size: BlockSizeOpt = None,
+    group: GroupOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the sampler.")] = 0,
+    tracking_uri: TrackingOpt = None,
+    track: TrackOpt = True,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Search head / C / feature views (or fine-tuning lr / depth / epochs) with Optuna; bundle the best."""
+    import pandas as pd
+
+    from landsight.classify.tune import tune as tune_api
+
+    span = parse_ints(epochs, "--epochs") or (2, 10)
+    if len(span) != 2:
+        raise typer.BadParameter(f"--epochs must be MIN,MAX, got {epochs!r}")
+    result = tune_api(
+        data, trials=trials, out=out_, finetune=finetune_, test=test, test_size=test_size, cv=cv, timeout=timeout,
+        heads=tuple(_columns(heads) or ()), tta=tuple(_columns(tta) or ()), retrain=tuple(_columns(retrain) or ()),
+        epochs=(span[0], span[1]), backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
+        class_names=class_names, split=split, block_size=block_size, group=group, random_state=seed,
+        progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
+    )  # fmt: skip
+    record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
+    rows = pd.DataFrame([{"trial": t["number"], "state": t["state"], "value": t["value"], **t["params"]}
+                         for t in result.trials])  # fmt: skip
+    best = f"best {result.best_value:.2%}: {result.best_params}"
+    emit(rows, fmt, title=best, display={"value": lambda v: f"{v:.2%}"},
+         json_value={"best_params": result.best_params, "best_value": result.best_value, "metrics": {
+             k: v for k, v in result.metrics.items() if k not in ("confusion_matrix", "most_confident_wrong")},
+             "trials": result.trials})  # fmt: skip
+    err().print(f"{best}; bundle: [bold]{result.bundle_path}[/bold]; study: [bold]{result.tune_path}[/bold]")
 
 
 @app.command()

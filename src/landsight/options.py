@@ -33,3 +33,13 @@ ColumnsOpt = Annotated[
 ]
 BandsOpt = Annotated[str | None, typer.Option(help="1-based bands to read, e.g. '1,2,3,4'.")]
 ClassNamesOpt = Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")]
+SplitOpt = Annotated[
+    str, typer.Option(help="random | spatial (whole square blocks of georeferenced tiles) | group (whole groups).")
+]
+BlockSizeOpt = Annotated[
+    float | None, typer.Option(help="--split spatial: block side in CRS units, e.g. metres (default: from the extent).")
+]
+GroupOpt = Annotated[
+    str | None,
+    typer.Option(help="--split group: 'regex:PATTERN' on the path (first capture group), or a map-file column."),
+]

@@ -210,6 +210,7 @@ def quantize_bundle(
             "metric": scores["metric"], "fp32": round(scores["fp32"], 4), "quantized": round(scores["quantized"], 4),
             "drop": round(drop, 4), "n_test": scores["n_test"], "test_source": task_data.test_source,
             "max_drop": max_drop, "fast_on": _FAST_ON[precision], "source_bundle": str(source.path),
+            "test_seen_by_head": bool(test is None and (source.meta.get("data") or {}).get("refit")),
             **({"format": "QDQ", "per_channel": True, "weights": "int8 symmetric", "activations": "uint8"}
                if precision == "int8" else {"io": "float32 kept"}),
             **scores.get("extra", {}),
@@ -399,6 +400,8 @@ class _ClassificationData:
 
     def _split(self) -> Any:
         """The bundle's training catalog with its ``split`` column, as ``landsight.train`` made it (or None)."""
+        import pandas as pd
+
         from landsight.data.catalog import training_catalog
 
         if self._catalog is None:
@@ -409,9 +412,15 @@ class _ClassificationData:
                 or (data.get("test_size") is None and data.get("test_source") is None)
             ):
                 return None
+            info = data.get("split") or {}
+            method = info.get("method", "random")
+            skipped = self.bundle.path / "skipped.csv"
+            exclude = pd.read_csv(skipped)["path"].tolist() if skipped.is_file() else []
             catalog = training_catalog(
                 data["source"], test=data.get("test_source"), test_size=float(data.get("test_size") or 0),
-                random_state=int(data["random_state"]),
+                random_state=int(data["random_state"]), exclude=exclude,
+                split=method if method in ("random", "spatial", "group") else "random",
+                block_size=info.get("block_size"), group=info.get("group"),
             )  # fmt: skip
             dropped = {d["path"] for d in data.get("dropped_duplicates") or []}
             self._catalog = catalog[~catalog["path"].isin(dropped)]
@@ -469,7 +478,8 @@ class _ClassificationData:
                 "trained with test_size=0); pass labelled held-out data with test= (--test) to measure the drop"
             )
         test = split[split["split"] == "test"]
-        self.test_source = f"{self._data('test_source') or self._data('source')} (test split)"
+        refit = " (the shipped head was refit on it too)" if self._data("refit") else ""
+        self.test_source = f"{self._data('test_source') or self._data('source')} (test split){refit}"
         return test["path"].tolist(), test["label"].tolist()
 
     def compare(self, fp32: Path, quantized: Path) -> dict[str, Any]:

@@ -41,6 +41,7 @@ import pandas as pd
 
 from landsight.cache import cache_dir, file_digest
 from landsight.data.readers import IMAGE_EXTENSIONS
+from landsight.data.splits import PATH_HEADERS
 from landsight.errors import DataNotFoundError, LandsightValueError, ResourceLimitError, UnsafeArchiveError
 
 __all__ = [
@@ -62,7 +63,7 @@ MAP_EXTENSIONS: frozenset[str] = frozenset({".csv", ".tsv", ".txt", ".map"})
 """Extensions of map files (``path,label`` rows) accepted by :func:`build_catalog`."""
 
 _LIST_EXTENSIONS = frozenset({".txt", ".lst"})
-_PATH_HEADERS = {"path", "file", "filename", "filepath", "image", "image_path"}
+_PATH_HEADERS = PATH_HEADERS
 _LABEL_HEADERS = {"label", "class", "class_name", "class_index", "category"}
 _EXTRACTED_MARKER = ".landsight-extracted"
 _LAYOUTS = (

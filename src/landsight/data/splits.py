@@ -40,6 +40,7 @@ from landsight.errors import LandsightValueError
 __all__ = [
     "FEW_SCENES",
     "GEO_EXTENSIONS",
+    "PATH_HEADERS",
     "SPLITS",
     "SplitInfo",
     "assign_splits",
@@ -63,6 +64,9 @@ FEW_SCENES = 10
 
 TARGET_BLOCKS = 16
 """The default ``block_size`` is the largest 1-2-5 value giving at least this many occupied blocks."""
+
+PATH_HEADERS = frozenset({"path", "file", "filename", "filepath", "image", "image_path"})
+"""Header names of the path column of a map file (shared with :mod:`landsight.data.catalog`)."""
 
 _PROBE = 1000  # headers read at most to look for georeferenced tiles under a random split
 
@@ -290,9 +294,7 @@ def read_groups(paths: Sequence[str], group: str, *, map_file: str | Path | None
 
     table = pd.read_csv(map_file, sep=None, engine="python", dtype=str, comment="#")
     lower = {c.strip().lower(): c for c in table.columns}
-    from landsight.data.catalog import _PATH_HEADERS
-
-    path_col = next((lower[h] for h in lower if h in _PATH_HEADERS), None)
+    path_col = next((lower[h] for h in lower if h in PATH_HEADERS), None)
     col = lower.get(column.strip().lower())
     if path_col is None or col is None:
         raise LandsightValueError(
@@ -365,8 +367,8 @@ def group_split(
     """Assign whole groups to "train", "val" and "test", stratified by label where possible.
 
     With labels, ``StratifiedGroupKFold(n_splits=round(1 / test_size), shuffle=True)``: one fold
-    is the test split (so the test share is the nearest ``1/k``); among the folds, the one whose
-    split leaves every class in training (and most classes held out) is taken. The validation
+    is the test split (so the test share is the nearest ``1/k``), drawn with the seed among the
+    folds that leave every class in training and hold out the most classes. The validation
     split is cut from the rest the same way. Without labels, ``GroupShuffleSplit`` on the share
     of groups.
 
@@ -417,7 +419,7 @@ def _one_fold(groups: np.ndarray, labels: np.ndarray | None, frac: float, seed: 
     from sklearn.model_selection import StratifiedGroupKFold
 
     all_classes = set(labels.tolist())
-    best: tuple[tuple[int, int, float], np.ndarray] | None = None
+    scored: list[tuple[tuple[int, int], np.ndarray]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
         folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -425,11 +427,12 @@ def _one_fold(groups: np.ndarray, labels: np.ndarray | None, frac: float, seed: 
             mask = np.zeros(len(groups), dtype=bool)
             mask[held_idx] = True
             kept = set(labels[~mask].tolist()) == all_classes
-            score = (int(kept), len(set(labels[mask].tolist())), -abs(mask.mean() - frac))
-            if best is None or score > best[0]:
-                best = (score, mask)
-    assert best is not None
-    return best[1]
+            scored.append(((int(kept), len(set(labels[mask].tolist()))), mask))
+    # StratifiedGroupKFold's folds barely depend on the seed (groups are sorted by class mix;
+    # shuffling only breaks ties), so the seed picks among the best folds.
+    top = max(score for score, _ in scored)
+    candidates = [mask for score, mask in scored if score == top]
+    return candidates[int(np.random.default_rng(seed).integers(len(candidates)))]
 
 
 def assign_splits(

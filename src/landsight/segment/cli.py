@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import typer
 
 from landsight.console import emit, err, note_skipped, parse_ints
-from landsight.options import FormatOpt, OverwriteOpt, QuietOpt, TrackingOpt, TrackOpt
+from landsight.options import (
+    BlockSizeOpt,
+    FormatOpt,
+    GroupOpt,
+    OverwriteOpt,
+    QuietOpt,
+    SplitOpt,
+    TrackingOpt,
+    TrackOpt,
+)
 from landsight.runconfig import configurable, record_config
 
 segment_app = typer.Typer(
@@ -74,9 +83,9 @@ def train_cmd(
         typer.Option(help="Extra input raster per image, e.g. low-resolution NLCD labels: a template with {stem}, "
                           "{name}, {dir} such as '{dir}/../nlcd/{stem}_nlcd.tif'."),
     ] = None,  # fmt: skip
-    split: Annotated[str, typer.Option(help="random | spatial | group: how rasters are held out.")] = "random",
-    block_size: Annotated[float | None, typer.Option(help="--split spatial: block side in CRS units.")] = None,
-    group: Annotated[str | None, typer.Option(help="--split group: 'regex:PATTERN' on the image path.")] = None,
+    split: SplitOpt = "random",
+    block_size: BlockSizeOpt = None,
+    group: GroupOpt = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random flips / rotations.")] = True,
     optimizer: str = "adamw",
     lr: float = 1e-3,

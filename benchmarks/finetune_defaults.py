@@ -1,0 +1,75 @@
+"""``landsight finetune`` with its defaults against ``landsight train`` with its defaults, same splits.
+
+For each dataset and seed: ``finetune(data, random_state=seed)`` (defaults: ``retrain="fc"``,
+SGD lr 0.01, at most 10 epochs, augmentation on, early stopping after 3 epochs without a lower
+validation loss, best epoch by validation loss; split test 0.2 / val 0.1) and
+``train(data, random_state=seed)`` (defaults: lite0, rot4, ``C="auto"``, refit). ``split_catalog``
+draws the test rows first, so both hold out the same test images for a seed (the counts are
+checked; the images were checked for EuroSAT seed 0 in the fine-tuning section of RESULTS.md); the
+figures are the bundles' own held-out metrics (the frozen one from its split head, before the
+refit). The fine-tune trains on 70 % of the images (10 % validate), the frozen head on 80 %.
+
+Run from the repository root: ``.venv/bin/python benchmarks/finetune_defaults.py
+[--datasets ucmerced] [--seeds 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import DATA, fresh_cache, machine, markdown_table, timed
+from defaults import dataset_folder
+
+from landsight.classify.finetune import finetune
+from landsight.classify.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--datasets", default="ucmerced")
+    parser.add_argument("--seeds", type=int, default=1)
+    args = parser.parse_args()
+    print(f"machine: {machine()}\n")
+    rows = []
+    start = time.perf_counter()
+    for name in args.datasets.split(","):
+        data = dataset_folder(args.data, name)
+        acc: dict[str, list[float]] = {"train (defaults)": [], "finetune (defaults)": []}
+        for seed in range(args.seeds):
+            with fresh_cache(), tempfile.TemporaryDirectory(prefix="landsight-ft-") as tmp:
+                with timed() as t_frozen:
+                    frozen = train(data, out=Path(tmp) / "f.landsight", random_state=seed, progress=False, track=False)
+                with timed() as t_tuned:
+                    tuned = finetune(data, out=Path(tmp) / "t.landsight", random_state=seed, progress=False,
+                                     track=False)  # fmt: skip
+            assert frozen.metrics["n"] == tuned.metrics["n"], "different test splits"
+            acc["train (defaults)"].append(100 * frozen.metrics["accuracy"])
+            acc["finetune (defaults)"].append(100 * tuned.metrics["accuracy"])
+            epochs = len(tuned.history)
+            print(
+                f"{name} seed {seed}: train {acc['train (defaults)'][-1]:.2f} ({t_frozen.seconds:.0f} s, load "
+                f"{t_frozen.foreign:.2f}); finetune {acc['finetune (defaults)'][-1]:.2f} ({t_tuned.seconds:.0f} s, "
+                f"{epochs} epochs, best {tuned.best_epoch + 1}, load {t_tuned.foreign:.2f}); test n = "
+                f"{frozen.metrics['n']} / {tuned.metrics['n']}",
+                flush=True,
+            )
+            rows.append(
+                [name, seed, f"{acc['train (defaults)'][-1]:.2f}", f"{t_frozen.seconds:.0f}",
+                 f"{acc['finetune (defaults)'][-1]:.2f}", f"{t_tuned.seconds:.0f}",
+                 f"{epochs} (best {tuned.best_epoch + 1})", f"{(t_frozen.foreign + t_tuned.foreign) / 2:.2f}"]
+            )  # fmt: skip
+        if args.seeds > 1:
+            a, b = (np.array(v) for v in acc.values())
+            print(f"{name}: finetune - train = {np.mean(b - a):+.2f} ± {np.std(b - a, ddof=1) / np.sqrt(len(a)):.2f}")
+    headers = ["dataset", "seed", "train acc %", "train s", "finetune acc %", "finetune s", "epochs", "other load"]
+    print("\n" + markdown_table(headers, rows))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
