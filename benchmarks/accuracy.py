@@ -4,7 +4,7 @@ For each dataset: a seeded, stratified 80/20 split (``split_catalog(random_state
 from ``featurize`` (default backbone, ImageNet weights, feature cache on), then heads fitted on
 the train split and scored on the test split. Feature variants:
 
-  none        one view (what ``landsight train`` does today)
+  none        one view (``landsight train --fast``; the default averages 4 rotations)
   d8 test     head trained on one view; test features averaged over the 8 dihedral views
   rot4 avg    train and test features averaged over the 4 rotations (0, 90, 180, 270 degrees)
   rot4 train  train features averaged over the 4 rotations; test features from one view
