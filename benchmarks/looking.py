@@ -60,7 +60,8 @@ def main() -> None:
     print("find_duplicates (pHash, threshold 4 bits, 2 decoding threads)\n")
     print(markdown_table(["data", "images", "seconds", "images/s", "groups", "images in groups", "foreign CPU"], rows))
 
-    bundle = train(eurosat_sample(), out=work / "sample.landsight", test_size=0.2, progress=False, overwrite=True).bundle_path
+    bundle = train(eurosat_sample(), out=work / "sample.landsight", test_size=0.2, progress=False,
+                   overwrite=True).bundle_path
     tiles = cut(work / "tiles", args.grid)
     preds = predict(bundle, tiles, out=work / "preds.parquet", progress=False, overwrite=True)
     rows = []

@@ -177,3 +177,17 @@ def test_segmentation_bundle_quantizes_and_predicts(seg_bundle: Path, shared_dat
     out = bundle.predict(raster, tmp_path / "map.tif", progress=False)
     with rasterio.open(out) as src, rasterio.open(raster) as ref:
         assert (src.height, src.width) == (ref.height, ref.width)
+
+
+def test_quantize_command_refuses_a_bad_drop_with_one_line(trained, small_dataset: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    const = tmp_path / "constant"
+    const.mkdir()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(const / "grey.png")
+    out = tmp_path / "bad-int8.landsight"
+    r = subprocess.run([sys.executable, "-m", "landsight", "quantize", str(trained.bundle_path), "--out", str(out),
+                        "--calibration", str(const), "--max-drop", "0", "--test", str(small_dataset), "-q"],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists(), r.stderr

@@ -12,16 +12,20 @@ from typing import Annotated, Any
 
 import typer
 
-from landsight.console import emit, err, note_skipped, out, parse_ints
+from landsight.console import emit, emit_quantization, err, note_skipped, out, parse_ints
 from landsight.errors import LandsightError
 from landsight.options import (
     BandsOpt,
     BlockSizeOpt,
+    CalibrationMethodOpt,
     ClassNamesOpt,
     ColumnsOpt,
     FormatOpt,
     GroupOpt,
+    MaxDropOpt,
+    NCalibrationOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     SplitOpt,
     TrackingOpt,
@@ -483,6 +487,38 @@ def tune(
              k: v for k, v in result.metrics.items() if k not in ("confusion_matrix", "most_confident_wrong")},
              "trials": result.trials})  # fmt: skip
     err().print(f"{best}; bundle: [bold]{result.bundle_path}[/bold]; study: [bold]{result.tune_path}[/bold]")
+
+
+@app.command()
+@configurable
+def quantize(
+    bundle: Annotated[Path, typer.Argument(help="Float32 bundle folder or zip (classification or segmentation).")],
+    out_: Annotated[Path, typer.Option("--out", help="Quantized bundle folder to write.")] = Path(
+        "model-int8.landsight"
+    ),
+    precision: PrecisionOpt = "int8",
+    calibration: Annotated[
+        str | None, typer.Option(help="Calibration images (folder, glob, list file); default: the training split.")
+    ] = None,
+    n_calibration: NCalibrationOpt = 200,
+    test: Annotated[
+        str | None, typer.Option(help="Labelled data for the drop check; default: the bundle's own test split.")
+    ] = None,
+    max_drop: MaxDropOpt = 1.0,
+    method: CalibrationMethodOpt = "minmax",
+    seed: Annotated[int, typer.Option(help="Seed of the calibration sample.")] = 0,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Quantize a bundle for faster CPU scoring; refused when held-out accuracy drops more than --max-drop."""
+    from landsight.quantize import quantize_bundle
+
+    result = quantize_bundle(
+        bundle, out_, precision=precision, calibration=calibration, n_calibration=n_calibration, test=test,
+        max_drop=max_drop, method=method, random_state=seed, overwrite=overwrite, progress=not quiet,
+    )  # fmt: skip
+    emit_quantization(result, fmt)
 
 
 @app.command()

@@ -28,6 +28,7 @@ __all__ = [
     "EXIT_PARTIAL",
     "TABLE_FORMATS",
     "emit",
+    "emit_quantization",
     "err",
     "note_skipped",
     "out",
@@ -167,3 +168,14 @@ def emit(
         for row in frame.itertuples(index=False):
             table.add_row(*(_cell(v, display.get(str(c))) for c, v in zip(frame.columns, row, strict=True)))
         out().print(table)
+
+
+def emit_quantization(result: Any, fmt: str = "table") -> None:
+    """Write a :class:`landsight.quantize.QuantizeResult` as a one-row table (``quantize`` verbs)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{"precision": result.precision, "metric": result.metric, "fp32": result.fp32,
+                           "quantized": result.quantized, "drop_points": result.drop, "n_test": result.n_test}])
+    two = "{:.2f}".format
+    emit(frame, fmt, title="quantization", display={"fp32": two, "quantized": two, "drop_points": two})
+    err().print(f"bundle: [bold]{result.bundle_path}[/bold] ({result.seconds:.0f} s)")

@@ -33,6 +33,12 @@ ColumnsOpt = Annotated[
 ]
 BandsOpt = Annotated[str | None, typer.Option(help="1-based bands to read, e.g. '1,2,3,4'.")]
 ClassNamesOpt = Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")]
+PrecisionOpt = Annotated[str, typer.Option(help="int8 (CPU: static QDQ, per-channel weights) | fp16 (GPU only).")]
+NCalibrationOpt = Annotated[int, typer.Option(help="Calibration inputs (images, or raster windows).")]
+MaxDropOpt = Annotated[
+    float, typer.Option(help="Refuse the quantized bundle if held-out accuracy drops more than this, points.")
+]
+CalibrationMethodOpt = Annotated[str, typer.Option(help="Activation range calibration: minmax | percentile | entropy.")]
 SplitOpt = Annotated[
     str, typer.Option(help="random | spatial (whole square blocks of georeferenced tiles) | group (whole groups).")
 ]

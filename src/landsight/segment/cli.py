@@ -7,12 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from landsight.console import emit, err, note_skipped, parse_ints
+from landsight.console import emit, emit_quantization, err, note_skipped, parse_ints
 from landsight.options import (
     BlockSizeOpt,
+    CalibrationMethodOpt,
     FormatOpt,
     GroupOpt,
+    MaxDropOpt,
+    NCalibrationOpt,
     OverwriteOpt,
+    PrecisionOpt,
     QuietOpt,
     SplitOpt,
     TrackingOpt,
@@ -168,6 +172,38 @@ def predict_cmd(
             err().print(f"{what}: [bold]{extra}[/bold]")
     err().print(f"land cover: [bold]{path}[/bold]" + (f", probabilities: [bold]{probabilities}[/bold]"
                                                       if probabilities else ""))  # fmt: skip
+
+
+@segment_app.command("quantize")
+@configurable
+def quantize_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Float32 segmentation bundle folder or zip.")],
+    out_: Annotated[Path, typer.Option("--out", help="Quantized bundle folder to write.")] = Path(
+        "landcover-int8.landsight"
+    ),
+    precision: PrecisionOpt = "int8",
+    calibration: Annotated[
+        str | None, typer.Option(help="Glob of calibration rasters; default: the bundle's training rasters.")
+    ] = None,
+    n_calibration: NCalibrationOpt = 200,
+    images: Annotated[str | None, typer.Option(help="Held-out image rasters for the drop check (glob).")] = None,
+    labels: Annotated[str | None, typer.Option(help="Their label rasters (glob).")] = None,
+    max_drop: MaxDropOpt = 1.0,
+    method: CalibrationMethodOpt = "minmax",
+    seed: int = 0,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Quantize a segmentation bundle; refused when held-out pixel accuracy drops more than --max-drop."""
+    from landsight.quantize import quantize_bundle
+
+    result = quantize_bundle(
+        bundle, out_, precision=precision, calibration=calibration, n_calibration=n_calibration, test=images,
+        test_labels=labels, max_drop=max_drop, method=method, random_state=seed, overwrite=overwrite,
+        progress=not quiet,
+    )  # fmt: skip
+    emit_quantization(result, fmt)
 
 
 @segment_app.command("evaluate")
