@@ -279,12 +279,14 @@ def test_spark_train_writes_a_bundle_that_matches_mllib_and_the_local_head(spark
     np.testing.assert_allclose(np.stack(mllib.loc[result.test_paths, "p"]), proba, atol=1e-4)
     labels = [Path(p).parent.name for p in result.test_paths]
     from_bundle = compute_metrics(labels, proba, bundle.classes, paths=result.test_paths)
-    assert abs(from_bundle["accuracy"] - result.metrics["accuracy"]) <= 1 / 15  # at most one tie broken otherwise
+    n_test = len(result.test_paths)  # compare counts of images, not floats (0.8 - 0.7333 > 1/15 in binary)
+    correct_bundle, correct_spark = (round(m["accuracy"] * n_test) for m in (from_bundle, result.metrics))
+    assert abs(correct_bundle - correct_spark) <= 1  # at most one tie broken otherwise
     local = local_train(eurosat_60, out=tmp_path / "l.landsight", head=head, test_size=0.25, progress=False,
                         track=False, tta="none", C=1.0, **kw)  # fmt: skip  (Spark's own single-view, C=1 path)
     assert sorted(local.test_paths) == sorted(result.test_paths)  # same split
     assert result.metrics["accuracy"] >= 0.6
-    assert abs(result.metrics["accuracy"] - local.metrics["accuracy"]) <= 0.2  # 3 of 15 images
+    assert abs(round(result.metrics["accuracy"] * n_test) - round(local.metrics["accuracy"] * n_test)) <= 3
 
 
 def test_engine_option_is_validated() -> None:
