@@ -6,7 +6,9 @@ that the shipped head has not seen the test split), quantize it (``quantize_bund
 weights, 200 training images of calibration; the drop check off so that every figure is shown),
 then
 
-* accuracy: both graphs on the bundle's own test split (``QuantizeResult.fp32`` / ``.quantized``);
+* accuracy over ``--seeds`` splits (seeds 0..): both graphs on the bundle's own test split
+  (``QuantizeResult.fp32`` / ``.quantized``), with the head refit on the int8 features (the
+  default) and with the float32 head kept (``refit_head=False``); mean ± standard error;
 * throughput, images/s, best of ``--rounds`` paired rounds (fp32 then int8 back to back):
   ``graph`` = the bundle's ``OnnxModel`` on pre-decoded, resized uint8 batches of 32 (the fp32
   ceiling of featurize.py (a)); ``predict`` = ``Bundle.predict(paths)`` end to end (read, decode,
@@ -14,9 +16,10 @@ then
 
 Segmentation (``--segment``): a U-Net trained briefly on 6 Chesapeake NAIP patches, quantized with
 200 windows of 256 x 256 from its training rasters, pixel accuracy / mean IoU on the 2 held-out
-rasters, and ``predict_proba`` throughput on 4-band 256 x 256 tiles (Mpixel/s).
+rasters and on all 8 patches (what int8 changes, on more pixels), and ``predict_proba`` throughput
+on 4-band 256 x 256 tiles (Mpixel/s).
 
-Run from the repository root: ``.venv/bin/python benchmarks/quantize.py [--n 1000] [--segment]``.
+Run from the repository root: ``.venv/bin/python benchmarks/quantize.py [--n 1000] [--seeds 5] [--segment]``.
 ``benchmarks/featurize.py --int8`` and ``benchmarks/accuracy.py --int8`` print the same tables.
 """
 
@@ -59,16 +62,43 @@ def paired(fp32: Any, int8: Any, n: int, rounds: int) -> dict[str, Any]:
             "foreign": max(foreign)}  # fmt: skip
 
 
-def classification(name: str, root: Path, work: Path, n: int, rounds: int) -> list[list[str]]:
-    """Train, quantize, and compare one dataset; returns table rows."""
+def accuracy_over_seeds(name: str, root: Path, work: Path, seeds: int) -> tuple[list[Any], Path, Path]:
+    """fp32 vs int8 (refit head, and the float32 head kept) on the test split of ``seeds`` splits.
+
+    Returns the accuracy table row and the seed-0 float32 and int8 bundles (for the timings).
+    """
+    fp32_acc, int8_acc, kept_acc, seconds = [], [], [], []
+    for seed in range(seeds):
+        fp32_path = work / f"{name}-{seed}.landsight"
+        trained = train(
+            root, out=fp32_path, test_size=0.2, refit=False, random_state=seed, progress=False, track=False
+        )  # fmt: skip  (held-out test split)
+        result = quantize_bundle(fp32_path, work / f"{name}-{seed}-int8.landsight", max_drop=None)
+        kept = quantize_bundle(fp32_path, work / f"{name}-{seed}-int8-kept.landsight", max_drop=None,
+                               refit_head=False)  # fmt: skip
+        fp32_acc.append(result.fp32)
+        int8_acc.append(result.quantized)
+        kept_acc.append(kept.quantized)
+        seconds.append(result.seconds)
+        print(f"{name} seed {seed}: {trained.n_train} train / {trained.n_test} test; fp32 {result.fp32:.2f} %, "
+              f"int8 {result.quantized:.2f} % (refit head, {result.seconds:.0f} s), int8 {kept.quantized:.2f} % "
+              f"(float32 head kept)", flush=True)  # fmt: skip
+    a, b, c = (np.array(x) for x in (fp32_acc, int8_acc, kept_acc))
+    se = (lambda d: d.std(ddof=1) / np.sqrt(len(d))) if seeds > 1 else (lambda d: float("nan"))
+
+    def pm(d: Any) -> str:
+        return f"{d.mean():.2f} ± {se(d):.2f}"
+
+    row = [name, f"{seeds} ({result.n_test} test images each)", pm(a), pm(b), f"{pm(a - b)} (max {(a - b).max():+.2f})",
+           pm(c), f"{pm(a - c)} (max {(a - c).max():+.2f})", f"{np.mean(seconds):.0f}"]  # fmt: skip
+    return row, work / f"{name}-0.landsight", work / f"{name}-0-int8.landsight"
+
+
+def throughput(name: str, root: Path, fp32_path: Path, int8_path: Path, n: int, rounds: int) -> list[list[str]]:
+    """Paired fp32 / int8 throughput of one dataset's seed-0 bundles; returns table rows."""
     from landsight import load_bundle
 
-    fp32_path = work / f"{name}.landsight"
-    trained = train(root, out=fp32_path, test_size=0.2, refit=False, progress=False, track=False)  # held-out test
-    result = quantize_bundle(fp32_path, work / f"{name}-int8.landsight", max_drop=None)
-    print(f"{name}: {trained.n_train} train / {trained.n_test} test; quantize {result.seconds:.0f} s; accuracy "
-          f"fp32 {result.fp32:.2f} %, int8 {result.quantized:.2f} % (drop {result.drop:+.2f})", flush=True)  # fmt: skip
-    fp32, int8 = load_bundle(fp32_path, device="cpu"), load_bundle(result.bundle_path, device="cpu")
+    fp32, int8 = load_bundle(fp32_path, device="cpu"), load_bundle(int8_path, device="cpu")
     catalog = build_catalog(root)
     paths = catalog["path"].tolist()
     paths = [paths[i] for i in np.random.default_rng(0).permutation(len(paths))[:n]]
@@ -85,10 +115,9 @@ def classification(name: str, root: Path, work: Path, n: int, rounds: int) -> li
     p = paired(predict(fp32), predict(int8), len(paths), rounds)
     return [
         [name, "graph, pre-decoded batches of 32", len(paths), f"{g['fp32']:.1f}", f"{g['int8']:.1f}",
-         f"{g['ratio']:.2f}", f"{g['foreign']:.2f}", "", ""],
+         f"{g['ratio']:.2f}", f"{g['foreign']:.2f}"],
         [name, "Bundle.predict(paths), end to end", len(paths), f"{p['fp32']:.1f}", f"{p['int8']:.1f}",
-         f"{p['ratio']:.2f}", f"{p['foreign']:.2f}", f"{result.fp32:.2f} / {result.quantized:.2f}",
-         f"{result.drop:+.2f} (n={result.n_test})"],
+         f"{p['ratio']:.2f}", f"{p['foreign']:.2f}"],
     ]  # fmt: skip
 
 
@@ -108,6 +137,14 @@ def segmentation(work: Path, rounds: int, epochs: int) -> list[list[str]]:
     result = quantize_bundle(out, work / "ches-int8.landsight", max_drop=None)
     print(f"chesapeake: quantize {result.seconds:.0f} s; pixel accuracy fp32 {result.fp32:.2f} %, int8 "
           f"{result.quantized:.2f} % (drop {result.drop:+.2f}); {result.extra}", flush=True)  # fmt: skip
+    every = quantize_bundle(
+        out,
+        work / "ches-int8-all.landsight",
+        max_drop=None,
+        test=str(ches / "images/*.tif"),
+        test_labels=str(ches / "labels/*_lc.tif"),
+    )  # fmt: skip  (what int8 changes)
+    print(f"chesapeake, all 8 patches: fp32 {every.fp32:.2f} %, int8 {every.quantized:.2f} %", flush=True)
     fp32, int8 = load_bundle(out, device="cpu"), load_bundle(result.bundle_path, device="cpu")
     tiles = []
     for path in sorted(ches.glob("images/*.tif")):
@@ -121,24 +158,32 @@ def segmentation(work: Path, rounds: int, epochs: int) -> list[list[str]]:
     return [[
         "chesapeake (U-Net, lite0 encoder)", "predict_proba, 4-band 256 x 256 tiles, batches of 4", len(batches) * 4,
         f"{g['fp32'] * mpix:.2f} Mpx/s", f"{g['int8'] * mpix:.2f} Mpx/s", f"{g['ratio']:.2f}", f"{g['foreign']:.2f}",
-        f"{result.fp32:.2f} / {result.quantized:.2f} (mIoU {result.extra['mean_iou_fp32']:.3f} / "
-        f"{result.extra['mean_iou_quantized']:.3f})", f"{result.drop:+.2f} (pixels={result.n_test:,})",
+        f"held-out 2: {result.fp32:.2f} / {result.quantized:.2f} (mIoU {result.extra['mean_iou_fp32']:.3f} / "
+        f"{result.extra['mean_iou_quantized']:.3f}); all 8 (6 seen in training): {every.fp32:.2f} / "
+        f"{every.quantized:.2f} (mIoU {every.extra['mean_iou_fp32']:.3f} / {every.extra['mean_iou_quantized']:.3f})",
+        f"{result.drop:+.2f} (pixels={result.n_test:,}); {every.drop:+.2f} (pixels={every.n_test:,})",
     ]]  # fmt: skip
 
 
-HEADERS = ["dataset", "path", "images", "fp32 /s", "int8 /s", "int8 / fp32", "other load",
-           "accuracy % fp32 / int8 (test split)", "drop, points"]  # fmt: skip
+HEADERS = ["dataset", "path", "images", "fp32 /s", "int8 /s", "int8 / fp32", "other load"]
+SEG_HEADERS = [*HEADERS, "pixel accuracy % fp32 / int8 (held-out rasters)", "drop, points"]
+ACC_HEADERS = ["dataset", "splits (seeds)", "fp32 accuracy %", "int8, head refit on int8 features %",
+               "drop, points", "int8, float32 head kept %", "drop, points", "quantize s"]  # fmt: skip
 
 
-def report(datasets: list[str], n: int, rounds: int, segment: bool, epochs: int = 3) -> str:
-    """Run the comparisons and return the markdown table."""
+def report(datasets: list[str], n: int, rounds: int, segment: bool, epochs: int = 3, seeds: int = 5) -> str:
+    """Run the comparisons and return the markdown tables."""
     rows: list[list[Any]] = []
+    acc_rows: list[list[Any]] = []
+    seg = ""
     with tempfile.TemporaryDirectory(prefix="landsight-bench-quantize-") as tmp:
         for name in datasets:
-            rows += classification(name, DATA / name, Path(tmp), n, rounds)
+            row, fp32_path, int8_path = accuracy_over_seeds(name, DATA / name, Path(tmp), seeds)
+            acc_rows.append(row)
+            rows += throughput(name, DATA / name, fp32_path, int8_path, n, rounds)
         if segment:
-            rows += segmentation(Path(tmp), rounds, epochs)
-    return markdown_table(HEADERS, rows)
+            seg = "\n\n" + markdown_table(SEG_HEADERS, segmentation(Path(tmp), rounds, epochs))
+    return markdown_table(ACC_HEADERS, acc_rows) + "\n\n" + markdown_table(HEADERS, rows) + seg
 
 
 def main() -> None:
@@ -148,11 +193,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=["eurosat_rgb", "ucmerced"])
     parser.add_argument("--segment", action="store_true", help="also the Chesapeake U-Net")
     parser.add_argument("--epochs", type=int, default=3, help="U-Net training epochs")
+    parser.add_argument("--seeds", type=int, default=5, help="train/test splits for the accuracy table")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")
     print(f"machine: {machine()}\n")
     start = time.perf_counter()
-    print(report(args.datasets, args.n, args.rounds, args.segment, args.epochs))
+    print(report(args.datasets, args.n, args.rounds, args.segment, args.epochs, args.seeds))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -51,8 +51,12 @@ def test_int8_bundle_records_precision_calibration_and_drop(int8: QuantizeResult
     assert q["fp32"] == pytest.approx(100 * float(np.mean(scored["predicted"] == truth)))  # the same test split
     assert q["drop"] == pytest.approx(q["fp32"] - q["quantized"]) and q["fast_on"] == "cpu"
     assert q["test_seen_by_head"] == bool(source["data"].get("refit"))  # a refit head saw the test split
-    for key in ("task", "model", "classes", "preprocessing", "backbone", "head", "metrics", "data"):
+    for key in ("task", "model", "classes", "preprocessing", "backbone", "metrics", "data"):
         assert meta[key] == source[key], key
+    # The head was refit on the int8 backbone's features of the images the shipped head saw, same C.
+    assert meta["head"]["fitted_on"] == "int8 features" and meta["head"]["float32_head"] == source["head"]
+    assert meta["head"]["params"]["C"] == pytest.approx(source["head"]["params"]["C"])
+    assert q["head_refit"]["n_images"] == trained.n_fit
     assert (int8.bundle_path / "metrics.json").is_file() and (int8.bundle_path / "skipped.csv").is_file()
     import onnx
 
@@ -109,6 +113,36 @@ def test_int8_bundle_scores_on_spark_like_locally(spark, int8: QuantizeResult, s
     assert list(rows.columns) == list(local.columns)
     assert list(rows["predicted"]) == list(local["predicted"])
     np.testing.assert_allclose(rows["confidence"], local["confidence"], atol=1e-4)
+
+
+def test_head_refit_fits_the_int8_features(int8: QuantizeResult, trained, tmp_path: Path) -> None:  # noqa: ANN001
+    """The shipped head is the one a scikit-learn fit on the int8 backbone's features gives; opt-out keeps it."""
+    import onnx
+    import onnx.utils
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from landsight.quantize import _ClassificationData
+    from landsight.runtime import OnnxModel
+
+    bundle = load_bundle(int8.bundle_path)
+    data = _ClassificationData(load_bundle(trained.bundle_path), None, 10, None, 0, False)
+    paths, labels = data._head_images()  # type: ignore[misc]
+    backbone = tmp_path / "backbone.onnx"
+    onnx.utils.extract_model(str(int8.bundle_path / "model.onnx"), str(backbone), ["image"], ["features"])
+    from landsight.data.readers import read_image
+
+    images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in paths])
+    X = np.asarray(OnnxModel(backbone, device="cpu")(images))
+    C = bundle.meta["head"]["params"]["C"]
+    by_hand = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(X, labels)
+    np.testing.assert_allclose(bundle.predict_proba(images), by_hand.predict_proba(X), atol=2e-3)
+
+    kept = quantize_bundle(trained.bundle_path, tmp_path / "kept.landsight", max_drop=None, refit_head=False)
+    meta = json.loads((kept.bundle_path / BUNDLE_FILE).read_text())
+    assert meta["head"] == load_bundle(trained.bundle_path).meta["head"]
+    assert meta["quantization"]["head_refit"] == "not asked"
 
 
 def test_constant_calibration_image_is_refused_and_nothing_written(trained, tmp_path: Path) -> None:  # noqa: ANN001
@@ -191,3 +225,33 @@ def test_quantize_command_refuses_a_bad_drop_with_one_line(trained, small_datase
                         "--calibration", str(const), "--max-drop", "0", "--test", str(small_dataset), "-q"],
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists(), r.stderr
+
+
+def test_train_and_finetune_precision_int8_write_a_checked_sibling(small_dataset: Path, tmp_path: Path) -> None:
+    """``--precision int8`` keeps the float32 bundle at --out and writes OUT-int8.landsight, drop checked."""
+    from typer.testing import CliRunner
+
+    from landsight.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "m.landsight"
+    bad = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--precision", "int4", "-q"])
+    assert bad.exit_code == 2 and "--precision" in bad.output and not out.exists()  # refused before training
+    common = ["--precision", "int8", "--max-drop", "100", "--no-track", "-q"]
+    r = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--fast", *common])
+    assert r.exit_code == 0, r.output
+    sibling = tmp_path / "m-int8.landsight"
+    assert load_bundle(out).meta.get("precision", "fp32") == "fp32"
+    q = load_bundle(sibling).meta
+    assert q["precision"] == "int8" and q["quantization"]["n_test"] == load_bundle(out).meta["metrics"]["n"]
+    assert "int8 bundle" in r.output
+    # finetune: the bundle records no reproducible split, so its own test images are handed over
+    tuned = tmp_path / "t.landsight"
+    r = runner.invoke(app, ["finetune", str(small_dataset), "--out", str(tuned), "--retrain", "last", "--epochs", "1",
+                            "--num-workers", "0", *common])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tq = load_bundle(tmp_path / "t-int8.landsight").meta
+    assert tq["precision"] == "int8" and tq["quantization"]["n_test"] == load_bundle(tuned).meta["metrics"]["n"]
+    assert tq["quantization"]["head_refit"].startswith("not refit")  # the fine-tuned head is part of the network
+    again = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--overwrite", "--fast", *common[:2]])
+    assert again.exit_code == 0, again.output  # --overwrite replaces both

@@ -30,6 +30,7 @@ from landsight.options import (
     SplitOpt,
     TrackingOpt,
     TrackOpt,
+    TrainPrecisionOpt,
 )
 from landsight.runconfig import configurable, record_config
 
@@ -174,12 +175,16 @@ def train(
         bool, typer.Option("--dedup/--no-dedup", help="Drop test images that near-duplicate training images (pHash).")
     ] = False,
     dedup_threshold: Annotated[int, typer.Option(help="--dedup Hamming-distance threshold, bits of 64.")] = 4,
+    precision: TrainPrecisionOpt = "fp32",
+    max_drop: MaxDropOpt = 1.0,
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = "table",
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
     from landsight.classify.train import FAST
     from landsight.classify.train import train as train_api
+
+    _check_precision(precision, out_, overwrite)
 
     if fast or _spark_engine(engine):  # Spark: no rotation averaging, no cross-validated C
         tta, c = tta or FAST["tta"], c or str(FAST["C"])
@@ -210,6 +215,37 @@ def train(
     err().print(
         f"trained on {result.n_train} images, tested on {result.n_test}{refit_note}; "
         f"bundle: [bold]{result.bundle_path}[/bold]"
+    )
+    _quantize_after_training(result.bundle_path, precision, max_drop, overwrite, quiet)
+
+
+def _check_precision(precision: str, out_: Path, overwrite: bool) -> None:
+    """Refuse a bad ``--precision`` or an existing quantized sibling before any training."""
+    if precision not in ("fp32", "int8", "fp16"):
+        raise typer.BadParameter(f"--precision must be fp32, int8 or fp16, got {precision!r}")
+    if precision != "fp32":
+        from landsight.bundle import check_bundle_out
+        from landsight.quantize import quantized_sibling
+
+        check_bundle_out(quantized_sibling(out_, precision), overwrite=overwrite)
+
+
+def _quantize_after_training(
+    bundle: Path, precision: str, max_drop: float | None, overwrite: bool, quiet: bool,
+    test_paths: list[str] | None = None, test_labels: list[str] | None = None,
+) -> None:  # fmt: skip
+    """``--precision int8|fp16`` of train / finetune: the quantized copy beside the float32 bundle."""
+    if precision == "fp32":
+        return
+    from landsight.quantize import quantize_trained
+
+    result = quantize_trained(
+        bundle, precision=precision, test_paths=test_paths or [], test_labels=test_labels or [],
+        max_drop=max_drop, overwrite=overwrite, progress=not quiet,
+    )  # fmt: skip
+    err().print(
+        f"{precision} bundle: [bold]{result.bundle_path}[/bold] ({result.metric} {result.fp32:.2f} % -> "
+        f"{result.quantized:.2f} %, drop {result.drop:+.2f} points on {result.n_test:,} held-out images)"
     )
 
 
@@ -391,6 +427,8 @@ def finetune(
     num_workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 2,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT.checkpoints/last.ckpt.")] = False,
     class_names: ClassNamesOpt = None,
+    precision: TrainPrecisionOpt = "fp32",
+    max_drop: MaxDropOpt = 1.0,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
     quiet: QuietOpt = False,
@@ -399,6 +437,8 @@ def finetune(
 ) -> None:
     """Fine-tune a pretrained CNN at a retraining depth (last | fc | all) and write a bundle."""
     from landsight.classify.finetune import finetune as finetune_api
+
+    _check_precision(precision, out_, overwrite)
 
     result = finetune_api(
         data, out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
@@ -428,6 +468,8 @@ def finetune(
     err().print(
         f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]; run {result.run_id[:8]}"
     )
+    _quantize_after_training(result.bundle_path, precision, max_drop, overwrite, quiet, result.test_paths,
+                             result.test_labels)  # fmt: skip
 
 
 @app.command()
@@ -506,6 +548,13 @@ def quantize(
     ] = None,
     max_drop: MaxDropOpt = 1.0,
     method: CalibrationMethodOpt = "minmax",
+    refit_head: Annotated[
+        bool,
+        typer.Option(
+            "--refit-head/--no-refit-head",
+            help="int8: refit the scikit-learn head on the int8 backbone's features of its training images.",
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the calibration sample.")] = 0,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
@@ -516,7 +565,8 @@ def quantize(
 
     result = quantize_bundle(
         bundle, out_, precision=precision, calibration=calibration, n_calibration=n_calibration, test=test,
-        max_drop=max_drop, method=method, random_state=seed, overwrite=overwrite, progress=not quiet,
+        max_drop=max_drop, method=method, refit_head=refit_head, random_state=seed, overwrite=overwrite,
+        progress=not quiet,
     )  # fmt: skip
     emit_quantization(result, fmt)
 

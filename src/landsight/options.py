@@ -18,9 +18,7 @@ TrackingOpt = Annotated[
     str | None, typer.Option(help="MLflow store (default sqlite:///mlruns.db or $MLFLOW_TRACKING_URI).")
 ]
 TrackOpt = Annotated[bool, typer.Option("--track/--no-track", help="Record this run in MLflow.")]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an existing output (never done without it).")
-]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output (never done without it).")]
 FormatOpt = Annotated[
     str,
     typer.Option(
@@ -28,12 +26,17 @@ FormatOpt = Annotated[
         help=f"Result format on stdout: {' | '.join(TABLE_FORMATS)}. Tables never cut cells in a pipe.",
     ),
 ]
-ColumnsOpt = Annotated[
-    str | None, typer.Option("--columns", help="Comma-separated columns to print (default: all).")
-]
+ColumnsOpt = Annotated[str | None, typer.Option("--columns", help="Comma-separated columns to print (default: all).")]
 BandsOpt = Annotated[str | None, typer.Option(help="1-based bands to read, e.g. '1,2,3,4'.")]
 ClassNamesOpt = Annotated[Path | None, typer.Option(help="Class-names file for CNTK map files.")]
 PrecisionOpt = Annotated[str, typer.Option(help="int8 (CPU: static QDQ, per-channel weights) | fp16 (GPU only).")]
+TrainPrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        help="fp32 | int8 | fp16: also write a quantized copy beside OUT (OUT-int8.landsight; landsight quantize), "
+        "refused beyond --max-drop.",
+    ),
+]
 NCalibrationOpt = Annotated[int, typer.Option(help="Calibration inputs (images, or raster windows).")]
 MaxDropOpt = Annotated[
     float, typer.Option(help="Refuse the quantized bundle if held-out accuracy drops more than this, points.")

@@ -51,6 +51,8 @@ __all__ = [
     "QuantizationDropError",
     "QuantizeResult",
     "quantize_bundle",
+    "quantized_sibling",
+    "quantize_trained",
 ]
 
 #: Precisions :func:`quantize_bundle` writes; ``fp32`` is what training writes.
@@ -59,6 +61,8 @@ PRECISIONS = ("int8", "fp16")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 #: Operators whose outputs stay float: the pooled features feed a standardising head.
 _FLOAT_OPS = ("GlobalAveragePool", "GlobalMaxPool", "Flatten")
+#: Heads :func:`landsight.models.heads.make_head` rebuilds (``bundle.json``'s ``head.estimator``).
+_SKLEARN_HEADS = ("LogisticRegression", "LogisticRegressionCV", "RandomForestClassifier")
 #: Where each precision has a fast path in onnxruntime.
 _FAST_ON = {"int8": "cpu", "fp16": "cuda"}
 
@@ -118,6 +122,7 @@ def quantize_bundle(
     max_drop: float | None = 1.0,
     method: str = "minmax",
     keep_float: Sequence[str] = (),
+    refit_head: bool = True,
     random_state: int = 0,
     overwrite: bool = False,
     progress: bool = False,
@@ -142,6 +147,11 @@ def quantize_bundle(
             percentage points; ``None`` disables the refusal (the drop is still recorded).
         method: Calibration: ``"minmax"``, ``"percentile"`` (99.999 %) or ``"entropy"``.
         keep_float: Node-name substrings of more nodes to leave in float (int8 only).
+        refit_head: int8 classification bundles with a scikit-learn head (``train``, not
+            ``finetune`` or Spark): refit the head, with the same settings and ``C``, on the
+            int8 backbone's features of the images the shipped head was fitted on, so that the
+            head learns the quantized features it will be given (quantization-aware fitting of
+            the head only; costs one int8 pass over those images). Ignored otherwise.
         random_state: Seed of the calibration sample.
         overwrite: Replace an existing bundle at ``out``.
         progress: Progress bars while scoring.
@@ -149,7 +159,8 @@ def quantize_bundle(
     Returns:
         A :class:`QuantizeResult`; ``out/bundle.json`` records ``precision``, ``calibration``
         (source, n, fingerprint) and ``quantization`` (metric, fp32, quantized, drop, n_test,
-        method, format, fast_on).
+        method, format, fast_on, ``head_refit``: the images the head was refit on, or why not);
+        with a refit head, ``head`` describes the new head.
 
     Raises:
         LandsightValueError: Unknown precision or method, a bundle already quantized, no held-out
@@ -192,6 +203,8 @@ def quantize_bundle(
                      "fingerprint": task_data.calibration_fingerprint, "method": method}  # fmt: skip
             quantized = work / "quantized.onnx"
             _quantize_int8(float_model, quantized, samples, method=method, keep_float=keep_float)
+            if task == "classification" and refit_head:
+                quantized = task_data.refit_head(quantized, work)
         else:
             quantized = work / "quantized.onnx"
             _convert_fp16(float_model, quantized)
@@ -214,14 +227,79 @@ def quantize_bundle(
             **({"format": "QDQ", "per_channel": True, "weights": "int8 symmetric", "activations": "uint8"}
                if precision == "int8" else {"io": "float32 kept"}),
             **scores.get("extra", {}),
+            **({"head_refit": task_data.head_refit} if task == "classification" and precision == "int8" else {}),
         }  # fmt: skip
         path = _write(source, out, quantized, precision=precision, calibration=calib, quantization=quantization,
-                      overwrite=overwrite)  # fmt: skip
+                      overwrite=overwrite, head=getattr(task_data, "head", None))  # fmt: skip
     return QuantizeResult(
         bundle_path=path, precision=precision, metric=scores["metric"], fp32=scores["fp32"],
         quantized=scores["quantized"], drop=drop, n_test=scores["n_test"], calibration=calib,
         extra=scores.get("extra", {}), seconds=round(time.perf_counter() - started, 2),
     )  # fmt: skip
+
+
+def quantized_sibling(bundle_path: str | Path, precision: str = "int8") -> Path:
+    """Where ``train/finetune --precision`` put the quantized copy: ``model.landsight`` -> ``model-int8.landsight``.
+
+    Args:
+        bundle_path: The float32 bundle folder.
+        precision: ``"int8"`` or ``"fp16"``.
+
+    Returns:
+        The sibling folder path (not created).
+    """
+    path = Path(bundle_path)
+    return path.with_name(f"{path.stem}-{precision}{path.suffix or '.landsight'}")
+
+
+def quantize_trained(
+    bundle_path: str | Path,
+    *,
+    precision: str = "int8",
+    test_paths: Sequence[str] = (),
+    test_labels: Sequence[str] = (),
+    max_drop: float | None = 1.0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> QuantizeResult:
+    """Quantize a bundle just trained (``train`` / ``finetune --precision``) into its sibling folder.
+
+    The float32 bundle stays where it was written; the quantized copy goes to
+    :func:`quantized_sibling`. Bundles that record a reproducible test split (``train``) are
+    checked on it; others (``finetune``) on ``test_paths`` / ``test_labels``.
+
+    Args:
+        bundle_path: The float32 bundle just written.
+        precision: ``"int8"`` or ``"fp16"``.
+        test_paths: Held-out images of the training run, when the bundle cannot reproduce them.
+        test_labels: Their labels, same order and length.
+        max_drop: See :func:`quantize_bundle`.
+        overwrite: Replace an existing sibling bundle.
+        progress: Progress bars.
+
+    Returns:
+        The :class:`QuantizeResult` of :func:`quantize_bundle`.
+
+    Raises:
+        QuantizationDropError: The drop exceeds ``max_drop`` (the float32 bundle is kept, no sibling written).
+        LandsightValueError: ``test_paths`` and ``test_labels`` differ in length.
+    """
+    import csv
+
+    if len(test_paths) != len(test_labels):
+        raise LandsightValueError(f"{len(test_paths)} test paths but {len(test_labels)} labels")
+    out = quantized_sibling(bundle_path, precision)
+    if not len(test_paths):
+        return quantize_bundle(bundle_path, out, precision=precision, max_drop=max_drop, overwrite=overwrite,
+                               progress=progress)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="landsight-quantize-test-") as tmp:
+        listing = Path(tmp) / "test.csv"
+        with listing.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            writer.writerows(zip(test_paths, test_labels, strict=True))
+        return quantize_bundle(bundle_path, out, precision=precision, test=listing, max_drop=max_drop,
+                               overwrite=overwrite, progress=progress)  # fmt: skip
 
 
 # --- graphs --------------------------------------------------------------------------------------
@@ -340,7 +418,7 @@ def _convert_fp16(float_model: Path, out: Path) -> Path:
 
 def _write(
     source: Any, out: Path, model: Path, *, precision: str, calibration: dict[str, Any],
-    quantization: dict[str, Any], overwrite: bool,
+    quantization: dict[str, Any], overwrite: bool, head: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """The new bundle: source reports copied, the quantized graph, ``bundle.json`` with the new entries."""
     from landsight.bundle import BUNDLE_FILE, MODEL_FILE, WEIGHTS_FILE, staged_bundle, write_bundle
@@ -348,6 +426,8 @@ def _write(
     skip = {BUNDLE_FILE, MODEL_FILE, WEIGHTS_FILE}  # float weights would not match the quantized graph
     meta = {k: v for k, v in source.meta.items() if k not in ("schema_version", "created", "package_versions")}
     meta.update(precision=precision, calibration=calibration, quantization=quantization)
+    if head is not None:
+        meta["head"] = head
     with staged_bundle(out, overwrite=overwrite) as staging:
         for item in source.path.iterdir():
             if item.name in skip or item.name.startswith("."):
@@ -394,6 +474,8 @@ class _ClassificationData:
         self.calibration_source = str(calibration) if calibration is not None else default
         self.calibration_fingerprint = ""
         self.test_source = ""
+        self.head: dict[str, Any] | None = None  # bundle.json "head" of a refit head
+        self.head_refit: dict[str, Any] | str = "not asked"
 
     def _data(self, key: str) -> Any:
         return (self.bundle.meta.get("data") or {}).get(key)
@@ -463,6 +545,82 @@ class _ClassificationData:
         if not arrays:
             return np.empty((0,), dtype=np.uint8), []
         return np.stack(arrays), digests
+
+    def _head_images(self) -> tuple[list[str], list[str]] | str:
+        """Paths and labels the shipped head was fitted on, or why they cannot be known."""
+        head = self.bundle.meta.get("head") or {}
+        if head.get("estimator") not in _SKLEARN_HEADS:
+            return f"head {head.get('estimator') or head.get('kind')!r} is not a scikit-learn head landsight fits"
+        split = self._split()
+        if split is None:
+            return "bundle.json records no reproducible training split"
+        fitted = split if self._data("refit") else split[split["split"] == "train"]
+        return fitted["path"].tolist(), fitted["label"].tolist()
+
+    def refit_head(self, quantized: Path, work: Path) -> Path:
+        """Refit the head on the int8 backbone's features; return the new graph (``quantized`` when not possible).
+
+        Args:
+            quantized: The int8 graph (image -> probabilities) with its ``features`` tensor.
+            work: Scratch folder.
+
+        Returns:
+            Path of the int8 backbone merged with the refit head, or ``quantized`` unchanged
+            when the head cannot be refit (``self.head_refit`` then says why).
+        """
+        import onnx
+        import onnx.utils
+
+        from landsight.data.loader import iter_batches
+        from landsight.models.heads import describe_head, fit_head, make_head
+        from landsight.models.onnx_graph import FEATURES_OUTPUT, IMAGE_INPUT, head_to_onnx, merge_backbone_head
+        from landsight.progress import progress_bar
+
+        images = self._head_images()
+        if isinstance(images, str):
+            self.head_refit = f"not refit: {images}"
+            return quantized
+        paths, labels = images
+        backbone = work / "quantized_backbone.onnx"
+        try:
+            onnx.utils.extract_model(str(quantized), str(backbone), [IMAGE_INPUT], [FEATURES_OUTPUT])
+        except Exception as exc:  # noqa: BLE001  (a graph without a features tensor: nothing to refit)
+            self.head_refit = f"not refit: no {FEATURES_OUTPUT!r} tensor in the graph ({type(exc).__name__})"
+            return quantized
+        from landsight.runtime import OnnxModel
+
+        model = OnnxModel(backbone, device="cpu")
+        by_path = dict(zip(paths, labels, strict=True))
+        features, y = [], []
+        with progress_bar(len(paths), "int8 features for the head", enabled=self.progress) as bar:
+            for batch in iter_batches(paths, self.bundle.preprocessing, batch_size=32):
+                idx, stack = batch.stack()
+                if stack is not None:
+                    features.append(np.asarray(model(stack), dtype=np.float32))
+                    y += [by_path[batch.items[i].path] for i in idx]
+                bar.advance(len(batch.items))
+        if not features or sorted(set(y)) != sorted(self.bundle.classes):
+            self.head_refit = "not refit: the head's training images no longer cover every class"
+            return quantized
+        old = self.bundle.meta["head"]
+        params = old.get("params", {})
+        if old["kind"] == "logreg":
+            head = make_head("logreg", C=float(params["C"]), standardize=bool(params.get("standardize", True)),
+                             class_weight=params.get("class_weight"), random_state=self.seed)  # fmt: skip
+        else:
+            head = make_head("forest", n_estimators=int(params["n_estimators"]), max_depth=params.get("max_depth"),
+                             class_weight=params.get("class_weight"), random_state=self.seed)  # fmt: skip
+        X = np.concatenate(features)
+        fit_head(head, X, np.asarray(y, dtype=object))
+        if [str(c) for c in head.classes_] != list(self.bundle.classes):
+            raise LandsightValueError(f"refit head classes {list(head.classes_)!r} != bundle classes")
+        merged = merge_backbone_head(onnx.load(str(backbone)), head_to_onnx(head, X.shape[1]))
+        out = work / "quantized_refit.onnx"
+        onnx.save(merged, str(out))
+        self.head = {**describe_head(head), "fitted_on": "int8 features", "float32_head": old}
+        self.head_refit = {"n_images": len(y), "images": "all images" if self._data("refit") else "train split",
+                           "C": params.get("C")}  # fmt: skip
+        return out
 
     def _test_set(self) -> tuple[list[str], list[str]]:
         from landsight.data.catalog import build_catalog

@@ -65,6 +65,8 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Errors only: int8 graphs otherwise print one warning per ReLU6 bound the optimizer folds away.
+        options.log_severity_level = 3
         source: Any = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name

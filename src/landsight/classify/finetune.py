@@ -20,7 +20,7 @@ itself), or from Spark with ``pyspark.ml.torch.distributor.TorchDistributor`` ca
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class FinetuneResult:
         best_epoch: The epoch (0-based) whose weights were bundled.
         skipped: ``(path, reason)`` of unreadable images.
         run_id: MLflow run id ("" when tracking is off).
+        test_paths: The held-out test images (empty on ranks other than 0).
+        test_labels: Their labels, in the same order.
     """
 
     bundle_path: Path
@@ -52,6 +54,8 @@ class FinetuneResult:
     best_epoch: int
     skipped: list[tuple[str, str]]
     run_id: str
+    test_paths: list[str] = field(default_factory=list)
+    test_labels: list[str] = field(default_factory=list)
 
 
 def finetune(
@@ -362,7 +366,9 @@ def _finetune(
                          "num_nodes": num_nodes},
             seconds=time.perf_counter() - started,
         )  # fmt: skip
-    return FinetuneResult(out, metrics, history, best_epoch, skipped, "")
+    test_rows = parts["test"]
+    return FinetuneResult(out, metrics, history, best_epoch, skipped, "", [str(p) for p in test_rows["path"]],
+                          [str(c) for c in test_rows["label"]])  # fmt: skip
 
 
 def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:
