@@ -12,7 +12,8 @@ then
 * throughput, images/s, best of ``--rounds`` paired rounds (fp32 then int8 back to back):
   ``graph`` = the bundle's ``OnnxModel`` on pre-decoded, resized uint8 batches of 32 (the fp32
   ceiling of featurize.py (a)); ``predict`` = ``Bundle.predict(paths)`` end to end (read, decode,
-  resize, network, table).
+  resize, network, table); and the float32 backbone as exported before and after TensorFlow "same"
+  padding was folded into its convolutions (``landsight.models.onnx_graph.EXPORT_REVISION`` 2).
 
 Segmentation (``--segment``): a U-Net trained briefly on 6 Chesapeake NAIP patches, quantized with
 200 windows of 256 x 256 from its training rasters, pixel accuracy / mean IoU on the 2 held-out
@@ -94,6 +95,26 @@ def accuracy_over_seeds(name: str, root: Path, work: Path, seeds: int) -> tuple[
     return row, work / f"{name}-0.landsight", work / f"{name}-0-int8.landsight"
 
 
+def _backbone_graphs(bundle: Any, work: Path) -> tuple[Any, Any]:
+    """The bundle's backbone as exported now, and as exported before padding was folded (dynamic "same" padding)."""
+    import dataclasses
+    from unittest import mock
+
+    from landsight.models import onnx_graph
+    from landsight.models.backbones import create_backbone
+    from landsight.runtime import OnnxModel
+
+    meta = bundle.meta["backbone"]
+    backbone = dataclasses.replace(create_backbone(meta["name"]), tta=meta.get("tta", "none"))
+    now = onnx_graph.export_backbone(backbone, work / "backbone-now.onnx")
+    with (
+        mock.patch.object(onnx_graph, "static_same_padding", lambda module, _example: module),
+        mock.patch.object(onnx_graph, "fold_pads_into_convs", lambda *_args: 0),
+    ):
+        before = onnx_graph.export_backbone(backbone, work / "backbone-before.onnx")
+    return OnnxModel(before, device="cpu"), OnnxModel(now, device="cpu")
+
+
 def throughput(name: str, root: Path, fp32_path: Path, int8_path: Path, n: int, rounds: int) -> list[list[str]]:
     """Paired fp32 / int8 throughput of one dataset's seed-0 bundles; returns table rows."""
     from landsight import load_bundle
@@ -113,7 +134,11 @@ def throughput(name: str, root: Path, fp32_path: Path, int8_path: Path, n: int, 
 
     g = paired(graph(fp32), graph(int8), len(paths), rounds)
     p = paired(predict(fp32), predict(int8), len(paths), rounds)
+    before, now = _backbone_graphs(fp32, fp32_path.parent)
+    d = paired(lambda: [before(c) for c in chunks], lambda: [now(c) for c in chunks], len(paths), rounds)
     return [
+        [name, "fp32 backbone: dynamic padding (before) -> folded (now); columns: before, now, now / before",
+         len(paths), f"{d['fp32']:.1f}", f"{d['int8']:.1f}", f"{d['ratio']:.2f}", f"{d['foreign']:.2f}"],
         [name, "graph, pre-decoded batches of 32", len(paths), f"{g['fp32']:.1f}", f"{g['int8']:.1f}",
          f"{g['ratio']:.2f}", f"{g['foreign']:.2f}"],
         [name, "Bundle.predict(paths), end to end", len(paths), f"{p['fp32']:.1f}", f"{p['int8']:.1f}",

@@ -28,6 +28,32 @@ def test_onnx_features_equal_torch_features(small_dataset: Path, extractor: Feat
     assert np.abs(got - expected).max() < 1e-4
 
 
+def test_same_padding_is_folded_into_the_convolutions(small_dataset: Path, tmp_path: Path) -> None:
+    """The exported graph pads inside its convolutions (no Pad, no shape arithmetic) and computes the same features."""
+    import dataclasses
+
+    import onnx
+    from timm.layers.conv2d_same import Conv2dSame
+
+    from landsight.models.onnx_graph import export_backbone
+    from landsight.runtime import OnnxModel
+
+    backbone = dataclasses.replace(create_backbone("tf_efficientnet_lite0"), tta="rot4")
+    path = export_backbone(backbone, tmp_path / "rot4.onnx")
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Pad" not in ops and ops.count("Ceil") == 0 and ops.count("Conv") == 49
+    pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in pads and [1, 1, 2, 2] in pads  # TF "same" of stride-2 3x3 / 5x5 convs on even sizes
+    module = backbone.input_module()
+    assert any(isinstance(m, Conv2dSame) for m in module.modules())  # the torch module itself is untouched
+    paths = _paths(small_dataset)[:4]
+    images = np.stack([backbone.preprocessing.resize(read_image(p).array) for p in paths])
+    with torch.no_grad():
+        expected = module(torch.from_numpy(images)).numpy()
+    assert np.abs(OnnxModel(path, device="cpu")(images) - expected).max() < 1e-4
+
+
 def test_second_run_reads_the_cache(small_dataset: Path, extractor: FeatureExtractor, tmp_path: Path) -> None:
     paths = _paths(small_dataset)[:10]
     first = featurize(paths, extractor=extractor, progress=False, batch_size=4)

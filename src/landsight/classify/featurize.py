@@ -116,9 +116,9 @@ def cache_key(backbone: Backbone) -> str:
 
 def cached_backbone_onnx(backbone: Backbone) -> Path:
     """Export the backbone to ONNX once per cache key and return the file path."""
-    from landsight.models.onnx_graph import export_backbone
+    from landsight.models.onnx_graph import EXPORT_REVISION, export_backbone
 
-    path = cache_dir("backbones") / f"{cache_key(backbone)}.onnx"
+    path = cache_dir("backbones") / f"{cache_key(backbone)}-export{EXPORT_REVISION}.onnx"
     if not path.is_file():
         export_backbone(backbone, path)
     return path
