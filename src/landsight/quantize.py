@@ -11,7 +11,10 @@ every scorer (``predict``, Spark, ``serve``, maps, ``segment predict``) takes it
   ``image`` input is unchanged), and so do the global pooling that makes the features and the
   scikit-learn head (``ai.onnx.ml`` operators), whose standardisation would magnify a coarse
   quantization step of the features. onnxruntime fuses the QDQ pairs into int8 convolution
-  kernels (VNNI / AVX-512 on x86).
+  kernels (VNNI / AVX-512 on x86). The scikit-learn head of a ``train`` bundle is then refit
+  (same settings and ``C``) on the int8 backbone's features of the images it was fitted on:
+  quantization-aware fitting of the head alone, which recovers most of the accuracy that
+  post-training quantization of the depthwise backbone loses (``benchmarks/RESULTS.md``).
 * ``precision="fp16"``: float16 weights and activations
   (``onnxruntime.transformers.float16.convert_float_to_float16``, inputs and outputs kept).
   onnxruntime has fast float16 kernels on CUDA only; on a CPU such a bundle runs, slower than
@@ -297,7 +300,7 @@ def quantize_trained(
         with listing.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label"])
-            writer.writerows(zip(test_paths, test_labels, strict=True))
+            writer.writerows((Path(p).absolute(), c) for p, c in zip(test_paths, test_labels, strict=True))
         return quantize_bundle(bundle_path, out, precision=precision, test=listing, max_drop=max_drop,
                                overwrite=overwrite, progress=progress)  # fmt: skip
 
