@@ -255,3 +255,9 @@ def test_train_and_finetune_precision_int8_write_a_checked_sibling(small_dataset
     assert tq["quantization"]["head_refit"].startswith("not refit")  # the fine-tuned head is part of the network
     again = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--overwrite", "--fast", *common[:2]])
     assert again.exit_code == 0, again.output  # --overwrite replaces both
+    before = (sibling / BUNDLE_FILE).read_bytes()
+    refused = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--overwrite", "--fast", "-q",
+                                  "--no-track", "--precision", "int8", "--max-drop", "-100"])  # fmt: skip
+    assert isinstance(refused.exception, QuantizationDropError)  # exit code 2 in the shell (test above)
+    assert "float32 bundle" in str(refused.exception) and "copy was refused" in str(refused.exception)
+    assert (sibling / BUNDLE_FILE).read_bytes() == before and load_bundle(out).meta["task"] == "classification"

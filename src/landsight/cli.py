@@ -237,12 +237,20 @@ def _quantize_after_training(
     """``--precision int8|fp16`` of train / finetune: the quantized copy beside the float32 bundle."""
     if precision == "fp32":
         return
-    from landsight.quantize import quantize_trained
+    from landsight.quantize import QuantizationDropError, quantize_trained
 
-    result = quantize_trained(
-        bundle, precision=precision, test_paths=test_paths or [], test_labels=test_labels or [],
-        max_drop=max_drop, overwrite=overwrite, progress=not quiet,
-    )  # fmt: skip
+    try:
+        result = quantize_trained(
+            bundle, precision=precision, test_paths=test_paths or [], test_labels=test_labels or [],
+            max_drop=max_drop, overwrite=overwrite, progress=not quiet,
+        )  # fmt: skip
+    except QuantizationDropError as exc:
+        raise QuantizationDropError(
+            f"the float32 bundle {str(bundle)!r} was written; its {precision} copy was refused: {exc}",
+            fp32=exc.fp32,
+            quantized=exc.quantized,
+            drop=exc.drop,
+        ) from None
     err().print(
         f"{precision} bundle: [bold]{result.bundle_path}[/bold] ({result.metric} {result.fp32:.2f} % -> "
         f"{result.quantized:.2f} %, drop {result.drop:+.2f} points on {result.n_test:,} held-out images)"
