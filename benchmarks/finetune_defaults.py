@@ -10,7 +10,8 @@ figures are the bundles' own held-out metrics (the frozen one from its split hea
 refit). The fine-tune trains on 70 % of the images (10 % validate), the frozen head on 80 %.
 
 Run from the repository root: ``.venv/bin/python benchmarks/finetune_defaults.py
-[--datasets ucmerced] [--seeds 1]``.
+[--datasets ucmerced] [--seeds 1] [--retrain all --optimizer adamw --lr 1e-3 --lr-schedule cosine
+--epochs 10]`` (the options override finetune's defaults, to compare other recipes on the same splits).
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--datasets", default="ucmerced")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--retrain", help="override finetune's default depth (last | fc | all)")
+    parser.add_argument("--optimizer", help="override the default optimizer (sgd | adamw)")
+    parser.add_argument("--lr", type=float, help="override the default learning rate")
+    parser.add_argument("--lr-schedule", help="override the default schedule (constant | cosine | onecycle)")
+    parser.add_argument("--epochs", type=int, help="override the default maximum epochs")
     args = parser.parse_args()
+    overrides = {k: v for k in ("retrain", "optimizer", "lr", "lr_schedule", "epochs")
+                 if (v := getattr(args, k)) is not None}  # fmt: skip
+    print(f"finetune options: {overrides or 'defaults'}")
     print(f"machine: {machine()}\n")
     rows = []
     start = time.perf_counter()
@@ -46,7 +55,7 @@ def main() -> None:
                     frozen = train(data, out=Path(tmp) / "f.landsight", random_state=seed, progress=False, track=False)
                 with timed() as t_tuned:
                     tuned = finetune(data, out=Path(tmp) / "t.landsight", random_state=seed, progress=False,
-                                     track=False)  # fmt: skip
+                                     track=False, **overrides)  # fmt: skip
             assert frozen.metrics["n"] == tuned.metrics["n"], "different test splits"
             acc["train (defaults)"].append(100 * frozen.metrics["accuracy"])
             acc["finetune (defaults)"].append(100 * tuned.metrics["accuracy"])
