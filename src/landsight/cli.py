@@ -221,8 +221,10 @@ def train(
 
 def _check_precision(precision: str, out_: Path, overwrite: bool) -> None:
     """Refuse a bad ``--precision`` or an existing quantized sibling before any training."""
-    if precision not in ("fp32", "int8", "fp16"):
-        raise typer.BadParameter(f"--precision must be fp32, int8 or fp16, got {precision!r}")
+    from landsight.quantize import PRECISIONS
+
+    if precision not in ("fp32", *PRECISIONS):
+        raise typer.BadParameter(f"--precision must be one of {['fp32', *PRECISIONS]}, got {precision!r}")
     if precision != "fp32":
         from landsight.bundle import check_bundle_out
         from landsight.quantize import quantized_sibling

@@ -578,6 +578,7 @@ class _ClassificationData:
         from landsight.models.heads import describe_head, fit_head, make_head
         from landsight.models.onnx_graph import FEATURES_OUTPUT, IMAGE_INPUT, head_to_onnx, merge_backbone_head
         from landsight.progress import progress_bar
+        from landsight.runtime import OnnxModel
 
         images = self._head_images()
         if isinstance(images, str):
@@ -590,8 +591,6 @@ class _ClassificationData:
         except Exception as exc:  # noqa: BLE001  (a graph without a features tensor: nothing to refit)
             self.head_refit = f"not refit: no {FEATURES_OUTPUT!r} tensor in the graph ({type(exc).__name__})"
             return quantized
-        from landsight.runtime import OnnxModel
-
         model = OnnxModel(backbone, device="cpu")
         by_path = dict(zip(paths, labels, strict=True))
         features, y = [], []
