@@ -145,13 +145,121 @@ def test_head_refit_fits_the_int8_features(int8: QuantizeResult, trained, tmp_pa
     assert meta["quantization"]["head_refit"] == "not asked"
 
 
+def _sample_images(trained, small_dataset: Path) -> np.ndarray:  # noqa: ANN001
+    """The 36 real EuroSAT tiles, resized as the bundle scores them: uint8 (36, 224, 224, 3)."""
+    from landsight.data.readers import read_image
+
+    bundle = load_bundle(trained.bundle_path)
+    return np.stack([bundle.preprocessing.resize(read_image(p).array) for p in _paths(small_dataset)])
+
+
+def test_int8_graph_takes_the_image_bytes_directly(int8: QuantizeResult, trained, small_dataset: Path,
+                                                   tmp_path: Path) -> None:  # noqa: ANN001  # fmt: skip
+    """lite0's normalisation (x / 127.5 - 1) is a uint8 quantization: the bytes feed the first QLinearConv.
+
+    Checked against the graph the quantizer made before the rewrite (same calibration): the first
+    convolution is closer to float32 (the bytes are its exact input, less a constant offset the
+    bias absorbs; the quantizer rounds the normalised image to its calibrated step), and the two
+    graphs' probabilities agree.
+    """
+    from unittest import mock
+
+    import onnx
+
+    from landsight.models import onnx_graph
+    from landsight.quantize import _prepared_float_model, _quantize_int8
+    from landsight.runtime import OnnxModel
+
+    meta = json.loads((int8.bundle_path / BUNDLE_FILE).read_text())
+    assert meta["quantization"]["input"] == {"image_bytes_direct": True, "scale": round(1 / 127.5, 8),
+                                             "zero_point": 128, "offset": round(0.5 / 127.5, 8),
+                                             "bias_corrected": 1}  # fmt: skip
+    ops = [n.op_type for n in onnx.load(str(int8.bundle_path / "model.onnx")).graph.node]
+    assert "Cast" not in ops and "Div" not in ops and "Sub" not in ops
+
+    images = _sample_images(trained, small_dataset)
+    float_model = _prepared_float_model(trained.bundle_path / "model.onnx", tmp_path)
+    before = tmp_path / "before.onnx"
+    with mock.patch.object(onnx_graph, "bytes_into_first_qconv", return_value=None):
+        assert "float normalisation" in _quantize_int8(float_model, before, images[:16], method="minmax", keep_float=())
+    after = tmp_path / "after.onnx"
+    after.write_bytes(before.read_bytes())
+    record = onnx_graph.bytes_into_first_qconv(after)
+    assert record is not None and record["zero_point"] == 128
+
+    def first_conv(path: Path) -> np.ndarray:
+        """The first convolution's float output (exposing it stops the int8 fusion there, not the arithmetic)."""
+        import onnxruntime as ort
+
+        model = onnx.load(str(path))
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        model.graph.output.append(onnx.helper.make_tensor_value_info(conv.output[0], onnx.TensorProto.FLOAT, None))
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run([conv.output[0]], {"image": images[:8]})[0][..., 1:-1, 1:-1]  # interior: no padding
+
+    exact = first_conv(float_model)
+    error_before = np.abs(first_conv(before) - exact).max()
+    error_after = np.abs(first_conv(after) - exact).max()
+    assert error_after < error_before  # the bytes are the exact input; the quantizer's rounding of it is not
+
+    p_before = np.asarray(OnnxModel(before, device="cpu")(images))
+    p_after = np.asarray(OnnxModel(after, device="cpu")(images))
+    assert (p_before.argmax(1) == p_after.argmax(1)).mean() >= 0.9
+    assert np.abs(p_before - p_after).mean() < 0.02
+
+
+def test_bytes_rewrite_leaves_per_band_normalisation_alone(tmp_path: Path) -> None:
+    """ImageNet's per-band mean / std is no single uint8 scale: the graph is left as quantized (synthetic net)."""
+    import torch
+
+    from landsight.models.modules import ImageInput
+    from landsight.models.onnx_graph import bytes_into_first_qconv
+    from landsight.quantize import _quantize_int8
+
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)  # synthetic
+    for mean, std, rewritten in (((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False), ((0.5,) * 3, (0.5,) * 3, True)):
+        torch.manual_seed(0)
+        net = ImageInput(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                             torch.nn.Conv2d(8, 4, 3)), mean, std).eval()  # fmt: skip
+        float_model = tmp_path / f"float-{rewritten}.onnx"
+        torch.onnx.export(net, (torch.from_numpy(samples[:1]),), str(float_model), input_names=["image"],
+                          output_names=["out"], dynamic_axes={"image": {0: "n"}}, dynamo=False)  # fmt: skip
+        out = tmp_path / f"int8-{rewritten}.onnx"
+        with mock_rewrite_off():
+            _quantize_int8(float_model, out, samples, method="minmax", keep_float=())
+        before = out.read_bytes()
+        record = bytes_into_first_qconv(out)
+        assert (record is not None) == rewritten
+        if not rewritten:
+            assert out.read_bytes() == before
+        else:
+            from landsight.runtime import OnnxModel
+
+            expected = net(torch.from_numpy(samples)).detach().numpy()
+            got = np.asarray(OnnxModel(out, device="cpu")(samples))
+            assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def mock_rewrite_off():  # noqa: ANN201
+    """Quantize without the bytes rewrite (to apply it by hand after)."""
+    from unittest import mock
+
+    from landsight.models import onnx_graph
+
+    return mock.patch.object(onnx_graph, "bytes_into_first_qconv", return_value=None)
+
+
 def test_constant_calibration_image_is_refused_and_nothing_written(trained, tmp_path: Path) -> None:  # noqa: ANN001
     calib = tmp_path / "calibration"
     calib.mkdir()
-    Image.new("RGB", (64, 64), (90, 90, 90)).save(calib / "synthetic_constant.png")
+    # Mid-grey is the normalisation's zero: every activation the calibration sees is bias alone, so the
+    # calibrated ranges clip real images. (The head refit is off: fitted on the clipped features, it
+    # recovers much of the loss, which is not what this test is about.)
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(calib / "synthetic_constant.png")
     out = tmp_path / "bad-int8.landsight"
     with pytest.raises(QuantizationDropError, match="max_drop=1") as info:
-        quantize_bundle(trained.bundle_path, out, calibration=calib)
+        quantize_bundle(trained.bundle_path, out, calibration=calib, refit_head=False)
     assert info.value.drop > 1 and isinstance(info.value, LandsightValueError)
     assert not out.exists()
 
@@ -222,7 +330,8 @@ def test_quantize_command_refuses_a_bad_drop_with_one_line(trained, small_datase
     Image.new("RGB", (64, 64), (128, 128, 128)).save(const / "grey.png")
     out = tmp_path / "bad-int8.landsight"
     r = subprocess.run([sys.executable, "-m", "landsight", "quantize", str(trained.bundle_path), "--out", str(out),
-                        "--calibration", str(const), "--max-drop", "0", "--test", str(small_dataset), "-q"],
+                        "--calibration", str(const), "--no-refit-head", "--max-drop", "0", "--test", str(small_dataset),
+                        "-q"],
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and not out.exists(), r.stderr
 

@@ -7,8 +7,11 @@ every scorer (``predict``, Spark, ``serve``, maps, ``segment predict``) takes it
 * ``precision="int8"``: static quantization with onnxruntime's own tools
   (``onnxruntime.quantization.quantize_static``; QDQ format, per-channel symmetric int8 weights,
   asymmetric uint8 activations, ranges calibrated on a few hundred real inputs). Only the
-  network is quantized: the input cast and normalisation stay float (the uint8 / float32
-  ``image`` input is unchanged), and so do the global pooling that makes the features and the
+  network is quantized (the uint8 / float32 ``image`` input is unchanged). When the input
+  normalisation is the same affine map on every band (EfficientNet-Lite: mean = std = 0.5) it is
+  a uint8 quantization itself, and the image bytes go straight into the first int8 convolution
+  (:func:`landsight.models.onnx_graph.bytes_into_first_qconv`); otherwise the cast and
+  normalisation stay float. The global pooling that makes the features and the
   scikit-learn head (``ai.onnx.ml`` operators), whose standardisation would magnify a coarse
   quantization step of the features. onnxruntime fuses the QDQ pairs into int8 convolution
   kernels (VNNI / AVX-512 on x86). The scikit-learn head of a ``train`` bundle is then refit
@@ -162,7 +165,8 @@ def quantize_bundle(
     Returns:
         A :class:`QuantizeResult`; ``out/bundle.json`` records ``precision``, ``calibration``
         (source, n, fingerprint) and ``quantization`` (metric, fp32, quantized, drop, n_test,
-        method, format, fast_on, ``head_refit``: the images the head was refit on, or why not);
+        method, format, fast_on, ``head_refit``: the images the head was refit on, or why not;
+        ``input``: whether the image bytes feed the first int8 convolution directly);
         with a refit head, ``head`` describes the new head.
 
     Raises:
@@ -200,12 +204,13 @@ def quantize_bundle(
         else:
             task_data = _SegmentationData(source, calibration, n_calibration, test, test_labels, random_state)
         calib: dict[str, Any] = {}
+        first_conv_input: dict[str, Any] | str | None = None
         if precision == "int8":
             samples = task_data.calibration_samples()
             calib = {"source": task_data.calibration_source, "n": len(samples),
                      "fingerprint": task_data.calibration_fingerprint, "method": method}  # fmt: skip
             quantized = work / "quantized.onnx"
-            _quantize_int8(float_model, quantized, samples, method=method, keep_float=keep_float)
+            first_conv_input = _quantize_int8(float_model, quantized, samples, method=method, keep_float=keep_float)
             if task == "classification" and refit_head:
                 quantized = task_data.refit_head(quantized, work)
         else:
@@ -231,6 +236,7 @@ def quantize_bundle(
                if precision == "int8" else {"io": "float32 kept"}),
             **scores.get("extra", {}),
             **({"head_refit": task_data.head_refit} if task == "classification" and precision == "int8" else {}),
+            **({"input": first_conv_input} if first_conv_input is not None else {}),
         }  # fmt: skip
         path = _write(source, out, quantized, precision=precision, calibration=calib, quantization=quantization,
                       overwrite=overwrite, head=getattr(task_data, "head", None))  # fmt: skip
@@ -369,8 +375,12 @@ class _Reader:
 
 def _quantize_int8(
     float_model: Path, out: Path, samples: np.ndarray, *, method: str, keep_float: Sequence[str]
-) -> Path:
-    """Static QDQ int8 quantization of ``float_model`` (per-channel weights) calibrated on ``samples``."""
+) -> dict[str, Any] | str:
+    """Static QDQ int8 quantization of ``float_model`` (per-channel weights) calibrated on ``samples``.
+
+    Returns how the image reaches the first int8 convolution: the bytes directly
+    (:func:`landsight.models.onnx_graph.bytes_into_first_qconv`'s record) or why through float.
+    """
     import logging
 
     import onnx
@@ -381,6 +391,8 @@ def _quantize_int8(
         QuantType,
         quantize_static,
     )
+
+    from landsight.models.onnx_graph import bytes_into_first_qconv
 
     reader_cls = type("LandsightCalibration", (_Reader, CalibrationDataReader), {})
     name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
@@ -404,7 +416,10 @@ def _quantize_int8(
     for init in unused:
         model.graph.initializer.remove(init)
     onnx.save(model, str(out))
-    return out
+    direct = bytes_into_first_qconv(out)
+    if direct is None:
+        return "float normalisation, then quantized (the normalisation differs between bands or is not a uint8 scale)"
+    return {"image_bytes_direct": True, **{k: round(v, 8) if isinstance(v, float) else v for k, v in direct.items()}}
 
 
 def _convert_fp16(float_model: Path, out: Path) -> Path:
