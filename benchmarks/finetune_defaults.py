@@ -39,9 +39,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="override the default learning rate")
     parser.add_argument("--lr-schedule", help="override the default schedule (constant | cosine | onecycle)")
     parser.add_argument("--epochs", type=int, help="override the default maximum epochs")
+    parser.add_argument("--head-init", help="override the default head initialisation (probe | random)")
+    parser.add_argument("--tta", help="override the default test-time views (rot4 | none)")
+    parser.add_argument("--backbone-lr-mult", type=float, help="override the default backbone lr factor")
+    parser.add_argument("--no-train", action="store_true",
+                        help="skip the frozen `train` runs (their column is then empty): recipe searches")
     args = parser.parse_args()
-    overrides = {k: v for k in ("retrain", "optimizer", "lr", "lr_schedule", "epochs")
-                 if (v := getattr(args, k)) is not None}  # fmt: skip
+    overrides = {k: v for k in ("retrain", "optimizer", "lr", "lr_schedule", "epochs", "head_init", "tta",
+                                "backbone_lr_mult") if (v := getattr(args, k)) is not None}  # fmt: skip
     print(f"finetune options: {overrides or 'defaults'}")
     print(f"machine: {machine()}\n")
     rows = []
@@ -52,19 +57,20 @@ def main() -> None:
         for seed in range(args.seeds):
             with fresh_cache(), tempfile.TemporaryDirectory(prefix="landsight-ft-") as tmp:
                 with timed() as t_frozen:
-                    frozen = train(data, out=Path(tmp) / "f.landsight", random_state=seed, progress=False, track=False)
+                    frozen = (train(data, out=Path(tmp) / "f.landsight", random_state=seed, progress=False, track=False)
+                              if not args.no_train else None)  # fmt: skip
                 with timed() as t_tuned:
                     tuned = finetune(data, out=Path(tmp) / "t.landsight", random_state=seed, progress=False,
                                      track=False, **overrides)  # fmt: skip
-            assert frozen.metrics["n"] == tuned.metrics["n"], "different test splits"
-            acc["train (defaults)"].append(100 * frozen.metrics["accuracy"])
+            assert frozen is None or frozen.metrics["n"] == tuned.metrics["n"], "different test splits"
+            acc["train (defaults)"].append(100 * frozen.metrics["accuracy"] if frozen else float("nan"))
             acc["finetune (defaults)"].append(100 * tuned.metrics["accuracy"])
             epochs = len(tuned.history)
             print(
                 f"{name} seed {seed}: train {acc['train (defaults)'][-1]:.2f} ({t_frozen.seconds:.0f} s, load "
                 f"{t_frozen.foreign:.2f}); finetune {acc['finetune (defaults)'][-1]:.2f} ({t_tuned.seconds:.0f} s, "
                 f"{epochs} epochs, best {tuned.best_epoch + 1}, load {t_tuned.foreign:.2f}); test n = "
-                f"{frozen.metrics['n']} / {tuned.metrics['n']}",
+                f"{frozen.metrics['n'] if frozen else '-'} / {tuned.metrics['n']}",
                 flush=True,
             )
             rows.append(

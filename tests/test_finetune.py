@@ -47,13 +47,15 @@ def test_retraining_depths(
     weights = load_file(str(out / "weights.safetensors"))
     for name in frozen:  # BatchNorm statistics included: frozen layers stay in eval mode
         assert torch.equal(weights[f"features.net.{name}"], pretrained_state[name]), name
-    bn = "bn1.running_mean"
-    assert torch.equal(weights[f"features.net.{bn}"], pretrained_state[bn]) == (retrain != "all")
+    bn = "bn1.running_mean"  # the default probe-initialised head keeps every BatchNorm's statistics
+    assert torch.equal(weights[f"features.net.{bn}"], pretrained_state[bn])
     for name in learned:
         assert not torch.equal(weights[f"features.net.{name}"], pretrained_state[name]), name
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["head"] == meta["head"] | {"kind": "finetune", "retrain": retrain}
-    assert meta["head"]["params"]["augment"] == (retrain != "last")
+    assert meta["head"]["params"]["augment"] == {"last": False, "fc": "rotations", "all": True}[retrain]
+    assert meta["head"]["params"]["cached_trunk"] == (retrain == "fc") and meta["backbone"]["tta"] == "rot4"
+    assert meta["head"]["params"]["head_init"] == "probe" and meta["head"]["params"]["probe"]["C"] > 0
     # predict and evaluate work on the bundle unchanged
     bundle = load_bundle(out)
     preds = bundle.predict(sorted(str(p) for p in (small_dataset / "River").glob("*.jpg"))[:3])
@@ -64,19 +66,21 @@ def test_retraining_depths(
 
 def test_bundle_graph_equals_the_torch_classifier(small_dataset: Path, tmp_path: Path) -> None:
     from landsight.data.readers import read_image
-    from landsight.models.classifier import ImageClassifier
+    from landsight.models.classifier import ImageClassifier, with_tta
 
-    out = tmp_path / "m.landsight"
-    finetune(small_dataset, out=out, retrain="fc", epochs=1, batch_size=8, num_workers=0, progress=False, track=False)
-    bundle = load_bundle(out)
-    clf = ImageClassifier(create_backbone("tf_efficientnet_lite0"), len(bundle.classes))
-    clf.load_state_dict(load_file(str(out / "weights.safetensors")))
-    images = np.stack(
-        [bundle.preprocessing.resize(read_image(p).array) for p in sorted(small_dataset.rglob("*.jpg"))[:4]]
-    )
-    with torch.no_grad():
-        expected = torch.softmax(clf.eval()(torch.from_numpy(images)), 1).numpy()
-    assert np.abs(bundle.predict_proba(images) - expected).max() < 1e-4
+    images = np.stack([read_image(p).array for p in sorted(small_dataset.rglob("*.jpg"))[:4]])
+    for tta in ("rot4", "none"):
+        out = tmp_path / f"m-{tta}.landsight"
+        finetune(small_dataset, out=out, retrain="fc", epochs=1, batch_size=8, num_workers=0, tta=tta, progress=False,
+                 track=False)  # fmt: skip
+        bundle = load_bundle(out)
+        assert bundle.meta["backbone"]["tta"] == tta
+        clf = ImageClassifier(create_backbone("tf_efficientnet_lite0"), len(bundle.classes))
+        clf.load_state_dict(load_file(str(out / "weights.safetensors")))
+        resized = np.stack([bundle.preprocessing.resize(im) for im in images])
+        with torch.no_grad():
+            expected = torch.softmax(with_tta(clf.eval(), tta)(torch.from_numpy(resized)), 1).numpy()
+        assert np.abs(bundle.predict_proba(resized) - expected).max() < 1e-4
 
 
 def test_lr_schedules_and_fc_mapping() -> None:
@@ -94,6 +98,9 @@ def test_lr_schedules_and_fc_mapping() -> None:
     [
         ({"retrain": "half"}, "retrain must be one of"),
         ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"head_init": "zeros"}, "head_init must be one of"),
+        ({"batchnorm": "sync"}, "batchnorm must be one of"),
+        ({"tta": "rot8"}, "tta must be"),
         ({"val_size": 0}, "val_size"),
         ({"retrain": "last", "augment": True}, "cache_features=False"),
         ({"resume": True}, "does not exist"),
@@ -187,3 +194,63 @@ def test_a_class_left_without_readable_images_is_named(small_dataset: Path, tmp_
         (root / "Broken" / f"b{i}.jpg").write_bytes(b"")
     with pytest.raises(LandsightValueError, match=r"lacks classes \['Broken'\]"):
         finetune(root, out=tmp_path / "x.landsight", retrain="last", epochs=1, progress=False, track=False)
+
+
+def test_trunk_split_reproduces_the_network_and_trains_only_the_last_stage() -> None:
+    from landsight.models.trunk import split_trunk
+
+    net = create_backbone("tf_efficientnet_lite0").model.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    trunk, tail = split_trunk(net, fc_block_prefix(net), x)  # type: ignore[misc]
+    with torch.no_grad():
+        torch.testing.assert_close(tail(trunk(x)), net(x), rtol=1e-4, atol=1e-4)
+    trunk_ids, tail_ids = {id(p) for p in trunk.parameters()}, {id(p) for p in tail.parameters()}
+    assert not trunk_ids & tail_ids and id(net.blocks[6][0].conv_pw.weight) in tail_ids
+    assert id(net.blocks[5][0].conv_pw.weight) in trunk_ids and id(net.conv_head.weight) in tail_ids
+
+    class Shuffled(torch.nn.Module):  # synthetic: children registered in another order than they run
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = torch.nn.Conv2d(4, 4, 1)
+            self.a = torch.nn.Conv2d(3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x)).mean((2, 3))
+
+    assert split_trunk(Shuffled(), "a", x[:, :, :8, :8]) is None
+
+
+@pytest.mark.parametrize("n_classes", [3, 2])
+def test_probe_init_gives_the_logistic_regression_probabilities(n_classes: int) -> None:
+    """The final layer set from a standardised scikit-learn probe outputs the probe's probabilities (synthetic X)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from landsight.models.classifier import probe_init
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), 20)
+    X = (rng.normal(size=(len(y), 16)) * rng.uniform(0.1, 5, 16) + y[:, None] * 0.7 + 3).astype(np.float32)
+    fc = torch.nn.Linear(16, n_classes)
+    record = probe_init(fc, X, y, C=0.5)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=2000)).fit(X, y)
+    with torch.no_grad():
+        got = torch.softmax(fc(torch.from_numpy(X)), 1).numpy()
+    np.testing.assert_allclose(got, reference.predict_proba(X), atol=1e-4)
+    assert record["C"] == 0.5 and record["train_accuracy"] == round(100 * reference.score(X, y), 2)
+    with pytest.raises(LandsightValueError, match="covering classes"):
+        probe_init(fc, X, np.zeros(len(y), dtype=int))
+
+
+def test_frozen_batchnorm_keeps_every_running_statistic(small_dataset: Path, tmp_path: Path, pretrained_state) -> None:  # noqa: ANN001
+    """``batchnorm="train"`` moves the statistics of the layers that learn; ``"frozen"`` (probe default) does not."""
+    moved = {}
+    for mode in ("frozen", "train"):
+        out = tmp_path / f"{mode}.landsight"
+        finetune(small_dataset, out=out, retrain="fc", epochs=1, batch_size=8, num_workers=0, batchnorm=mode,
+                 progress=False, track=False)  # fmt: skip
+        weights = load_file(str(out / "weights.safetensors"))
+        moved[mode] = [k for k, v in pretrained_state.items() if "running_mean" in k
+                       and not torch.equal(weights[f"features.net.{k}"], v)]  # fmt: skip
+    assert moved["frozen"] == [] and moved["train"] and all(k.startswith(("blocks.6", "bn2")) for k in moved["train"])

@@ -407,7 +407,7 @@ def finetune(
     weights: WeightsOpt = "imagenet",
     bands: BandsOpt = None,
     retrain: Annotated[str, typer.Option(help="last | fc | all")] = "fc",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 10,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
     batch_size: BatchOpt = 32,
     optimizer: Annotated[str, typer.Option(help="sgd (momentum, L2) | adamw")] = "sgd",
     lr: Annotated[float, typer.Option(help="Learning rate of the final layer.")] = 0.01,
@@ -420,13 +420,24 @@ def finetune(
     gradient_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
     augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Default: on for fc and all.")] = None,
     feature_cache: Annotated[
-        bool, typer.Option("--feature-cache/--no-feature-cache", help="retrain last: train on cached features.")
+        bool,
+        typer.Option(
+            "--feature-cache/--no-feature-cache",
+            help="retrain last: train on cached features; fc: on the cached frozen trunk (4 rotations).",
+        ),
     ] = True,
     val_size: Annotated[float, typer.Option(help="Held-out fraction validated every epoch.")] = 0.1,
     test_size: Annotated[float, typer.Option(help="Held-out fraction for the final test.")] = 0.2,
     early_stopping: Annotated[
         int | None, typer.Option(help="Stop after N epochs without a lower validation loss (0 = never).")
     ] = 3,
+    head_init: Annotated[
+        str, typer.Option(help="probe: start from the logistic regression on frozen features (LP-FT) | random")
+    ] = "probe",
+    batchnorm: Annotated[
+        str | None, typer.Option(help="frozen: keep BatchNorm statistics (default with probe) | train")
+    ] = None,
+    tta: Annotated[str, typer.Option(help="rot4: the bundle averages 4 rotations (4x scoring) | none")] = "rot4",
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and data order.")] = 0,
     split: SplitOpt = "random",
     block_size: BlockSizeOpt = None,
@@ -455,7 +466,8 @@ def finetune(
         retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
         momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
         gradient_clip=gradient_clip, augment=augment, cache_features=feature_cache, val_size=val_size,
-        test_size=test_size, early_stopping=early_stopping or None, random_state=seed, devices=devices,
+        test_size=test_size, early_stopping=early_stopping or None, head_init=head_init, batchnorm=batchnorm,
+        tta=tta, random_state=seed, devices=devices,
         num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
         class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
         split=split, block_size=block_size, group=group,

@@ -19,6 +19,7 @@ itself), or from Spark with ``pyspark.ml.torch.distributor.TorchDistributor`` ca
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,7 @@ def finetune(
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
     retrain: str = "fc",
-    epochs: int = 10,
+    epochs: int = 15,
     batch_size: int = 32,
     optimizer: str = "sgd",
     lr: float = 0.01,
@@ -81,6 +82,9 @@ def finetune(
     val_size: float = 0.1,
     test_size: float = 0.2,
     early_stopping: int | None = 3,
+    head_init: str = "probe",
+    batchnorm: str | None = None,
+    tta: str = "rot4",
     random_state: int = 0,
     split: str = "random",
     block_size: float | None = None,
@@ -117,13 +121,29 @@ def finetune(
         backbone_lr_mult: Discriminative learning-rate factor of the backbone.
         gradient_clip: Clip the gradient norm to this value (``None`` = off).
         augment: Aerial augmentation (flips, 90-degree rotations, colour jitter, random resized
-            crop). Default: on for ``fc`` and ``all``, off for ``last``.
-        cache_features: ``retrain="last"`` only: train on cached features (no augmentation).
+            crop) of the images. Default: on for ``all``, off for ``last``; for ``fc`` with
+            ``cache_features`` the default trains on the cached trunk, augmented by rotation,
+            and ``True`` trains on augmented images instead.
+        cache_features: ``retrain="last"``: train on cached features (no augmentation).
+            ``retrain="fc"`` (unless ``augment`` is given): run the frozen trunk once per image
+            and rotation and train the last stage on its cached output
+            (:mod:`landsight.models.trunk`; several times faster per epoch).
         val_size: Fraction of ``data`` held out for per-epoch validation (> 0).
         test_size: Fraction of ``data`` held out for the final test (0 = none).
         early_stopping: Stop after this many epochs without a lower validation loss (default 3;
             ``None`` = run every epoch). Whether or not it stops, the bundle holds the epoch of the
             lowest validation loss.
+        head_init: ``"probe"`` (default): the final layer starts as the logistic regression fitted
+            on the frozen features of the training split (LP-FT, :func:`landsight.models.classifier.probe_init`;
+            one featurization of the training images, cached); ``"random"``: PyTorch's default
+            initialisation.
+        batchnorm: ``"frozen"``: BatchNorm running statistics stay as pretrained (scale and shift
+            still learn), so a probe-initialised head meets the features it was fitted on;
+            ``"train"``: batch statistics. Default: ``"frozen"`` with ``head_init="probe"``,
+            ``"train"`` otherwise.
+        tta: ``"rot4"`` (default): the bundle's graph averages the features of the four
+            90-degree rotations of each image, as ``train``'s default does (4x the scoring cost;
+            training is unchanged); ``"none"``: one view.
         random_state: Seed of the split, the initialisation and the data order.
         split: How validation and test images are held out: ``"random"`` (stratified per
             image), ``"spatial"`` (whole square blocks of georeferenced tiles) or ``"group"``
@@ -154,13 +174,21 @@ def finetune(
             ``resume`` is set.
         WeightsUnavailableError: The backbone's weights cannot be had.
     """
-    from landsight.models.classifier import RETRAIN_DEPTHS
-    from landsight.models.fit import OPTIMIZERS, check_run_outputs, parse_lr_schedule
+    from landsight.models.classifier import HEAD_INITS, RETRAIN_DEPTHS
+    from landsight.models.fit import BATCHNORM_MODES, OPTIMIZERS, check_run_outputs, parse_lr_schedule
     from landsight.tracking import log_evaluation, tracked_run
 
     started = time.perf_counter()
     if retrain not in RETRAIN_DEPTHS:
         raise LandsightValueError(f"retrain must be one of {list(RETRAIN_DEPTHS)}, got {retrain!r}")
+    if head_init not in HEAD_INITS:
+        raise LandsightValueError(f"head_init must be one of {list(HEAD_INITS)}, got {head_init!r}")
+    if batchnorm is None:
+        batchnorm = "frozen" if head_init == "probe" else "train"
+    if batchnorm not in BATCHNORM_MODES:
+        raise LandsightValueError(f"batchnorm must be one of {list(BATCHNORM_MODES)}, got {batchnorm!r}")
+    if tta not in ("none", "rot4"):
+        raise LandsightValueError(f"tta must be 'none' or 'rot4', got {tta!r}")
     if optimizer not in OPTIMIZERS:
         raise LandsightValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if epochs < 1 or batch_size < 1 or devices < 1 or num_nodes < 1:
@@ -173,8 +201,9 @@ def finetune(
             f"val_size must be in (0, 1) and test_size in [0, 1) with a sum below 1, got {val_size!r}, {test_size!r}"
         )
     schedule = parse_lr_schedule(lr_schedule)
+    use_trunk = retrain == "fc" and cache_features and augment is None
     if augment is None:
-        augment = retrain != "last"
+        augment = retrain == "all"  # a cached trunk augments by rotation; 'last' has no backbone in the loop
     use_cache = retrain == "last" and cache_features
     if use_cache and augment:
         raise LandsightValueError(
@@ -185,9 +214,11 @@ def finetune(
         "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands,
         "retrain": retrain, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
         "lr_schedule": lr_schedule, "momentum": momentum, "weight_decay": weight_decay,
-        "backbone_lr_mult": backbone_lr_mult, "gradient_clip": gradient_clip, "augment": augment,
-        "cached_features": use_cache, "val_size": val_size, "test_size": test_size,
-        "early_stopping": early_stopping, "random_state": random_state, "devices": devices,
+        "backbone_lr_mult": backbone_lr_mult, "gradient_clip": gradient_clip,
+        "augment": "rotations" if use_trunk else augment,
+        "cached_features": use_cache, "cached_trunk": use_trunk, "val_size": val_size, "test_size": test_size,
+        "early_stopping": early_stopping, "head_init": head_init, "batchnorm": batchnorm, "tta": tta,
+        "random_state": random_state, "devices": devices,
         "num_nodes": num_nodes, "resume": resume, "out": str(out), "split": split, "block_size": block_size,
         "group": group,
     }  # fmt: skip
@@ -196,8 +227,9 @@ def finetune(
             data, out=Path(out), ckpt_dir=ckpt_dir, test=test, backbone=backbone, weights=weights, bands=bands,
             retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
             momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
-            gradient_clip=gradient_clip, augment=augment, use_cache=use_cache, val_size=val_size,
-            test_size=test_size, early_stopping=early_stopping, random_state=random_state, devices=devices,
+            gradient_clip=gradient_clip, augment=augment, use_cache=use_cache, use_trunk=use_trunk, val_size=val_size,
+            test_size=test_size, early_stopping=early_stopping, head_init=head_init, batchnorm=batchnorm, tta=tta,
+            random_state=random_state, devices=devices,
             num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
             class_names=class_names, progress=progress, split_method=split, block_size=block_size, group=group,
         )  # fmt: skip
@@ -233,9 +265,13 @@ def _finetune(
     gradient_clip: float | None,
     augment: bool,
     use_cache: bool,
+    use_trunk: bool,
     val_size: float,
     test_size: float,
     early_stopping: int | None,
+    head_init: str,
+    batchnorm: str,
+    tta: str,
     random_state: int,
     devices: int,
     num_nodes: int,
@@ -256,7 +292,7 @@ def _finetune(
     from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
     from landsight.data.dataset import ImageDataset
     from landsight.models.backbones import create_backbone
-    from landsight.models.classifier import ImageClassifier, trainable_parameters
+    from landsight.models.classifier import ImageClassifier, probe_init, trainable_parameters
     from landsight.models.fit import FinetuneModule, fit_module, steps_per_epoch
 
     started = time.perf_counter()
@@ -286,15 +322,48 @@ def _finetune(
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
 
     bb = create_backbone(backbone, weights=weights, bands=bands)
+    index = {c: i for i, c in enumerate(classes)}
+    pl.seed_everything(random_state, workers=True, verbose=False)
+    classifier = ImageClassifier(bb, len(classes))
+    notices: list[str] = []
+    split_net = _trunk_and_tail(classifier, bb) if use_trunk else None
+    if use_trunk and split_net is None:
+        augment, use_trunk = True, False
+        notices.append("this backbone's last stage cannot be split off its trunk: training on images, augmented")
+
     # Every image is read once before training: unreadable ones are reported and left out, so no
-    # worker fails mid-epoch. For cached 'last' this pass is the featurization itself.
+    # worker fails mid-epoch. For cached 'last' this pass is the featurization itself, for a cached
+    # trunk the trunk's pass over the training and validation images.
     from landsight.classify.featurize import featurize
 
     feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
-    skipped = feats.failures if feats is not None else _scan(list(catalog["path"]), bb.preprocessing, progress)
+    trunk_out: dict[str, np.ndarray] = {}
+    work = tempfile.TemporaryDirectory(prefix="landsight-trunk-")
+
+    def cache_views(paths: list[str]) -> list[tuple[str, str]]:
+        from landsight.models.trunk import cache_trunk
+        from landsight.progress import progress_bar
+
+        assert split_net is not None
+        todo = [p for p in paths if p not in trunk_out]
+        with progress_bar(len(todo), "frozen trunk, 4 rotations", enabled=progress) as bar:
+            out, failed = cache_trunk(split_net[0], todo, bb.preprocessing, Path(work.name), progress=bar.advance)
+        trunk_out.update(out)
+        return failed
+
+    if feats is not None:
+        skipped = feats.failures
+    elif split_net is not None:
+        fitted_paths = list(catalog.loc[catalog["split"] != "test", "path"])
+        skipped = cache_views(fitted_paths) + _scan(list(catalog.loc[catalog["split"] == "test", "path"]),
+                                                    bb.preprocessing, progress)  # fmt: skip
+    else:
+        skipped = _scan(list(catalog["path"]), bb.preprocessing, progress)
     bad = {p for p, _ in skipped}
     if bad:  # split the readable images only, so no class loses its validation or test images to bad files
         catalog = split(everything[~everything["path"].isin(bad)].reset_index(drop=True))
+        if split_net is not None:  # images that moved out of the test split
+            skipped += cache_views(list(catalog.loc[catalog["split"] != "test", "path"]))
     for split in ("train", "val"):
         missing = sorted(set(classes) - set(catalog.loc[catalog["split"] == split, "label"]))
         if missing:
@@ -302,25 +371,36 @@ def _finetune(
                 f"after skipping {len(skipped)} unreadable image(s) the {split} split lacks classes {missing!r}; "
                 f"add readable images (first reasons: {skipped[:3]!r})"
             )
-    index = {c: i for i, c in enumerate(classes)}
     parts = {s: catalog[catalog["split"] == s] for s in ("train", "val", "test")}
 
-    pl.seed_everything(random_state, workers=True, verbose=False)
-    classifier = ImageClassifier(bb, len(classes))
+    def labels(split: str) -> torch.Tensor:
+        return torch.tensor([index[c] for c in parts[split]["label"]])
+
     backbone_params, head_params = trainable_parameters(classifier, retrain)
     loader_args: dict[str, Any] = {"batch_size": batch_size}
+    augment_fn: Any = AerialAugment() if augment else None
     if use_cache:
         assert feats is not None
         row_of = {p: i for i, p in enumerate(feats.paths)}
 
         def tensors(split: str) -> TensorDataset:
             rows = [row_of[p] for p in parts[split]["path"]]
-            y = torch.tensor([index[c] for c in parts[split]["label"]])
-            return TensorDataset(torch.from_numpy(feats.X[rows]), y)
+            return TensorDataset(torch.from_numpy(feats.X[rows]), labels(split))
 
         train_set, val_set = tensors("train"), tensors("val")
         model: torch.nn.Module = classifier.fc
-        print_notice = "retrain='last' on cached features: the backbone runs once, augmentation is off"
+        notices.append("retrain='last' on cached features: the backbone runs once, augmentation is off")
+    elif split_net is not None:
+        from landsight.models.trunk import CachedTail, random_view
+
+        def views(split: str) -> TensorDataset:
+            stacked = np.stack([trunk_out[p] for p in parts[split]["path"]])
+            return TensorDataset(torch.from_numpy(stacked), labels(split))
+
+        train_set, val_set = views("train"), views("val")
+        model = CachedTail(split_net[1], classifier.fc)
+        augment_fn = random_view
+        notices.append("retrain='fc' on a cached frozen trunk: augmentation is the 4 rotations")
     else:
         train_set, val_set = (
             ImageDataset(list(parts[s]["path"]), [index[c] for c in parts[s]["label"]], bb.preprocessing)
@@ -328,18 +408,33 @@ def _finetune(
         )
         model = classifier
         loader_args.update(num_workers=num_workers, persistent_workers=num_workers > 0)
-        print_notice = ""
-    if print_notice and progress:
+    probe: dict[str, Any] = {}
+    if head_init == "probe" and not resume:  # a resumed run restores its own weights
+        if isinstance(model, torch.nn.Linear):
+            X_train = train_set.tensors[0].numpy()
+        elif split_net is not None:  # the rotation-averaged features the exported rot4 graph computes
+            with torch.no_grad():
+                split_net[1].eval()
+                X_train = torch.cat([model.features(x) for (x, _) in DataLoader(train_set, batch_size=64)]).numpy()
+        else:
+            train_paths = [str(p) for p in parts["train"]["path"]]
+            frozen = featurize(train_paths, bb, num_workers=2, progress=progress, cache=True)
+            row_of_path = {str(p): i for i, p in enumerate(frozen.paths)}
+            X_train = frozen.X[[row_of_path[p] for p in train_paths]]
+        probe = probe_init(classifier.fc, np.asarray(X_train, dtype=np.float32), labels("train").numpy(),
+                           random_state=random_state)  # fmt: skip
+    if notices and progress:
         from rich.console import Console
 
-        Console(stderr=True).print(f"[cyan]{print_notice}[/cyan]")
+        for notice in notices:
+            Console(stderr=True).print(f"[cyan]{notice}[/cyan]")
 
     world = devices * num_nodes
     module = FinetuneModule(
         model, backbone_params, head_params, optimizer=optimizer, lr=lr, lr_schedule=schedule,
         backbone_lr_mult=backbone_lr_mult, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
         steps_per_epoch=steps_per_epoch(len(train_set), batch_size, world),
-        augment=AerialAugment() if augment else None,
+        augment=augment_fn, batchnorm=batchnorm,
     )  # fmt: skip
     fitted = fit_module(
         module,
@@ -349,6 +444,8 @@ def _finetune(
         resume=resume, progress=progress, early_stopping=early_stopping, gradient_clip=gradient_clip,
         monitor="val_loss",  # best epoch and early stop by validation loss (smoother than the error)
     )  # fmt: skip
+    work.cleanup()
+    trunk_out.clear()
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle
         return FinetuneResult(out, {}, history, best_epoch, skipped, "")
@@ -361,14 +458,34 @@ def _finetune(
             split_info=dict(catalog.attrs.get("split", {})),
             head_params={"optimizer": optimizer, "lr": lr, "epochs": epochs, "batch_size": batch_size,
                          "lr_schedule": schedule if isinstance(schedule, str) else list(schedule),
-                         "augment": augment, "cached_features": use_cache, "devices": devices,
+                         "augment": "rotations" if split_net is not None else augment,
+                         "cached_features": use_cache, "cached_trunk": split_net is not None, "devices": devices,
                          "early_stopping": early_stopping, "best_epoch_by": "val_loss",
-                         "num_nodes": num_nodes},
+                         "num_nodes": num_nodes, "head_init": head_init, "batchnorm": batchnorm,
+                         **({"probe": probe} if probe else {})},
+            tta=tta,
             seconds=time.perf_counter() - started,
         )  # fmt: skip
     test_rows = parts["test"]
     return FinetuneResult(out, metrics, history, best_epoch, skipped, "", [str(p) for p in test_rows["path"]],
                           [str(c) for c in test_rows["label"]])  # fmt: skip
+
+
+def _trunk_and_tail(classifier: Any, backbone: Any) -> tuple[Any, Any] | None:
+    """The frozen trunk and trained tail of ``retrain="fc"`` (:func:`landsight.models.trunk.split_trunk`), or None."""
+    import torch
+
+    from landsight.models.classifier import fc_block_prefix
+    from landsight.models.trunk import split_trunk
+
+    net = classifier.features.net.eval()
+    try:
+        prefix = fc_block_prefix(net)
+    except LandsightValueError:
+        return None
+    h, w = backbone.preprocessing.input_size
+    example = torch.randn(2, len(backbone.preprocessing.mean), h, w, generator=torch.Generator().manual_seed(0))
+    return split_trunk(net, prefix, example)
 
 
 def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:
@@ -399,18 +516,23 @@ def _write_finetuned_bundle(
     head_params: dict[str, Any],
     seconds: float,
     split_info: dict[str, Any] | None = None,
+    tta: str = "none",
 ) -> dict[str, Any]:
     """Export the best weights to ONNX + safetensors in ``out``, test them through the bundle, write reports."""
+    import dataclasses
+
     from safetensors.torch import save_file
 
     from landsight.bundle import MODEL_FILE, WEIGHTS_FILE, write_bundle, write_skipped
     from landsight.classify.bundle import Bundle, classifier_meta
     from landsight.classify.evaluate import compute_metrics, write_evaluation
-    from landsight.models.classifier import Probabilities
+    from landsight.models.classifier import Probabilities, with_tta
     from landsight.models.onnx_graph import PROBABILITIES_OUTPUT, export_image_model
 
     classifier = classifier.eval().cpu()
-    export_image_model(Probabilities(classifier), backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
+    backbone = dataclasses.replace(backbone, tta=tta)  # recorded in bundle.json
+    graph = Probabilities(with_tta(classifier, tta))
+    export_image_model(graph, backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / WEIGHTS_FILE))
     metrics: dict[str, Any] = {}
     data_meta: dict[str, Any] = {"source": str(data), "n_skipped": len(skipped), "split": split_info or {}}

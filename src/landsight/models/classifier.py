@@ -18,7 +18,9 @@ BatchNorm layers of frozen parts stay in eval mode, so their running statistics 
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,3 +110,78 @@ def trainable_parameters(classifier: ImageClassifier, retrain: str) -> tuple[lis
         if i >= start:
             learn.append(p)
     return learn, list(classifier.fc.parameters())
+
+
+HEAD_INITS = ("probe", "random")
+
+
+def probe_init(
+    fc: nn.Linear, X: np.ndarray, y: np.ndarray, *, C: float | str = "auto", random_state: int = 0
+) -> dict[str, Any]:
+    """Set a final layer to the logistic regression fitted on frozen features (a linear probe).
+
+    Fine-tuning from a fitted head instead of a random one ("LP-FT": Kumar et al., "Fine-Tuning
+    can Distort Pretrained Features and Underperform Out-of-Distribution", ICLR 2022) starts at
+    the frozen-feature accuracy and lets the first epochs adapt the backbone rather than spend
+    large, noisy gradients from a random head on it. The probe is the ``train`` head
+    (:func:`landsight.models.heads.make_head`, standardised, ``C`` cross-validated by default);
+    its standardisation is folded into the layer: ``W = coef / scale``, ``b = intercept - W mean``.
+
+    Args:
+        fc: The final ``nn.Linear(D, K)``; its weight and bias are overwritten.
+        X: Frozen features of the training images, float32 ``(N, D)``, as the backbone computes them.
+        y: Class indices ``0..K-1``, int ``(N,)``; every class present.
+        C: The probe's inverse L2 strength, or ``"auto"``.
+        random_state: Seed of the cross-validation folds.
+
+    Returns:
+        ``{"C": chosen C, "train_accuracy": probe accuracy on X in %}``.
+
+    Raises:
+        LandsightValueError: ``X`` / ``y`` do not match ``fc`` or a class is missing.
+    """
+    from landsight.models.heads import fit_head, make_head
+
+    k = fc.out_features
+    if X.ndim != 2 or X.shape[1] != fc.in_features or sorted(set(np.asarray(y).tolist())) != list(range(k)):
+        raise LandsightValueError(
+            f"probe_init needs features (N, {fc.in_features}) and labels covering classes 0..{k - 1}, "
+            f"got {X.shape} and {sorted(set(np.asarray(y).tolist()))[:10]}"
+        )
+    head = make_head("logreg", C=C, standardize=True, random_state=random_state)
+    fit_head(head, X, np.asarray(y))
+    scaler, clf = head[0], head[-1]
+    coef = np.asarray(clf.coef_, dtype=np.float64) / scaler.scale_
+    intercept = np.asarray(clf.intercept_, dtype=np.float64) - coef @ scaler.mean_
+    if coef.shape[0] == 1:  # binary: one logit z for class 1 == softmax over (-z/2, z/2)
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    with torch.no_grad():
+        fc.weight.copy_(torch.from_numpy(coef).to(fc.weight.dtype))
+        fc.bias.copy_(torch.from_numpy(intercept).to(fc.bias.dtype))
+    chosen = getattr(clf, "C_", getattr(clf, "C", C))
+    return {"C": float(np.ravel(chosen)[0]), "train_accuracy": round(100 * float(head.score(X, np.asarray(y))), 2)}
+
+
+def with_tta(classifier: ImageClassifier, tta: str) -> nn.Module:
+    """The classifier as exported: ``tta="rot4"`` averages the features of the four rotations.
+
+    The final layer is linear, so this equals averaging its logits over the rotations; the
+    frozen-feature default (:class:`landsight.models.modules.RotationAverage`) does the same.
+
+    Args:
+        classifier: A trained :class:`ImageClassifier` (shared, not copied).
+        tta: ``"none"`` or ``"rot4"``.
+
+    Returns:
+        A module mapping ``(N, H, W, C)`` uint8 to ``(N, K)`` logits.
+
+    Raises:
+        LandsightValueError: Unknown ``tta``.
+    """
+    from landsight.models.modules import RotationAverage
+
+    if tta == "none":
+        return classifier
+    if tta != "rot4":
+        raise LandsightValueError(f"tta must be 'none' or 'rot4', got {tta!r}")
+    return nn.Sequential(RotationAverage(classifier.features), classifier.fc)

@@ -82,12 +82,18 @@ def parse_lr_schedule(spec: str) -> list[float] | str:
     return values
 
 
-def freeze_batchnorm_of_frozen(module: nn.Module) -> None:
-    """Put every BatchNorm whose parameters are all frozen into eval mode (call after ``.train()``)."""
+BATCHNORM_MODES = ("train", "frozen")
+
+
+def freeze_batchnorm_of_frozen(module: nn.Module, *, every: bool = False) -> None:
+    """Put every BatchNorm whose parameters are all frozen (or, with ``every``, all) into eval mode.
+
+    Call after ``.train()``.
+    """
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            if every or (params and not any(p.requires_grad for p in params)):
                 m.eval()
 
 
@@ -108,6 +114,11 @@ class FinetuneModule(pl.LightningModule):
         epochs: Planned epochs (for cosine / one-cycle).
         steps_per_epoch: Optimiser steps per epoch (for one-cycle).
         augment: A callable applied to each training batch on the device, or ``None``.
+        batchnorm: ``"train"``: BatchNorm layers that learn normalise with batch statistics and
+            update their running statistics; ``"frozen"``: every BatchNorm keeps its running
+            statistics (eval mode) while its scale and shift still learn, so the features a
+            head was fitted on stay the features it is trained on (used with a probe-initialised
+            head; as detectron2's ``FrozenBatchNorm2d`` for small batches).
     """
 
     def __init__(
@@ -125,8 +136,11 @@ class FinetuneModule(pl.LightningModule):
         epochs: int = 10,
         steps_per_epoch: int = 1,
         augment: Any = None,
+        batchnorm: str = "train",
     ) -> None:
         super().__init__()
+        if batchnorm not in BATCHNORM_MODES:
+            raise LandsightValueError(f"batchnorm must be one of {list(BATCHNORM_MODES)}, got {batchnorm!r}")
         if optimizer not in OPTIMIZERS:
             raise LandsightValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
         self.model = model
@@ -136,6 +150,7 @@ class FinetuneModule(pl.LightningModule):
         self.backbone_lr_mult, self.momentum, self.weight_decay = backbone_lr_mult, momentum, weight_decay
         self.epochs, self.steps_per_epoch = epochs, max(1, steps_per_epoch)
         self.augment = augment
+        self.batchnorm = batchnorm
         self.loss_fn = nn.CrossEntropyLoss()
         self._epoch_start = 0.0
         self._epoch_samples = 0
@@ -150,7 +165,7 @@ class FinetuneModule(pl.LightningModule):
         import time
 
         self.model.train()  # backbones arrive in eval mode; Lightning keeps per-module modes
-        freeze_batchnorm_of_frozen(self.model)
+        freeze_batchnorm_of_frozen(self.model, every=self.batchnorm == "frozen")
         self._epoch_start, self._epoch_samples = time.perf_counter(), 0
         self.epoch_lr = float(self.trainer.optimizers[0].param_groups[-1]["lr"])  # before the scheduler steps
 
@@ -225,6 +240,15 @@ class EpochHistory(pl.Callback):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """On resume, drop rows of epochs the checkpoint does not hold (a kill between the row and the checkpoint)."""
+        if not trainer.is_global_zero or not self.path.is_file():
+            return
+        kept = [row for row in read_history(self.path) if int(row["epoch"]) < int(trainer.current_epoch)]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        tmp.replace(self.path)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write one row for the epoch that just ended."""
