@@ -1,8 +1,10 @@
 """``landsight finetune`` with its defaults against ``landsight train`` with its defaults, same splits.
 
-For each dataset and seed: ``finetune(data, random_state=seed)`` (defaults: ``retrain="fc"``,
-SGD lr 0.01, at most 10 epochs, augmentation on, early stopping after 3 epochs without a lower
-validation loss, best epoch by validation loss; split test 0.2 / val 0.1) and
+For each dataset and seed: ``finetune(data, random_state=seed)`` (defaults: ``retrain="fc"`` on
+the cached frozen trunk with a random rotation per image and epoch, head initialised as the
+logistic-regression probe on the rotation-averaged frozen features, BatchNorm statistics frozen,
+SGD lr 0.01, at most 15 epochs, early stopping after 3 epochs without a lower validation loss,
+best epoch by validation loss, rot4 graph; split test 0.2 / val 0.1) and
 ``train(data, random_state=seed)`` (defaults: lite0, rot4, ``C="auto"``, refit). ``split_catalog``
 draws the test rows first, so both hold out the same test images for a seed (the counts are
 checked; the images were checked for EuroSAT seed 0 in the fine-tuning section of RESULTS.md); the
@@ -11,7 +13,8 @@ refit). The fine-tune trains on 70 % of the images (10 % validate), the frozen h
 
 Run from the repository root: ``.venv/bin/python benchmarks/finetune_defaults.py
 [--datasets ucmerced] [--seeds 1] [--retrain all --optimizer adamw --lr 1e-3 --lr-schedule cosine
---epochs 10]`` (the options override finetune's defaults, to compare other recipes on the same splits).
+--epochs 10] [--head-init random --tta none] [--no-train]`` (the options override finetune's
+defaults, to compare other recipes on the same splits; ``--no-train`` skips the frozen runs).
 """
 
 from __future__ import annotations

@@ -9,7 +9,17 @@ to the same model bundle as the frozen-feature classifier, plus ``weights.safete
 
 ``retrain="last"`` with ``cache_features=True`` does not run the frozen backbone every epoch: it
 featurizes once (the Parquet feature cache) and trains the final layer on the cached features.
-Augmentation is then off, and the run says so.
+Augmentation is then off, and the run says so. ``retrain="fc"`` (the default) with
+``cache_features=True`` runs the frozen trunk once per image and 90-degree rotation and trains
+the last stage and the final layer on its cached output (:mod:`landsight.models.trunk`), a random
+rotation per image and epoch.
+
+The defaults are LP-FT (Kumar et al., ICLR 2022): the final layer starts as the logistic
+regression fitted on the frozen (rotation-averaged) features of the training split, BatchNorm
+statistics stay as pretrained so that the head meets the features it was fitted on, and the
+bundle's graph averages the four rotations (``tta="rot4"``) as ``train``'s default does. Measured
+against ``train``'s defaults in ``benchmarks/RESULTS.md`` ("Fine-tuning defaults vs the frozen
+default").
 
 Launching on a cluster: run the same ``landsight finetune ... --devices G --num-nodes M`` under
 ``torchrun`` or ``srun`` (Lightning reads their environment and does not spawn processes
