@@ -348,13 +348,13 @@ def _finetune(
 
     feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
     trunk_out: dict[str, np.ndarray] = {}
-    work = tempfile.TemporaryDirectory(prefix="landsight-trunk-")
+    work = tempfile.TemporaryDirectory(prefix="landsight-trunk-") if split_net is not None else None
 
     def cache_views(paths: list[str]) -> list[tuple[str, str]]:
         from landsight.models.trunk import cache_trunk
         from landsight.progress import progress_bar
 
-        assert split_net is not None
+        assert split_net is not None and work is not None
         todo = [p for p in paths if p not in trunk_out]
         with progress_bar(len(todo), "frozen trunk, 4 rotations", enabled=progress) as bar:
             out, failed = cache_trunk(split_net[0], todo, bb.preprocessing, Path(work.name), progress=bar.advance)
@@ -454,7 +454,8 @@ def _finetune(
         resume=resume, progress=progress, early_stopping=early_stopping, gradient_clip=gradient_clip,
         monitor="val_loss",  # best epoch and early stop by validation loss (smoother than the error)
     )  # fmt: skip
-    work.cleanup()
+    if work is not None:
+        work.cleanup()
     trunk_out.clear()
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle
