@@ -254,3 +254,22 @@ def test_frozen_batchnorm_keeps_every_running_statistic(small_dataset: Path, tmp
         moved[mode] = [k for k, v in pretrained_state.items() if "running_mean" in k
                        and not torch.equal(weights[f"features.net.{k}"], v)]  # fmt: skip
     assert moved["frozen"] == [] and moved["train"] and all(k.startswith(("blocks.6", "bn2")) for k in moved["train"])
+
+
+def test_cached_trunk_reports_and_skips_unreadable_images(small_dataset: Path, tmp_path: Path) -> None:
+    """The trunk pass is the read check of the default fc fine-tune: bad files are listed, the run goes on."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(small_dataset, root)
+    bad = [root / "Forest" / "synthetic_empty.jpg", root / "River" / "synthetic_truncated.jpg"]
+    bad[0].write_bytes(b"")
+    bad[1].write_bytes(next((root / "River").glob("*.jpg")).read_bytes()[:200])
+    out = tmp_path / "m.landsight"
+    result = finetune(root, out=out, epochs=1, batch_size=8, num_workers=0, val_size=0.25, test_size=0.25,
+                      progress=False, track=False)  # fmt: skip
+    assert sorted(p for p, _ in result.skipped) == sorted(str(p) for p in bad)
+    assert all(reason for _, reason in result.skipped)
+    assert json.loads((out / "bundle.json").read_text())["head"]["params"]["cached_trunk"] is True
+    assert "synthetic_empty" in (out / "skipped.csv").read_text()
+    assert result.metrics["n"] == 9 and not set(result.test_paths) & {str(p) for p in bad}
