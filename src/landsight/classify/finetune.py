@@ -338,7 +338,7 @@ def _finetune(
     notices: list[str] = []
     split_net = _trunk_and_tail(classifier, bb) if use_trunk else None
     if use_trunk and split_net is None:
-        augment, use_trunk = True, False
+        augment = True
         notices.append("this backbone's last stage cannot be split off its trunk: training on images, augmented")
 
     # Every image is read once before training: unreadable ones are reported and left out, so no
