@@ -87,3 +87,57 @@ def test_batch_size_does_not_change_features(small_dataset: Path, extractor: Fea
     a = featurize(paths, extractor=extractor, progress=False, cache=False, batch_size=1, num_workers=0)
     b = featurize(paths, extractor=extractor, progress=False, cache=False, batch_size=5)
     assert np.abs(a.X - b.X).max() < 1e-4
+
+
+def test_stage_features_are_the_pooled_stages_then_the_final_features(small_dataset: Path, tmp_path: Path) -> None:
+    """``stages="auto"``: blocks.3-5 of lite0 average-pooled (80 + 112 + 192), then the usual 1280; torch = ONNX."""
+    from landsight.models.backbones import with_stages
+    from landsight.models.onnx_graph import export_backbone
+    from landsight.runtime import OnnxModel
+
+    plain = create_backbone("tf_efficientnet_lite0")
+    staged = with_stages(plain, "auto")
+    assert staged.stages == ("blocks.3", "blocks.4", "blocks.5") and staged.num_features == 80 + 112 + 192 + 1280
+    assert with_stages(staged, "none").num_features == 1280 and with_stages(staged, "auto") is staged
+    paths = _paths(small_dataset)[:4]
+    images = np.stack([plain.preprocessing.resize(read_image(p).array) for p in paths])
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():  # the stages by hand, one after another
+        h = plain.model.bn1(plain.model.conv_stem(x))
+        pooled = []
+        for i, block in enumerate(plain.model.blocks):
+            h = block(h)
+            if i in (3, 4, 5):
+                pooled.append(h.mean(dim=(2, 3)))
+        by_hand = torch.cat([*pooled, plain.model.forward_head(plain.model.bn2(plain.model.conv_head(h)))], 1).numpy()
+        got = staged.input_module()(torch.from_numpy(images)).numpy()
+        final = plain.input_module()(torch.from_numpy(images)).numpy()
+    assert np.abs(got - by_hand).max() < 1e-4
+    assert np.array_equal(got[:, 384:], final)  # the final features are untouched
+    onnx_path = export_backbone(staged, tmp_path / "staged.onnx")
+    assert np.abs(OnnxModel(onnx_path, device="cpu")(images) - got).max() < 1e-4
+
+
+def test_stages_are_part_of_the_feature_cache_key(small_dataset: Path) -> None:
+    from landsight.classify.featurize import cache_key
+
+    paths = _paths(small_dataset)[:3]
+    plain = featurize(paths, progress=False)
+    staged = featurize(paths, stages="auto", progress=False)  # same images, a warm cache for the plain key
+    assert plain.X.shape == (3, 1280) and staged.X.shape == (3, 1664)
+    assert np.abs(staged.X[:, 384:] - plain.X).max() < 1e-4
+    assert cache_key(staged.backbone) != cache_key(plain.backbone) and "blocks.4" in cache_key(staged.backbone)
+
+
+def test_unknown_stage_names_the_stages_there_are() -> None:
+    from landsight.errors import LandsightValueError
+    from landsight.models.backbones import resolve_stages
+
+    model = create_backbone("tf_efficientnet_lite0").model
+    with pytest.raises(LandsightValueError, match=r"unknown stage\(s\) \['layer3'\].*blocks\.6"):
+        create_backbone("tf_efficientnet_lite0", stages="blocks.4,layer3")
+    assert resolve_stages(model, " blocks.2 ,blocks.4") == ("blocks.2", "blocks.4")
+    assert resolve_stages(model, "none") == () and resolve_stages(model, ()) == ()
+    resnet = create_backbone("torchvision/resnet18", weights=None).model
+    assert resolve_stages(resnet, "auto") == ()  # measured on EfficientNet-Lite only: no guess elsewhere
+    assert create_backbone("torchvision/resnet18", weights=None, stages="layer3").num_features == 256 + 512

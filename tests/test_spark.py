@@ -272,7 +272,8 @@ def test_spark_train_writes_a_bundle_that_matches_mllib_and_the_local_head(spark
     rows = bundle.predict(result.test_paths)
     proba = rows[[f"prob_{c}" for c in bundle.classes]].to_numpy()
     # The bundle (backbone + ONNX head) gives MLlib's own probabilities for the test images.
-    bb = create_backbone("tf_efficientnet_lite0")
+    bb = create_backbone("tf_efficientnet_lite0", stages="auto")  # the default pooled stages, as the local train
+    assert bundle.meta["backbone"]["stages"] == list(bb.stages) and bb.num_features == 1664
     feats = feature_frame(bb, cached_backbone_onnx(bb), paths_frame(spark, result.test_paths))
     mllib = result.head.transform(feats.withColumn("features", array_to_vector("features")))
     mllib = mllib.select("path", vector_to_array("probability").alias("p")).toPandas().set_index("path")

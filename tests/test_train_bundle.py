@@ -44,8 +44,9 @@ def test_bundle_matches_in_memory_torch_and_sklearn(trained, small_dataset: Path
     images = np.stack([bundle.preprocessing.resize(read_image(p).array) for p in paths])
     from landsight.models.backbones import create_backbone
 
+    module = create_backbone("tf_efficientnet_lite0", stages="auto").input_module()  # train's default stages
     with torch.no_grad():
-        features = create_backbone("tf_efficientnet_lite0").input_module()(torch.from_numpy(images)).numpy()
+        features = module(torch.from_numpy(images)).numpy()
     expected = trained.head.predict_proba(features)
     got = bundle.predict_proba(images)
     assert np.abs(got - expected).max() < 1e-4
@@ -163,7 +164,7 @@ def _rot4_features(images: np.ndarray) -> np.ndarray:
 
     from landsight.models.backbones import create_backbone
 
-    bb = dataclasses.replace(create_backbone("tf_efficientnet_lite0"), tta="rot4")
+    bb = dataclasses.replace(create_backbone("tf_efficientnet_lite0", stages="auto"), tta="rot4")
     with torch.no_grad():
         return bb.input_module()(torch.from_numpy(images)).numpy()
 
@@ -173,8 +174,11 @@ def test_defaults_evaluate_on_the_split_then_ship_a_head_refit_on_every_image(
 ) -> None:
     result = train(small_dataset, out=tmp_path / "d.landsight", test_size=0.25, progress=False, track=False)
     meta = json.loads((result.bundle_path / "bundle.json").read_text())
-    # The measured recipe is the default: rotation-averaged features, cross-validated C, standardised.
+    # The measured recipe is the default: rotation-averaged features with three pooled mid-level
+    # stages, cross-validated C, standardised.
     assert meta["backbone"]["tta"] == "rot4"
+    assert meta["backbone"]["stages"] == ["blocks.3", "blocks.4", "blocks.5"]
+    assert meta["backbone"]["num_features"] == 80 + 112 + 192 + 1280
     assert meta["head"]["params"]["cross_validated_C"] is True and meta["head"]["params"]["standardize"] is True
     # Figures from the split; the shipped head saw all 36 images.
     assert meta["data"]["n_train"] == 27 and meta["data"]["n_test"] == 9
@@ -229,6 +233,8 @@ def test_cli_defaults_and_the_fast_preset(small_dataset: Path, tmp_path: Path) -
         metas[name] = json.loads((out / "bundle.json").read_text())
     assert metas["default"]["backbone"]["tta"] == "rot4" and metas["default"]["head"]["params"]["cross_validated_C"]
     assert metas["fast"]["backbone"]["tta"] == "none"
+    staged = ["blocks.3", "blocks.4", "blocks.5"]
+    assert metas["fast"]["backbone"]["stages"] == metas["default"]["backbone"]["stages"] == staged
     assert metas["fast"]["head"]["params"] == {**metas["fast"]["head"]["params"], "C": 1.0, "cross_validated_C": False}
     assert metas["default"]["data"]["refit"] and metas["fast"]["data"]["refit"]
     assert not metas["fast-no-refit"]["data"]["refit"]
@@ -239,3 +245,15 @@ def test_cli_defaults_and_the_fast_preset(small_dataset: Path, tmp_path: Path) -
     assert r.exit_code == 0, r.output
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["backbone"]["tta"] == "none" and meta["head"]["params"]["cross_validated_C"] is True
+    # --stages none: the final pooled features only, the graph and the head agree on 1280.
+    out = tmp_path / "final-only.landsight"
+    r = runner.invoke(app, ["train", str(small_dataset), "--out", str(out), "--test-size", "0.25", "--no-track", "-q",
+                            "--fast", "--stages", "none"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["backbone"]["stages"] == [] and meta["backbone"]["num_features"] == 1280
+    bundle = load_bundle(out, device="cpu")
+    assert bundle.predict_proba(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 3)
+    r = runner.invoke(app, ["train", str(small_dataset), "--out", str(tmp_path / "bad.landsight"), "--no-track", "-q",
+                            "--fast", "--stages", "blocks.9"])  # fmt: skip
+    assert r.exit_code != 0 and "blocks.9" in r.output + str(r.exception) and not (tmp_path / "bad.landsight").exists()

@@ -136,6 +136,13 @@ def train(
         str | None,
         typer.Option(help="none | rot4 (mean features of 4 rotations; 4x compute). Default rot4; none with --fast."),
     ] = None,
+    stages: Annotated[
+        str,
+        typer.Option(
+            help="Backbone stages pooled into the features too: auto (blocks.3-5 of EfficientNet-Lite) | "
+            "none | comma-separated module names."
+        ),
+    ] = "auto",
     head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
     c: Annotated[
         str | None,
@@ -191,7 +198,7 @@ def train(
     tta, c = tta or "rot4", c or "auto"
     common = dict(
         out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
-        tta=tta, head=head, C=c if c == "auto" else _float(c, "--C"), standardize=standardize,
+        tta=tta, stages=stages, head=head, C=c if c == "auto" else _float(c, "--C"), standardize=standardize,
         n_estimators=n_estimators, max_depth=max_depth, class_weight="balanced" if balanced else None,
         test_size=test_size, random_state=seed, class_names=class_names, batch_size=batch_size,
         tracking_uri=tracking_uri, track=track, overwrite=overwrite,

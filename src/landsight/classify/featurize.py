@@ -26,7 +26,7 @@ from landsight.cache import cache_dir
 from landsight.data.loader import iter_batches
 from landsight.data.preprocessing import Preprocessing
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone
+from landsight.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, with_stages
 from landsight.progress import progress_bar
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -108,10 +108,11 @@ def _torch_runner(backbone: Backbone) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def cache_key(backbone: Backbone) -> str:
-    """Return the cache key of a backbone: safe name, weights digest, preprocessing digest, TTA."""
+    """Return the cache key of a backbone: safe name, weights digest, preprocessing digest, TTA, stages."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", backbone.name)
     tta = "" if backbone.tta == "none" else f"-{backbone.tta}"
-    return f"{safe}-{backbone.weights_digest}-{backbone.preprocessing.digest}{tta}"
+    stages = "" if not backbone.stages else "-stages-" + re.sub(r"[^A-Za-z0-9_.+-]", "_", "+".join(backbone.stages))
+    return f"{safe}-{backbone.weights_digest}-{backbone.preprocessing.digest}{tta}{stages}"
 
 
 def cached_backbone_onnx(backbone: Backbone) -> Path:
@@ -240,6 +241,7 @@ def featurize(
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
     tta: str = "none",
+    stages: str | Sequence[str] | None = None,
     batch_size: int = 32,
     num_workers: int = 2,
     device: str = "auto",
@@ -257,6 +259,10 @@ def featurize(
         bands: 1-based bands to read (default RGB).
         tta: ``"none"`` or ``"rot4"``: average the features of the four 90-degree rotations
             (4x the compute; see :class:`landsight.models.modules.RotationAverage`).
+        stages: Intermediate stages whose pooled outputs are concatenated before the final
+            features (:func:`landsight.models.backbones.with_stages`): ``"auto"``, ``"none"`` or
+            stage names; ``None`` keeps a :class:`Backbone`'s own (none for a name). About free:
+            the stages are computed anyway.
         batch_size: Images per forward pass.
         num_workers: Decoding threads.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -278,6 +284,8 @@ def featurize(
         raise LandsightValueError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
     if extractor is None:
         bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, bands=bands)
+        if stages is not None:
+            bb = with_stages(bb, stages)
         if tta != bb.tta:
             bb = dataclasses.replace(bb, tta=tta)
         extractor = FeatureExtractor(bb, device=device)

@@ -2,7 +2,8 @@
 
 Frozen features (default): the catalog is split once (the same ``split`` / ``test_size`` /
 ``random_state`` as :func:`landsight.train`, so the test images never inform the search), every
-image is featurized once per ``tta`` setting of the search space (the Parquet feature cache:
+image is featurized once per ``tta`` setting of the search space, with ``train``'s pooled stages
+(the Parquet feature cache:
 a second search featurizes nothing), and each trial only fits a scikit-learn head on cached
 features with k-fold cross-validation of the *training* split (folds keep spatial blocks or
 groups whole when ``split`` is ``"spatial"`` / ``"group"``). Search space: head
@@ -318,6 +319,7 @@ def _frozen_context(
 ) -> dict[str, Any]:
     """Split once, featurize once per tta setting, build the cross-validation folds of the training split."""
     from landsight.classify.featurize import featurize
+    from landsight.classify.train import DEFAULT_STAGES
     from landsight.data.catalog import training_catalog
 
     split_args = {k: common[k] for k in ("test", "test_size", "random_state", "class_names", "split", "block_size",
@@ -328,8 +330,8 @@ def _frozen_context(
     failed: set[str] = set()
     for mode in space["tta"]:
         feats = featurize(paths, common["backbone"], weights=common["weights"], bands=common["bands"], tta=mode,
-                          batch_size=common["batch_size"], num_workers=common["num_workers"], device=device,
-                          progress=progress)  # fmt: skip
+                          stages=DEFAULT_STAGES, batch_size=common["batch_size"], num_workers=common["num_workers"],
+                          device=device, progress=progress)  # fmt: skip
         features[mode] = feats
         failed |= {p for p, _ in feats.failures}
     if failed:

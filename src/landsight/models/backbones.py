@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,10 @@ class Backbone:
         preprocessing: The input size, interpolation and mean/std the weights were trained with.
         weights: Where the weights came from (``"imagenet:<source>"``, a file path, or ``"random"``).
         weights_digest: Short hash identifying the weights (feature-cache key).
+        tta: ``"none"`` or ``"rot4"`` (features averaged over the four 90-degree rotations).
+        stages: Intermediate stages (``named_modules`` names of ``model``) whose global-average
+            pooled outputs are concatenated before the final features (:class:`StagePooling`);
+            ``num_features`` includes them. Empty: the final pooled features only.
 
     """
 
@@ -67,6 +72,7 @@ class Backbone:
     weights: str
     weights_digest: str
     tta: str = "none"
+    stages: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready identity of the backbone (the ``backbone`` entry of ``bundle.json``)."""
@@ -76,6 +82,7 @@ class Backbone:
             "weights_digest": self.weights_digest,
             "num_features": self.num_features,
             "tta": self.tta,
+            "stages": list(self.stages),
         }
 
     def input_module(self) -> torch.nn.Module:
@@ -84,12 +91,14 @@ class Backbone:
         Returns:
             A module mapping ``(N, H, W, C)`` uint8 to ``(N, num_features)`` float32; it casts,
             scales to [0, 1], normalises with ``preprocessing.mean/std`` and transposes to NCHW;
-            with ``tta="rot4"`` it averages the features of the four rotations.
+            with ``tta="rot4"`` it averages the features of the four rotations; with ``stages`` the
+            pooled stage outputs come first in each feature vector.
 
         """
-        from landsight.models.modules import ImageInput, RotationAverage
+        from landsight.models.modules import ImageInput, RotationAverage, StagePooling
 
-        module = ImageInput(self.model, self.preprocessing.mean, self.preprocessing.std)
+        net = StagePooling(self.model, self.stages) if self.stages else self.model
+        module = ImageInput(net, self.preprocessing.mean, self.preprocessing.std)
         return RotationAverage(module) if self.tta == "rot4" else module
 
 
@@ -176,6 +185,7 @@ def create_backbone(
     weights: str | Path | None = "imagenet",
     in_chans: int = 3,
     bands: tuple[int, ...] | None = None,
+    stages: str | Sequence[str] = (),
 ) -> Backbone:
     """Create a pretrained backbone that outputs pooled features.
 
@@ -189,13 +199,16 @@ def create_backbone(
         in_chans: Input channels (3 for RGB; 4 for R, G, B, NIR). ImageNet first-conv weights
             are adapted with timm's ``adapt_input_conv``. timm backbones only.
         bands: 1-based bands read from each image, stored in the preprocessing.
+        stages: Intermediate stages whose pooled outputs join the features (see
+            :func:`with_stages`): ``()`` / ``"none"`` (final features only, the default here),
+            ``"auto"`` or stage names.
 
     Returns:
         The backbone in eval mode, with its preprocessing from the weights' pretrained config.
 
     Raises:
         WeightsUnavailableError: The weights cannot be found, downloaded or loaded strictly.
-        LandsightValueError: Unknown model name.
+        LandsightValueError: Unknown model name or stage.
 
     Example:
         >>> bb = create_backbone("tf_efficientnet_lite0")  # doctest: +SKIP
@@ -211,8 +224,94 @@ def create_backbone(
                 f"torchvision backbone {name!r} supports in_chans=3 only, got {in_chans!r}; "
                 "use a timm backbone for multiband input"
             )
-        return _create_torchvision(name.removeprefix(_TORCHVISION_PREFIX), weights, bands)
-    return _create_timm(name, weights, in_chans, bands)
+        bb = _create_torchvision(name.removeprefix(_TORCHVISION_PREFIX), weights, bands)
+    else:
+        bb = _create_timm(name, weights, in_chans, bands)
+    return with_stages(bb, stages)
+
+
+#: ``stages`` value that picks a backbone's measured default (:func:`resolve_stages`).
+AUTO_STAGES = "auto"
+
+
+def stage_names(model: torch.nn.Module) -> list[str]:
+    """Names of a network's stages.
+
+    Returns ``blocks.<i>`` for timm EfficientNet / MobileNet-style models (a ``blocks`` sequence),
+    else the names of its top-level children (``layer1`` ... of a ResNet).
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None and hasattr(blocks, "__len__"):
+        return [f"blocks.{i}" for i in range(len(blocks))]
+    return [name for name, _ in model.named_children()]
+
+
+def resolve_stages(model: torch.nn.Module, stages: str | Sequence[str]) -> tuple[str, ...]:
+    """Turn a ``stages`` option into validated stage names.
+
+    Args:
+        model: The backbone network.
+        stages: ``"auto"``: for a model with a ``blocks`` sequence of at least 4 stages, the
+            three stages before the last (``blocks.3-5`` of ``tf_efficientnet_lite0``, the
+            measured default: ``benchmarks/RESULTS.md``), else none; ``"none"``, ``""`` or
+            ``()``: none; a comma-separated string or a sequence of ``named_modules`` names.
+
+    Returns:
+        Stage names in the order given (pooling order is execution order).
+
+    Raises:
+        LandsightValueError: A name is not a submodule of ``model``.
+
+    """
+    if isinstance(stages, str):
+        if stages == AUTO_STAGES:
+            names = stage_names(model)
+            return tuple(names[-4:-1]) if hasattr(model, "blocks") and len(names) >= 4 else ()
+        stages = [] if stages == "none" else [part.strip() for part in stages.split(",") if part.strip()]
+    modules = dict(model.named_modules())
+    unknown = [name for name in stages if name not in modules or not name]
+    if unknown:
+        raise LandsightValueError(
+            f"unknown stage(s) {unknown!r}; this backbone's stages are {stage_names(model)!r} "
+            f"(any named submodule works), or use {AUTO_STAGES!r} / 'none'"
+        )
+    return tuple(stages)
+
+
+def with_stages(backbone: Backbone, stages: str | Sequence[str]) -> Backbone:
+    """The backbone with pooled intermediate stages joining its features.
+
+    Args:
+        backbone: A backbone (its ``stages`` are replaced, not added to).
+        stages: As :func:`resolve_stages`.
+
+    Returns:
+        A copy with ``stages`` and ``num_features`` (final features + each stage's channels,
+        found by one forward pass at the input size) set; ``backbone`` itself when unchanged.
+
+    Raises:
+        LandsightValueError: Unknown stage, or a stage whose output is not an ``(N, C, H, W)`` map.
+
+    """
+    import dataclasses
+
+    import torch
+
+    from landsight.models.modules import StagePooling
+
+    names = resolve_stages(backbone.model, stages)
+    if names == backbone.stages:
+        return backbone
+    h, w = backbone.preprocessing.input_size
+    probe = torch.zeros(1, len(backbone.preprocessing.mean), h, w)
+    try:
+        with torch.no_grad():
+            width = int(StagePooling(backbone.model, names)(probe).shape[1])
+    except (RuntimeError, IndexError) as exc:
+        raise LandsightValueError(
+            f"stages {list(names)!r} of {backbone.name!r} are not (N, C, H, W) feature maps: {exc}"
+        ) from exc
+    return dataclasses.replace(backbone, stages=names, num_features=width)
 
 
 def _create_timm(name: str, weights: str | Path | None, in_chans: int, bands: tuple[int, ...] | None) -> Backbone:

@@ -17,6 +17,7 @@ merge_backbone_head`) and written by the same code as the local ``train``, so
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +197,7 @@ def train(
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
     tta: str = "none",
+    stages: str | Sequence[str] = "auto",
     C: float | str = 1.0,
     standardize: bool = True,
     n_estimators: int = 100,
@@ -227,6 +229,8 @@ def train(
         weights: ``"imagenet"``, a weights file, or ``None`` (random, explicit).
         bands: 1-based bands to read (default RGB).
         tta: Only ``"none"`` (rotation averaging is local-only for now).
+        stages: Pooled intermediate stages joining the features, as the local ``train``'s
+            (default ``"auto"``; see :func:`landsight.models.backbones.resolve_stages`).
         C: ``logreg`` inverse L2 regularisation, as in scikit-learn (``"auto"`` is local-only).
         standardize: ``logreg``: standardise features.
         n_estimators: ``forest`` trees.
@@ -273,14 +277,15 @@ def train(
     check_head_params(head, C=C, n_estimators=n_estimators, max_depth=max_depth)
     params = {"data": str(data), "test": test, "backbone": backbone, "head": head, "C": C, "standardize": standardize,
               "n_estimators": n_estimators, "max_depth": max_depth, "test_size": test_size,
-              "random_state": random_state, "out": str(out), "engine": "spark", "master": master}  # fmt: skip
+              "random_state": random_state, "out": str(out), "engine": "spark", "master": master,
+              "stages": stages if isinstance(stages, str) else ",".join(stages)}  # fmt: skip
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result = _train(
             data, out=out, head=head, backbone=backbone, weights=weights, bands=bands, C=C, standardize=standardize,
             n_estimators=n_estimators, max_depth=max_depth, test=test, test_size=test_size,
             random_state=random_state, class_names=class_names, batch_size=batch_size,
-            spark=spark, master=master, conf=conf, overwrite=overwrite,
+            spark=spark, master=master, conf=conf, overwrite=overwrite, stages=stages,
         )  # fmt: skip
         log_train_result(run, result, started)
     return result
@@ -294,6 +299,7 @@ def _train(
     backbone: str,
     weights: str | Path | None,
     bands: tuple[int, ...] | None,
+    stages: str | Sequence[str],
     C: float,
     standardize: bool,
     n_estimators: int,
@@ -332,7 +338,7 @@ def _train(
     extra = pd.DataFrame({"label": catalog["label"].astype(str), "split": catalog["split"].astype(str)})
     extra["label_index"] = catalog["label"].map(index).fillna(-1.0).astype(float).to_numpy()
 
-    bb = create_backbone(backbone, weights=weights, bands=bands)
+    bb = create_backbone(backbone, weights=weights, bands=bands, stages=stages)
     onnx_path = cached_backbone_onnx(bb)
     spark = spark or get_session(master, conf)
     frame = paths_frame(spark, list(catalog["path"]), extra=extra)
