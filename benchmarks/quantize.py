@@ -105,7 +105,8 @@ def _backbone_graphs(bundle: Any, work: Path) -> tuple[Any, Any]:
     from landsight.runtime import OnnxModel
 
     meta = bundle.meta["backbone"]
-    backbone = dataclasses.replace(create_backbone(meta["name"]), tta=meta.get("tta", "none"))
+    staged = create_backbone(meta["name"], stages=tuple(meta.get("stages", ())))
+    backbone = dataclasses.replace(staged, tta=meta.get("tta", "none"))
     now = onnx_graph.export_backbone(backbone, work / "backbone-now.onnx")
     with (
         mock.patch.object(onnx_graph, "static_same_padding", lambda module, _example: module),

@@ -1,19 +1,19 @@
 """Which backbone stages to pool into the features of ``landsight train``: every candidate, 5 splits.
 
-One pass per dataset: the ``tf_efficientnet_lite0`` graph with ``stages=blocks.1..blocks.5``
-(``landsight.models.backbones.with_stages``; ONNX, onnxruntime, as ``featurize`` runs it) over every
-image under the 4 rotations (the decoded, resized image turned by ``np.rot90``, which for square
-inputs is what the ``tta="rot4"`` graph computes). Every candidate is a choice of column blocks of
-these features: ``final`` = the usual 1280 pooled features (the previous default), ``b3`` =
-``blocks.3`` average-pooled, and so on. Each candidate is fitted as ``landsight train`` fits
-(standardised logistic regression, ``C="auto"``, one BLAS thread) on the 5 stratified 80/20
-splits ``train`` makes (``split_catalog(random_state=seed)``, seeds 0-4) and scored on the held-out
-rows; gains are paired against ``final`` on the same splits (rot4, or one view for the one-view
-rows). Datasets: EuroSAT RGB (3000 images) and UC Merced (420), the two tuned on, and the Dubai
-chips of ``_dubai.py`` as the set nobody tuned on.
+One pass per dataset: the ``tf_efficientnet_lite0`` graph (``--backbone`` for lite1 / lite2) with
+``stages=blocks.1..blocks.5`` (``landsight.models.backbones.with_stages``; ONNX, onnxruntime, as
+``featurize`` runs it) over every image under the 4 rotations (the decoded, resized image turned
+by ``np.rot90``, which for square inputs is what the ``tta="rot4"`` graph computes). Every
+candidate is a choice of column blocks of these features: ``final`` = the usual pooled features
+(the previous default), ``b3`` = ``blocks.3`` average-pooled, and so on. Each candidate is fitted
+as ``landsight train`` fits (standardised logistic regression, ``C="auto"``, one BLAS thread) on
+the 5 stratified 80/20 splits ``train`` makes (``split_catalog(random_state=seed)``, seeds 0-4)
+and scored on the held-out rows; gains are paired against ``final`` on the same splits (rot4, or
+one view for the one-view rows). Datasets: EuroSAT RGB (3000 images) and UC Merced (420), the
+two tuned on, and the Dubai chips of ``_dubai.py`` as the set nobody tuned on.
 
-Run from the repository root: ``.venv/bin/python benchmarks/stages.py`` (about 15 minutes on 2
-quiet cores). ``--json PATH`` also writes every per-split accuracy.
+Run from the repository root: ``.venv/bin/python benchmarks/stages.py`` (about 6 minutes on 2
+quiet cores with lite0). ``--json PATH`` also writes every per-split accuracy.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sklearn.metrics import accuracy_score
 from landsight.classify.featurize import FeatureExtractor
 from landsight.data.catalog import build_catalog, split_catalog
 from landsight.data.readers import read_image
-from landsight.models.backbones import create_backbone
+from landsight.models.backbones import create_backbone, with_stages
 from landsight.models.heads import describe_head, fit_head, make_head
 
 BATCH = 32
@@ -53,9 +53,12 @@ CANDIDATES: dict[str, tuple[tuple[str, ...], str, dict[str, object]]] = {
 }
 
 
-def stage_features(paths: list[str]) -> tuple[dict[str, np.ndarray], float]:
+def stage_features(paths: list[str], backbone: str) -> tuple[dict[str, np.ndarray], float]:
     """Per-view features of every column block: name -> ``(4, N, C)`` float32; and the seconds taken."""
-    bb = create_backbone("tf_efficientnet_lite0", stages=ALL_STAGES)
+    plain = create_backbone(backbone)
+    bb = with_stages(plain, ALL_STAGES)
+    widths = {f"b{s[-1]}": with_stages(plain, (s,)).num_features - plain.num_features for s in ALL_STAGES}
+    widths["final"] = plain.num_features
     extractor = FeatureExtractor(bb, device="cpu")
     with timed() as t:
         images = np.stack([bb.preprocessing.resize(read_image(p).array) for p in paths])
@@ -64,7 +67,6 @@ def stage_features(paths: list[str]) -> tuple[dict[str, np.ndarray], float]:
                             for i in range(0, len(images), BATCH)])
             for k in range(4)
         ])  # fmt: skip
-    widths = {"b1": 24, "b2": 40, "b3": 80, "b4": 112, "b5": 192, "final": 1280}
     assert sum(widths.values()) == bb.num_features == views.shape[-1]
     blocks, start = {}, 0
     for name, width in widths.items():
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--datasets", default="eurosat_rgb,ucmerced,dubai_chips")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0", help="an EfficientNet-Lite (blocks.1-5 exist)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -89,8 +92,9 @@ def main() -> None:
         catalog = build_catalog(dataset_folder(args.data, name))
         y = catalog["label"].to_numpy()
         other = wait_for_quiet(300)
-        blocks, seconds = stage_features(catalog["path"].tolist())
-        print(f"{name}: {len(y)} images x 4 rotations in {seconds:.0f} s (other load before: {other:.2f})", flush=True)
+        blocks, seconds = stage_features(catalog["path"].tolist(), args.backbone)
+        print(f"{name} ({args.backbone}): {len(y)} images x 4 rotations in {seconds:.0f} s "
+              f"(other load before: {other:.2f})", flush=True)  # fmt: skip
         masks = []
         for seed in range(args.seeds):
             split = split_catalog(catalog, test_size=0.2, random_state=seed)["split"].to_numpy()

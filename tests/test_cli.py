@@ -34,6 +34,13 @@ def test_featurize_command(small_dataset: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(out)
     assert len(df) == 12 and len(df["features"].iloc[0]) == 1280
+    # --stages auto: train's features (three pooled stages first, then the same final 1280)
+    staged = tmp_path / "s.parquet"
+    r = runner.invoke(app, ["featurize", str(small_dataset / "Forest"), "--out", str(staged), "--stages", "auto", "-q"])
+    assert r.exit_code == 0, r.output
+    both = df.merge(pd.read_parquet(staged), on="path", suffixes=("", "_staged"))
+    assert len(both) == 12 and all(len(v) == 1664 for v in both["features_staged"])
+    assert max(abs(a[384:] - b).max() for a, b in zip(both["features_staged"], both["features"], strict=True)) < 1e-4
 
 
 def test_errors_are_one_line_and_exit_2(small_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001

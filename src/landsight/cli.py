@@ -359,6 +359,10 @@ def featurize(
     backbone: BackboneOpt = "tf_efficientnet_lite0",
     weights: WeightsOpt = "imagenet",
     bands: BandsOpt = None,
+    stages: Annotated[
+        str,
+        typer.Option(help="Backbone stages pooled before the final features: none | auto (train's default) | names."),
+    ] = "none",
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -380,7 +384,7 @@ def featurize(
 
         res = spark.featurize(
             inputs, out=out_, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
-            batch_size=batch_size, master=master, conf=spark.parse_conf(conf),
+            stages=stages, batch_size=batch_size, master=master, conf=spark.parse_conf(conf),
         )  # fmt: skip
         note_skipped(res.failures, what="image")
         err().print(f"{res.n_images} x {res.num_features} features in [bold]{out_}[/bold] (Parquet folder)")
@@ -390,8 +394,8 @@ def featurize(
     paths = list_images(inputs)
     target = check_output(out_, inputs=paths, overwrite=overwrite, what="features file")
     feats = featurize_api(
-        paths, backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"), batch_size=batch_size,
-        device=device, progress=not quiet,
+        paths, backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"), stages=stages,
+        batch_size=batch_size, device=device, progress=not quiet,
     )  # fmt: skip
     with atomic_path(target) as tmp:
         pd.DataFrame({"path": feats.paths, "sha256": feats.sha256, "features": list(feats.X)}).to_parquet(

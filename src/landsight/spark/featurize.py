@@ -102,6 +102,7 @@ def featurize(
     backbone: str = DEFAULT_BACKBONE,
     weights: str | Path | None = "imagenet",
     bands: tuple[int, ...] | None = None,
+    stages: str | Sequence[str] = (),
     batch_size: int = 32,
     master: str = "local[*]",
     conf: dict[str, str] | None = None,
@@ -120,6 +121,8 @@ def featurize(
         backbone: Backbone registry name (see :func:`landsight.models.backbones.create_backbone`).
         weights: ``"imagenet"``, a weights file, or ``None`` (random, explicit).
         bands: 1-based bands to read (default RGB).
+        stages: Pooled intermediate stages before the final features (default none; ``"auto"``
+            gives ``train``'s features; see :func:`landsight.models.backbones.resolve_stages`).
         batch_size: Images per forward pass.
         master: Spark master URL.
         conf: Extra Spark settings.
@@ -144,7 +147,7 @@ def featurize(
 
     if batch_size < 1:
         raise LandsightValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    bb = create_backbone(backbone, weights=weights, bands=bands)
+    bb = create_backbone(backbone, weights=weights, bands=bands, stages=stages)
     onnx_path = cached_backbone_onnx(bb)
     spark = spark or get_session(master, conf)
     started = time.perf_counter()
