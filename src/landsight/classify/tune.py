@@ -3,10 +3,9 @@
 Frozen features (default): the catalog is split once (the same ``split`` / ``test_size`` /
 ``random_state`` as :func:`landsight.train`, so the test images never inform the search), every
 image is featurized once per ``tta`` setting of the search space, with ``train``'s pooled stages
-(the Parquet feature cache:
-a second search featurizes nothing), and each trial only fits a scikit-learn head on cached
-features with k-fold cross-validation of the *training* split (folds keep spatial blocks or
-groups whole when ``split`` is ``"spatial"`` / ``"group"``). Search space: head
+(the Parquet feature cache: a second search featurizes nothing), and each trial only fits a
+scikit-learn head on cached features with k-fold cross-validation of the *training* split (folds
+keep spatial blocks or groups whole when ``split`` is ``"spatial"`` / ``"group"``). Search space: head
 (``logreg`` / ``forest``), ``C`` (log-uniform, logreg), ``n_estimators`` (log-uniform, forest),
 ``tta`` (``none`` / ``rot4``). The mean fold accuracy so far is reported after each fold, so the
 ``MedianPruner`` stops a poor trial after its first folds.
