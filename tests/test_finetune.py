@@ -45,13 +45,16 @@ def test_retraining_depths(
     assert [row["epoch"] for row in result.history] == [0, 1]
     assert all(EPOCH_KEYS <= set(row) for row in result.history)
     weights = load_file(str(out / "weights.safetensors"))
+    net = "features.net.net."  # inside the input normalisation and the stage pooling of the default stages
     for name in frozen:  # BatchNorm statistics included: frozen layers stay in eval mode
-        assert torch.equal(weights[f"features.net.{name}"], pretrained_state[name]), name
+        assert torch.equal(weights[f"{net}{name}"], pretrained_state[name]), name
     bn = "bn1.running_mean"  # the default probe-initialised head keeps every BatchNorm's statistics
-    assert torch.equal(weights[f"features.net.{bn}"], pretrained_state[bn])
+    assert torch.equal(weights[f"{net}{bn}"], pretrained_state[bn])
     for name in learned:
-        assert not torch.equal(weights[f"features.net.{name}"], pretrained_state[name]), name
+        assert not torch.equal(weights[f"{net}{name}"], pretrained_state[name]), name
+    assert weights["fc.weight"].shape[1] == 80 + 112 + 192 + 1280
     meta = json.loads((out / "bundle.json").read_text())
+    assert meta["backbone"]["stages"] == ["blocks.3", "blocks.4", "blocks.5"]
     assert meta["head"] == meta["head"] | {"kind": "finetune", "retrain": retrain}
     assert meta["head"]["params"]["augment"] == {"last": False, "fc": "rotations", "all": True}[retrain]
     assert meta["head"]["params"]["cached_trunk"] == (retrain == "fc") and meta["backbone"]["tta"] == "rot4"
@@ -75,7 +78,7 @@ def test_bundle_graph_equals_the_torch_classifier(small_dataset: Path, tmp_path:
                  track=False)  # fmt: skip
         bundle = load_bundle(out)
         assert bundle.meta["backbone"]["tta"] == tta
-        clf = ImageClassifier(create_backbone("tf_efficientnet_lite0"), len(bundle.classes))
+        clf = ImageClassifier(create_backbone("tf_efficientnet_lite0", stages="auto"), len(bundle.classes))
         clf.load_state_dict(load_file(str(out / "weights.safetensors")))
         resized = np.stack([bundle.preprocessing.resize(im) for im in images])
         with torch.no_grad():
@@ -252,7 +255,7 @@ def test_frozen_batchnorm_keeps_every_running_statistic(small_dataset: Path, tmp
                  progress=False, track=False)  # fmt: skip
         weights = load_file(str(out / "weights.safetensors"))
         moved[mode] = [k for k, v in pretrained_state.items() if "running_mean" in k
-                       and not torch.equal(weights[f"features.net.{k}"], v)]  # fmt: skip
+                       and not torch.equal(weights[f"features.net.net.{k}"], v)]  # fmt: skip
     assert moved["frozen"] == [] and moved["train"] and all(k.startswith(("blocks.6", "bn2")) for k in moved["train"])
 
 
@@ -273,3 +276,31 @@ def test_cached_trunk_reports_and_skips_unreadable_images(small_dataset: Path, t
     assert json.loads((out / "bundle.json").read_text())["head"]["params"]["cached_trunk"] is True
     assert "synthetic_empty" in (out / "skipped.csv").read_text()
     assert result.metrics["n"] == 9 and not set(result.test_paths) & {str(p) for p in bad}
+
+
+def test_cached_trunk_with_pooled_stages_computes_the_exported_features(small_dataset: Path, tmp_path: Path) -> None:
+    """Pooled stages cached with the trunk + the tail give the rot4 features of the whole classifier."""
+    from landsight.classify.finetune import _trunk_and_tail, _with_cached_stages
+    from landsight.data.readers import read_image
+    from landsight.models.classifier import ImageClassifier
+    from landsight.models.modules import RotationAverage
+    from landsight.models.trunk import CachedTail, cache_trunk
+
+    bb = create_backbone("tf_efficientnet_lite0", stages="auto")
+    clf = ImageClassifier(bb, 3).eval()
+    trunk, tail, cached, pooled, shape = _with_cached_stages(_trunk_and_tail(clf, bb), clf, bb)  # type: ignore[misc]
+    assert pooled == 80 + 112 + 192 and shape == (192, 7, 7) and cached is not trunk
+    paths = sorted(str(p) for p in small_dataset.rglob("*.jpg"))[:3]
+    views, failed = cache_trunk(cached, paths, bb.preprocessing, tmp_path)
+    assert not failed and views[paths[0]].shape == (4, pooled + 192 * 7 * 7)
+    model = CachedTail(tail, clf.fc, pooled=pooled, shape=shape).eval()
+    images = np.stack([bb.preprocessing.resize(read_image(p).array) for p in paths])
+    with torch.no_grad():
+        got = model.features(torch.from_numpy(np.stack([views[p] for p in paths])))
+        expected = RotationAverage(clf.features)(torch.from_numpy(images))
+    assert got.shape == (3, 1664)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-2 * float(expected.abs().max()))  # float16 cache
+    # a named stage inside the trained part cannot be cached: the fine-tune then trains on images
+    late = create_backbone("tf_efficientnet_lite0", stages="blocks.5,blocks.6")
+    late_clf = ImageClassifier(late, 3).eval()
+    assert _with_cached_stages(_trunk_and_tail(late_clf, late), late_clf, late) is None  # type: ignore[arg-type]

@@ -41,6 +41,13 @@ app = typer.Typer(
 )
 
 BackboneOpt = Annotated[str, typer.Option(help="timm model name, 'alexnet' or 'torchvision/<name>'.")]
+StagesOpt = Annotated[
+    str,
+    typer.Option(
+        help="Backbone stages pooled into the features too: auto (blocks.3-5 of EfficientNet-Lite) | none | "
+        "comma-separated module names."
+    ),
+]
 WeightsOpt = Annotated[
     str, typer.Option(help="'imagenet', 'none' (random, explicit) or a .safetensors / state-dict file.")
 ]
@@ -136,13 +143,7 @@ def train(
         str | None,
         typer.Option(help="none | rot4 (mean features of 4 rotations; 4x compute). Default rot4; none with --fast."),
     ] = None,
-    stages: Annotated[
-        str,
-        typer.Option(
-            help="Backbone stages pooled into the features too: auto (blocks.3-5 of EfficientNet-Lite) | "
-            "none | comma-separated module names."
-        ),
-    ] = "auto",
+    stages: StagesOpt = "auto",
     head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
     c: Annotated[
         str | None,
@@ -449,6 +450,7 @@ def finetune(
         str | None, typer.Option(help="frozen: keep BatchNorm statistics (default with probe) | train")
     ] = None,
     tta: Annotated[str, typer.Option(help="rot4: the bundle averages 4 rotations (4x scoring) | none")] = "rot4",
+    stages: StagesOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed of split, initialisation and data order.")] = 0,
     split: SplitOpt = "random",
     block_size: BlockSizeOpt = None,
@@ -478,7 +480,7 @@ def finetune(
         momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
         gradient_clip=gradient_clip, augment=augment, cache_features=feature_cache, val_size=val_size,
         test_size=test_size, early_stopping=early_stopping or None, head_init=head_init, batchnorm=batchnorm,
-        tta=tta, random_state=seed, devices=devices,
+        tta=tta, stages=stages, random_state=seed, devices=devices,
         num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
         class_names=class_names, progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
         split=split, block_size=block_size, group=group,

@@ -16,8 +16,11 @@ rotation per image and epoch.
 
 The defaults are LP-FT (Kumar et al., ICLR 2022): the final layer starts as the logistic
 regression fitted on the frozen (rotation-averaged) features of the training split, BatchNorm
-statistics stay as pretrained so that the head meets the features it was fitted on, and the
-bundle's graph averages the four rotations (``tta="rot4"``) as ``train``'s default does. Measured
+statistics stay as pretrained so that the head meets the features it was fitted on, the final
+layer sees the same features as ``train``'s head (the pooled outputs of ``blocks.3-5`` next to
+the final features, ``stages="auto"``; with the cached trunk they are cached with it, as they
+lie before the trained stage), and the bundle's graph averages the four rotations
+(``tta="rot4"``) as ``train``'s default does. Measured
 against ``train``'s defaults in ``benchmarks/RESULTS.md`` ("Fine-tuning defaults vs the frozen
 default").
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +99,7 @@ def finetune(
     head_init: str = "probe",
     batchnorm: str | None = None,
     tta: str = "rot4",
+    stages: str | Sequence[str] = "auto",
     random_state: int = 0,
     split: str = "random",
     block_size: float | None = None,
@@ -154,6 +159,11 @@ def finetune(
         tta: ``"rot4"`` (default): the bundle's graph averages the features of the four
             90-degree rotations of each image, as ``train``'s default does (4x the scoring cost;
             training is unchanged); ``"none"``: one view.
+        stages: Intermediate backbone stages whose pooled outputs join the final layer's input,
+            as ``train``'s default (``"auto"``: ``blocks.3-5`` of EfficientNet-Lite; ``"none"``;
+            names: :func:`landsight.models.backbones.resolve_stages`). With the cached trunk they
+            are cached with it (they lie before the trained stage); a named stage inside the
+            trained part trains on images instead.
         random_state: Seed of the split, the initialisation and the data order.
         split: How validation and test images are held out: ``"random"`` (stratified per
             image), ``"spatial"`` (whole square blocks of georeferenced tiles) or ``"group"``
@@ -228,7 +238,8 @@ def finetune(
         "augment": "rotations" if use_trunk else augment,
         "cached_features": use_cache, "cached_trunk": use_trunk, "val_size": val_size, "test_size": test_size,
         "early_stopping": early_stopping, "head_init": head_init, "batchnorm": batchnorm, "tta": tta,
-        "random_state": random_state, "devices": devices,
+        "stages": stages if isinstance(stages, str) else ",".join(stages), "random_state": random_state,
+        "devices": devices,
         "num_nodes": num_nodes, "resume": resume, "out": str(out), "split": split, "block_size": block_size,
         "group": group,
     }  # fmt: skip
@@ -239,7 +250,7 @@ def finetune(
             momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
             gradient_clip=gradient_clip, augment=augment, use_cache=use_cache, use_trunk=use_trunk, val_size=val_size,
             test_size=test_size, early_stopping=early_stopping, head_init=head_init, batchnorm=batchnorm, tta=tta,
-            random_state=random_state, devices=devices,
+            stages=stages, random_state=random_state, devices=devices,
             num_nodes=num_nodes, accelerator=accelerator, num_workers=num_workers, resume=resume,
             class_names=class_names, progress=progress, split_method=split, block_size=block_size, group=group,
         )  # fmt: skip
@@ -282,6 +293,7 @@ def _finetune(
     head_init: str,
     batchnorm: str,
     tta: str,
+    stages: str | Sequence[str],
     random_state: int,
     devices: int,
     num_nodes: int,
@@ -331,7 +343,7 @@ def _finetune(
     catalog = split(everything)  # every split check before the heavy work
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
 
-    bb = create_backbone(backbone, weights=weights, bands=bands)
+    bb = create_backbone(backbone, weights=weights, bands=bands, stages=stages)
     index = {c: i for i, c in enumerate(classes)}
     pl.seed_everything(random_state, workers=True, verbose=False)
     classifier = ImageClassifier(bb, len(classes))
@@ -340,6 +352,11 @@ def _finetune(
     if use_trunk and split_net is None:
         augment = True
         notices.append("this backbone's last stage cannot be split off its trunk: training on images, augmented")
+    if split_net is not None and bb.stages:
+        split_net = _with_cached_stages(split_net, classifier, bb)
+        if split_net is None:
+            augment = True
+            notices.append(f"stages {list(bb.stages)!r} reach into the trained part: training on images, augmented")
 
     # Every image is read once before training: unreadable ones are reported and left out, so no
     # worker fails mid-epoch. For cached 'last' this pass is the featurization itself, for a cached
@@ -357,7 +374,7 @@ def _finetune(
         assert split_net is not None and work is not None
         todo = [p for p in paths if p not in trunk_out]
         with progress_bar(len(todo), "frozen trunk, 4 rotations", enabled=progress) as bar:
-            out, failed = cache_trunk(split_net[0], todo, bb.preprocessing, Path(work.name), progress=bar.advance)
+            out, failed = cache_trunk(split_net[2], todo, bb.preprocessing, Path(work.name), progress=bar.advance)
         trunk_out.update(out)
         return failed
 
@@ -408,7 +425,7 @@ def _finetune(
             return TensorDataset(torch.from_numpy(stacked), labels(split))
 
         train_set, val_set = views("train"), views("val")
-        model = CachedTail(split_net[1], classifier.fc)
+        model = CachedTail(split_net[1], classifier.fc, pooled=split_net[3], shape=split_net[4])
         augment_fn = random_view
         notices.append("retrain='fc' on a cached frozen trunk: augmentation is the 4 rotations")
     else:
@@ -482,21 +499,54 @@ def _finetune(
                           [str(c) for c in test_rows["label"]])  # fmt: skip
 
 
-def _trunk_and_tail(classifier: Any, backbone: Any) -> tuple[Any, Any] | None:
-    """The frozen trunk and trained tail of ``retrain="fc"`` (:func:`landsight.models.trunk.split_trunk`), or None."""
+def _trunk_and_tail(classifier: Any, backbone: Any) -> tuple[Any, Any, Any, int, tuple[int, ...]] | None:
+    """The frozen trunk and trained tail of ``retrain="fc"``, or None.
+
+    Returns ``(trunk, tail, cached, pooled, shape)``: the split of
+    :func:`landsight.models.trunk.split_trunk`, the module whose output is cached (the trunk),
+    no pooled stages (0) and the trunk activations' shape ``(C', H', W')``.
+    """
     import torch
 
     from landsight.models.classifier import fc_block_prefix
     from landsight.models.trunk import split_trunk
 
-    net = classifier.features.net.eval()
+    net = classifier.network.eval()
     try:
         prefix = fc_block_prefix(net)
     except LandsightValueError:
         return None
     h, w = backbone.preprocessing.input_size
     example = torch.randn(2, len(backbone.preprocessing.mean), h, w, generator=torch.Generator().manual_seed(0))
-    return split_trunk(net, prefix, example)
+    split = split_trunk(net, prefix, example)
+    if split is None:
+        return None
+    with torch.no_grad():
+        shape = tuple(split[0](example[:1]).shape[1:])
+    return split[0], split[1], split[0], 0, shape
+
+
+def _with_cached_stages(split: tuple[Any, ...], classifier: Any, backbone: Any) -> tuple[Any, ...] | None:
+    """The trunk split with the backbone's pooled stages cached in front of the activations, or None.
+
+    None when a stage is not inside the frozen trunk (its output would change during training).
+    """
+    import math
+
+    import torch
+
+    from landsight.models.trunk import TrunkStages
+
+    trunk, tail, _, _, shape = split
+    inside = {id(m) for m in trunk.modules()}
+    stages = [classifier.network.get_submodule(name) for name in backbone.stages]
+    if not all(id(m) in inside for m in stages):
+        return None
+    cached = TrunkStages(trunk, stages)
+    h, w = backbone.preprocessing.input_size
+    with torch.no_grad():
+        width = int(cached(torch.zeros(1, len(backbone.preprocessing.mean), h, w)).shape[1])
+    return trunk, tail, cached, width - math.prod(shape), shape
 
 
 def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:

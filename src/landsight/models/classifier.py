@@ -28,6 +28,8 @@ from landsight.errors import LandsightValueError
 from landsight.models.backbones import Backbone
 
 RETRAIN_DEPTHS = ("last", "fc", "all")
+
+
 def fc_block_prefix(model: nn.Module) -> str:
     """Name of the module where the ``fc`` retraining depth starts (see the module docstring).
 
@@ -67,8 +69,16 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, backbone: Backbone, num_classes: int) -> None:
         super().__init__()
-        self.features = backbone.input_module()  # normalisation + network, pooled features
+        self.features = backbone.input_module()  # normalisation + network (+ pooled stages), pooled features
         self.fc = nn.Linear(backbone.num_features, num_classes)
+
+    @property
+    def network(self) -> nn.Module:
+        """The backbone network itself (inside the input normalisation and any stage pooling)."""
+        from landsight.models.modules import StagePooling
+
+        net = self.features.net
+        return net.net if isinstance(net, StagePooling) else net
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``(N, H, W, C)`` uint8 -> ``(N, K)`` logits."""
@@ -95,7 +105,7 @@ def trainable_parameters(classifier: ImageClassifier, retrain: str) -> tuple[lis
     """
     if retrain not in RETRAIN_DEPTHS:
         raise LandsightValueError(f"retrain must be one of {list(RETRAIN_DEPTHS)}, got {retrain!r}")
-    net = classifier.features.net
+    net = classifier.network
     names = [n for n, _ in net.named_parameters()]
     if retrain == "all":
         start = 0

@@ -10,6 +10,10 @@ averaged in validation, as the exported ``rot4`` graph scores. This is TensorFlo
 caching of ``retrain.py`` (Donahue et al., "DeCAF", ICML 2014, for cached frozen features),
 moved one stage down so that the stage still learns.
 
+Pooled intermediate stages inside the trunk (``stages``, :class:`TrunkStages`) are cached with
+it, in front of the flattened activations, so the final layer sees the same features as the
+frozen-feature default's head.
+
 The split is taken from the network's own module order (``children`` up to the stage's
 parent ``nn.Sequential``) and checked numerically against the whole network before use;
 architectures where that order is not the forward order are trained on images instead.
@@ -70,27 +74,70 @@ def split_trunk(net: nn.Module, prefix: str, example: torch.Tensor) -> tuple[nn.
     return trunk, tail
 
 
+class TrunkStages(nn.Module):
+    """The trunk with pooled intermediate stages, as one flat row per image (for the trunk cache).
+
+    Args:
+        trunk: Normalised float32 ``(N, C, H, W)`` -> activations ``(N, C', H', W')``.
+        stages: Submodules of ``trunk`` whose outputs are pooled, as
+            :class:`landsight.models.modules.StagePooling` pools them for the whole network.
+
+    Output ``(N, P + C' * H' * W')``: the pooled stages (``P`` values, execution order), then the
+    flattened activations.
+    """
+
+    def __init__(self, trunk: nn.Module, stages: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.trunk, self.stages = trunk, list(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled stages and flattened activations, ``(N, P + C' * H' * W')``."""
+        pooled: list[torch.Tensor] = []
+
+        def pool(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            pooled.append(output.mean(dim=(2, 3)))
+
+        handles = [stage.register_forward_hook(pool) for stage in self.stages]
+        try:
+            out = self.trunk(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.cat([*pooled, out.flatten(1)], dim=1)
+
+
 class CachedTail(nn.Module):
     """The trained tail and final layer over cached trunk outputs.
 
     Args:
         tail: Trunk output -> pooled features ``(N, D)``.
-        fc: The final ``nn.Linear(D, K)``.
+        fc: The final ``nn.Linear(P + D, K)``.
+        pooled: ``P``, the pooled stage values cached in front of the activations
+            (:class:`TrunkStages`; 0 = plain activations).
+        shape: ``(C', H', W')`` of the activations when ``pooled`` > 0.
 
-    Input: float ``(N, C', H', W')`` (one view per image, training) or ``(N, V, C', H', W')``
-    (every view: logits averaged over them, as the ``rot4`` graph does); output ``(N, K)`` logits.
+    Input, ``pooled`` = 0: float ``(N, C', H', W')`` (one view per image, training) or
+    ``(N, V, C', H', W')`` (every view: features averaged over them, as the ``rot4`` graph does);
+    ``pooled`` > 0: flat rows ``(N, P + C' * H' * W')`` or ``(N, V, P + C' * H' * W')``.
+    Output ``(N, K)`` logits; the features are the pooled stages, then the tail's.
     """
 
-    def __init__(self, tail: nn.Module, fc: nn.Linear) -> None:
+    def __init__(self, tail: nn.Module, fc: nn.Linear, *, pooled: int = 0, shape: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.tail, self.fc = tail, fc
+        self.pooled, self.shape = pooled, tuple(shape)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features, averaged over views when ``x`` has a view axis: ``(N, D)`` float32."""
-        if x.ndim == 5:
-            n, v = x.shape[:2]
-            return self.tail(x.flatten(0, 1).float()).reshape(n, v, -1).mean(dim=1)
-        return self.tail(x.float())
+        """Pooled features, averaged over views when ``x`` has a view axis: ``(N, P + D)`` float32."""
+        views = x.ndim == (3 if self.pooled else 5)
+        n, v = x.shape[:2]
+        x = (x.flatten(0, 1) if views else x).float()
+        if self.pooled:
+            stages, x = x[:, : self.pooled], x[:, self.pooled :].reshape(-1, *self.shape)
+            feats = torch.cat([stages, self.tail(x)], dim=1)
+        else:
+            feats = self.tail(x)
+        return feats.reshape(n, v, -1).mean(dim=1) if views else feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K)``."""
@@ -114,16 +161,17 @@ def cache_trunk(
     """Trunk outputs of the four rotations of each image, through onnxruntime.
 
     Args:
-        trunk: Normalised float32 ``(N, C, H, W)`` -> activations; exported with the uint8 input
-            normalisation (:class:`landsight.models.modules.ImageInput`) to ``work``.
+        trunk: Normalised float32 ``(N, C, H, W)`` -> activations (or :class:`TrunkStages`' flat
+            rows); exported with the uint8 input normalisation
+            (:class:`landsight.models.modules.ImageInput`) to ``work``.
         paths: Image files.
         preprocessing: The backbone's :class:`landsight.data.preprocessing.Preprocessing`.
         work: Scratch folder for the exported trunk.
         progress: Called with the number of images done after each batch.
 
     Returns:
-        ``({path: float16 (4, C', H', W')}, [(path, reason) of unreadable images])``. Memory:
-        4 x C' x H' x W' x 2 bytes per image (lite0 at 224 px: 75 KB).
+        ``({path: float16 (4, *trunk output)}, [(path, reason) of unreadable images])``. Memory:
+        4 x C' x H' x W' x 2 bytes per image (lite0 at 224 px: 75 KB; pooled stages add 4 x P).
     """
     from landsight.data.loader import iter_batches
     from landsight.models.modules import ImageInput
