@@ -37,13 +37,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE
 from landsight.predictions import PROBABILITY_PREFIX
+
+if TYPE_CHECKING:
+    from landsight.models.trunk import TrunkSplit
 
 
 @dataclass
@@ -374,7 +377,7 @@ def _finetune(
         assert split_net is not None and work is not None
         todo = [p for p in paths if p not in trunk_out]
         with progress_bar(len(todo), "frozen trunk, 4 rotations", enabled=progress) as bar:
-            out, failed = cache_trunk(split_net[2], todo, bb.preprocessing, Path(work.name), progress=bar.advance)
+            out, failed = cache_trunk(split_net.cached, todo, bb.preprocessing, Path(work.name), progress=bar.advance)
         trunk_out.update(out)
         return failed
 
@@ -425,7 +428,7 @@ def _finetune(
             return TensorDataset(torch.from_numpy(stacked), labels(split))
 
         train_set, val_set = views("train"), views("val")
-        model = CachedTail(split_net[1], classifier.fc, pooled=split_net[3], shape=split_net[4])
+        model = CachedTail(split_net.tail, classifier.fc, pooled=split_net.pooled, shape=split_net.shape)
         augment_fn = random_view
         notices.append("retrain='fc' on a cached frozen trunk: augmentation is the 4 rotations")
     else:
@@ -441,7 +444,7 @@ def _finetune(
             X_train = train_set.tensors[0].numpy()
         elif split_net is not None:  # the rotation-averaged features the exported rot4 graph computes
             with torch.no_grad():
-                split_net[1].eval()
+                split_net.tail.eval()
                 X_train = torch.cat([model.features(x) for (x, _) in DataLoader(train_set, batch_size=64)]).numpy()
         else:
             train_paths = [str(p) for p in parts["train"]["path"]]
@@ -499,17 +502,15 @@ def _finetune(
                           [str(c) for c in test_rows["label"]])  # fmt: skip
 
 
-def _trunk_and_tail(classifier: Any, backbone: Any) -> tuple[Any, Any, Any, int, tuple[int, ...]] | None:
-    """The frozen trunk and trained tail of ``retrain="fc"``, or None.
+def _trunk_and_tail(classifier: Any, backbone: Any) -> TrunkSplit | None:
+    """The frozen trunk and trained tail of ``retrain="fc"`` (:func:`landsight.models.trunk.split_trunk`), or None.
 
-    Returns ``(trunk, tail, cached, pooled, shape)``: the split of
-    :func:`landsight.models.trunk.split_trunk`, the module whose output is cached (the trunk),
-    no pooled stages (0) and the trunk activations' shape ``(C', H', W')``.
+    The trunk's own output is what gets cached (no pooled stages yet: :func:`_with_cached_stages`).
     """
     import torch
 
     from landsight.models.classifier import fc_block_prefix
-    from landsight.models.trunk import split_trunk
+    from landsight.models.trunk import TrunkSplit, split_trunk
 
     net = classifier.network.eval()
     try:
@@ -523,10 +524,10 @@ def _trunk_and_tail(classifier: Any, backbone: Any) -> tuple[Any, Any, Any, int,
         return None
     with torch.no_grad():
         shape = tuple(split[0](example[:1]).shape[1:])
-    return split[0], split[1], split[0], 0, shape
+    return TrunkSplit(split[0], split[1], split[0], 0, shape)
 
 
-def _with_cached_stages(split: tuple[Any, ...], classifier: Any, backbone: Any) -> tuple[Any, ...] | None:
+def _with_cached_stages(split: TrunkSplit, classifier: Any, backbone: Any) -> TrunkSplit | None:
     """The trunk split with the backbone's pooled stages cached in front of the activations, or None.
 
     None when a stage is not inside the frozen trunk (its output would change during training).
@@ -537,7 +538,7 @@ def _with_cached_stages(split: tuple[Any, ...], classifier: Any, backbone: Any) 
 
     from landsight.models.trunk import TrunkStages
 
-    trunk, tail, _, _, shape = split
+    trunk, shape = split.trunk, split.shape
     inside = {id(m) for m in trunk.modules()}
     stages = [classifier.network.get_submodule(name) for name in backbone.stages]
     if not all(id(m) in inside for m in stages):
@@ -546,7 +547,7 @@ def _with_cached_stages(split: tuple[Any, ...], classifier: Any, backbone: Any) 
     h, w = backbone.preprocessing.input_size
     with torch.no_grad():
         width = int(cached(torch.zeros(1, len(backbone.preprocessing.mean), h, w)).shape[1])
-    return trunk, tail, cached, width - math.prod(shape), shape
+    return split._replace(cached=cached, pooled=width - math.prod(shape))
 
 
 def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:

@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
 import torch
 from torch import nn
+
+
+@contextmanager
+def pooled_outputs(modules: Sequence[nn.Module]) -> Iterator[list[torch.Tensor]]:
+    """Collect the global-average-pooled output of each module while the block runs (forward hooks).
+
+    Args:
+        modules: Modules whose outputs are ``(N, C_i, H_i, W_i)`` feature maps.
+
+    Yields:
+        A list that fills with one ``(N, C_i)`` float32 tensor per module call, in execution order.
+    """
+    pooled: list[torch.Tensor] = []
+
+    def pool(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        pooled.append(output.mean(dim=(2, 3)))
+
+    handles = [module.register_forward_hook(pool) for module in modules]
+    try:
+        yield pooled
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class ImageInput(nn.Module):
@@ -82,17 +108,7 @@ class StagePooling(nn.Module):
         self.stages = tuple(stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run ``net`` once, pooling each stage's output on the way (forward hooks)."""
-        modules = dict(self.net.named_modules())
-        pooled: list[torch.Tensor] = []
-
-        def pool(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            pooled.append(output.mean(dim=(2, 3)))
-
-        handles = [modules[name].register_forward_hook(pool) for name in self.stages]
-        try:
+        """Run ``net`` once, pooling each stage's output on the way (:func:`pooled_outputs`)."""
+        with pooled_outputs([self.net.get_submodule(name) for name in self.stages]) as pooled:
             final = self.net(x)
-        finally:
-            for handle in handles:
-                handle.remove()
         return torch.cat([*pooled, final], dim=1)

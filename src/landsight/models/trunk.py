@@ -24,11 +24,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+
+from landsight.models.modules import pooled_outputs
 
 VIEWS = 4  # the four 90-degree rotations
 
@@ -74,6 +76,24 @@ def split_trunk(net: nn.Module, prefix: str, example: torch.Tensor) -> tuple[nn.
     return trunk, tail
 
 
+class TrunkSplit(NamedTuple):
+    """A network split for fine-tuning on a cached trunk.
+
+    Attributes:
+        trunk: The frozen layers, normalised float32 ``(N, C, H, W)`` -> ``(N, C', H', W')``.
+        tail: The trained layers, trunk output -> pooled features ``(N, D)``.
+        cached: The module whose output is cached: ``trunk``, or :class:`TrunkStages` around it.
+        pooled: ``P``, pooled stage values in front of the cached activations (0: none).
+        shape: ``(C', H', W')`` of the trunk's activations.
+    """
+
+    trunk: nn.Module
+    tail: nn.Module
+    cached: nn.Module
+    pooled: int
+    shape: tuple[int, ...]
+
+
 class TrunkStages(nn.Module):
     """The trunk with pooled intermediate stages, as one flat row per image (for the trunk cache).
 
@@ -92,17 +112,8 @@ class TrunkStages(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled stages and flattened activations, ``(N, P + C' * H' * W')``."""
-        pooled: list[torch.Tensor] = []
-
-        def pool(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            pooled.append(output.mean(dim=(2, 3)))
-
-        handles = [stage.register_forward_hook(pool) for stage in self.stages]
-        try:
+        with pooled_outputs(self.stages) as pooled:
             out = self.trunk(x)
-        finally:
-            for handle in handles:
-                handle.remove()
         return torch.cat([*pooled, out.flatten(1)], dim=1)
 
 
