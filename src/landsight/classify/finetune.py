@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE
+from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
 from landsight.predictions import PROBABILITY_PREFIX
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def finetune(
         "augment": "rotations" if use_trunk else augment,
         "cached_features": use_cache, "cached_trunk": use_trunk, "val_size": val_size, "test_size": test_size,
         "early_stopping": early_stopping, "head_init": head_init, "batchnorm": batchnorm, "tta": tta,
-        "stages": stages if isinstance(stages, str) else ",".join(stages), "random_state": random_state,
+        "stages": stages_label(stages), "random_state": random_state,
         "devices": devices,
         "num_nodes": num_nodes, "resume": resume, "out": str(out), "split": split, "block_size": block_size,
         "group": group,

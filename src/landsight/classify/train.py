@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE
+from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
 
 #: Pooled intermediate stages of the default recipe (:func:`landsight.models.backbones.resolve_stages`).
 DEFAULT_STAGES = "auto"
@@ -197,7 +197,7 @@ def train(
     )
     params = {
         "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "tta": tta,
-        "stages": stages if isinstance(stages, str) else ",".join(stages),
+        "stages": stages_label(stages),
         "head": head, "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
         "class_weight": class_weight, "test_size": test_size, "random_state": random_state, "out": str(out),
         "split": split, "block_size": block_size, "group": group, "refit": refit,
@@ -244,7 +244,7 @@ def _train(
     bands: tuple[int, ...] | None,
     tta: str,
     test_size: float,
-    stages: str | Sequence[str] = DEFAULT_STAGES,
+    stages: str | Sequence[str],
     random_state: int,
     class_names: str | Path | None,
     batch_size: int,

@@ -234,6 +234,11 @@ def create_backbone(
 AUTO_STAGES = "auto"
 
 
+def stages_label(stages: str | Sequence[str]) -> str:
+    """A ``stages`` option as one string (run parameters): ``"auto"``, ``"none"`` or ``"blocks.3,blocks.4"``."""
+    return stages if isinstance(stages, str) else ",".join(stages)
+
+
 def stage_names(model: torch.nn.Module) -> list[str]:
     """Names of a network's stages.
 

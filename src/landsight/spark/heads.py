@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE
+from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
 from landsight.models.heads import HEADS
 
 if TYPE_CHECKING:
@@ -278,7 +278,7 @@ def train(
     params = {"data": str(data), "test": test, "backbone": backbone, "head": head, "C": C, "standardize": standardize,
               "n_estimators": n_estimators, "max_depth": max_depth, "test_size": test_size,
               "random_state": random_state, "out": str(out), "engine": "spark", "master": master,
-              "stages": stages if isinstance(stages, str) else ",".join(stages)}  # fmt: skip
+              "stages": stages_label(stages)}  # fmt: skip
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result = _train(
