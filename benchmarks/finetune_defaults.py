@@ -3,8 +3,9 @@
 For each dataset and seed: ``finetune(data, random_state=seed)`` (defaults: ``retrain="fc"`` on
 the cached frozen trunk with a random rotation per image and epoch, head initialised as the
 logistic-regression probe on the rotation-averaged frozen features, BatchNorm statistics frozen,
-SGD lr 0.01, at most 15 epochs, early stopping after 3 epochs without a lower validation loss,
-best epoch by validation loss, rot4 graph; split test 0.2 / val 0.1) and
+SGD lr 0.001 (0.01 until 2026-12-03's fourth session), at most 15 epochs, early stopping after 3
+epochs without a lower validation loss, best epoch by validation loss, rot4 graph; split test 0.2
+/ val 0.1) and
 ``train(data, random_state=seed)`` (defaults: lite0, rot4, ``C="auto"``, refit). ``split_catalog``
 draws the test rows first, so both hold out the same test images for a seed (the counts are
 checked; the images were checked for EuroSAT seed 0 in the fine-tuning section of RESULTS.md); the

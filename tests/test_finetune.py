@@ -179,6 +179,16 @@ def test_history_lr_follows_the_per_epoch_schedule(small_dataset: Path, tmp_path
     assert [row["lr"] for row in result.history] == pytest.approx([0.2, 0.2, 0.05])
 
 
+def test_default_lr_follows_the_head_initialisation(small_dataset: Path, tmp_path: Path) -> None:
+    """A probe-initialised head fine-tunes at 0.001 by default (it starts at its optimum), a random one at 0.01."""
+    for head_init, lr in (("probe", 0.001), ("random", 0.01)):
+        out = tmp_path / f"{head_init}.landsight"
+        result = finetune(small_dataset, out=out, retrain="last", epochs=1, head_init=head_init, batch_size=8,
+                          num_workers=0, progress=False, track=False)  # fmt: skip
+        assert [row["lr"] for row in result.history] == pytest.approx([lr])
+        assert json.loads((out / "bundle.json").read_text())["head"]["params"]["lr"] == pytest.approx(lr)
+
+
 def test_random_initialisations_get_distinct_cache_keys() -> None:
     from landsight.classify.featurize import cache_key
 

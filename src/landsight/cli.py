@@ -422,7 +422,9 @@ def finetune(
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
     batch_size: BatchOpt = 32,
     optimizer: Annotated[str, typer.Option(help="sgd (momentum, L2) | adamw")] = "sgd",
-    lr: Annotated[float, typer.Option(help="Learning rate of the final layer.")] = 0.01,
+    lr: Annotated[
+        float | None, typer.Option(help="Final-layer learning rate (default 0.001 with a probe head, else 0.01).")
+    ] = None,
     lr_schedule: Annotated[str, typer.Option(help="constant | cosine | onecycle | per-epoch list '0.2*10,0.1'")] = (
         "constant"
     ),
