@@ -134,8 +134,8 @@ def finetune(
         optimizer: ``"sgd"`` (momentum SGD with L2 weight decay) or ``"adamw"``.
         lr: Learning rate of the final layer (backbone: ``lr * backbone_lr_mult``). Default:
             0.001 with ``head_init="probe"`` (the head starts at the probe's optimum; 0.01 moved the
-            last stage away from it and cost 1-3 points on EuroSAT, ``benchmarks/RESULTS.md``),
-            0.01 with a random head.
+            last stage away from it and cost 1.5 points on EuroSAT, 0.2-3 per split:
+            ``benchmarks/RESULTS.md``), 0.01 with a random head.
         lr_schedule: ``"constant"``, ``"cosine"``, ``"onecycle"`` or a per-epoch list such as
             ``"0.2*10,0.1"`` (overrides ``lr``).
         momentum: SGD momentum.
