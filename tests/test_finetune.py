@@ -150,6 +150,17 @@ def test_two_processes_ddp_write_a_valid_bundle(small_dataset: Path, tmp_path: P
     assert (preds["error"] == "").all()
 
 
+def test_release_process_group_destroys_the_group_after_fitting(tmp_path: Path) -> None:
+    """The DDP teardown hook leaves no process group for interpreter exit (where gloo could abort)."""
+    from landsight.models.fit import ReleaseProcessGroup
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert torch.distributed.is_initialized()
+    ReleaseProcessGroup().teardown(None, None, "fit")  # type: ignore[arg-type]
+    assert not torch.distributed.is_initialized()
+    ReleaseProcessGroup().teardown(None, None, "fit")  # type: ignore[arg-type]  # and without a group: no error
+
+
 def test_torchrun_two_processes_write_one_bundle_and_one_mlflow_run(small_dataset: Path, tmp_path: Path) -> None:
     import socket
 
