@@ -247,8 +247,7 @@ def finetune(
         "augment": "rotations" if use_trunk else augment,
         "cached_features": use_cache, "cached_trunk": use_trunk, "val_size": val_size, "test_size": test_size,
         "early_stopping": early_stopping, "head_init": head_init, "batchnorm": batchnorm, "tta": tta,
-        "stages": stages_label(stages), "random_state": random_state,
-        "devices": devices,
+        "stages": stages_label(stages), "random_state": random_state, "devices": devices,
         "num_nodes": num_nodes, "resume": resume, "out": str(out), "split": split, "block_size": block_size,
         "group": group,
     }  # fmt: skip
