@@ -57,7 +57,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "verb", [["train"], ["tune"], ["quantize"], ["segment", "quantize"], ["evaluate"], ["predict"], ["featurize"],
+    "verb", [["train"], ["tune"], ["quantize"], ["evaluate"], ["predict"], ["featurize"],
              ["finetune"], ["runs"], ["demo"], ["serve"],
              ["tile"], ["map"], ["report"], ["dedup"], ["segment", "train"], ["segment", "predict"],
              ["segment", "evaluate"]],

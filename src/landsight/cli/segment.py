@@ -1,4 +1,4 @@
-"""The ``landsight segment`` sub-commands: parse options, call :mod:`landsight.segment`, print."""
+"""The ``landsight segment`` verbs: train, predict, evaluate. Parse options, call :mod:`landsight.segment`, print."""
 
 from __future__ import annotations
 
@@ -7,24 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
-from landsight.console import emit, emit_quantization, err, note_skipped, parse_ints
-from landsight.options import (
+from landsight.cli.options import (
     BlockSizeOpt,
-    CalibrationMethodOpt,
     FormatOpt,
     GroupOpt,
-    MaxDropOpt,
-    NCalibrationOpt,
     OverwriteOpt,
-    PrecisionOpt,
     QuietOpt,
     SplitOpt,
     TrackingOpt,
     TrackOpt,
 )
+from landsight.console import emit, err, note_skipped, parse_ints
 from landsight.runconfig import configurable, record_config
 
-segment_app = typer.Typer(
+app = typer.Typer(
     help="Pixel-level land cover: train a U-Net on raster pairs, predict GeoTIFF maps, evaluate.",
     no_args_is_help=True,
 )
@@ -44,7 +40,7 @@ WindowOpt = Annotated[
 ]
 
 
-def _metrics(metrics: dict[str, Any], fmt: str) -> None:
+def metrics_table(metrics: dict[str, Any], fmt: str) -> None:
     """Per-class IoU / F1 / precision / recall / pixels, the overall figures in the caption."""
     import pandas as pd
 
@@ -60,7 +56,7 @@ def _metrics(metrics: dict[str, Any], fmt: str) -> None:
          display={"iou": three, "f1": three, "precision": three, "recall": three, "pixels": "{:,}".format})  # fmt: skip
 
 
-@segment_app.command("train")
+@app.command("train")
 @configurable
 def train_cmd(
     images: ImagesOpt,
@@ -126,11 +122,11 @@ def train_cmd(
         return
     record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, what="raster")
-    _metrics(result.metrics, fmt)
+    metrics_table(result.metrics, fmt)
     err().print(f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]")
 
 
-@segment_app.command("predict")
+@app.command("predict")
 @configurable
 def predict_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
@@ -174,39 +170,7 @@ def predict_cmd(
                                                       if probabilities else ""))  # fmt: skip
 
 
-@segment_app.command("quantize")
-@configurable
-def quantize_cmd(
-    bundle: Annotated[Path, typer.Argument(help="Float32 segmentation bundle folder or zip.")],
-    out_: Annotated[Path, typer.Option("--out", help="Quantized bundle folder to write.")] = Path(
-        "landcover-int8.landsight"
-    ),
-    precision: PrecisionOpt = "int8",
-    calibration: Annotated[
-        str | None, typer.Option(help="Glob of calibration rasters; default: the bundle's training rasters.")
-    ] = None,
-    n_calibration: NCalibrationOpt = 200,
-    images: Annotated[str | None, typer.Option(help="Held-out image rasters for the drop check (glob).")] = None,
-    labels: Annotated[str | None, typer.Option(help="Their label rasters (glob).")] = None,
-    max_drop: MaxDropOpt = 1.0,
-    method: CalibrationMethodOpt = "minmax",
-    seed: int = 0,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Quantize a segmentation bundle; refused when held-out pixel accuracy drops more than --max-drop."""
-    from landsight.quantize import quantize_bundle
-
-    result = quantize_bundle(
-        bundle, out_, precision=precision, calibration=calibration, n_calibration=n_calibration, test=images,
-        test_labels=labels, max_drop=max_drop, method=method, random_state=seed, overwrite=overwrite,
-        progress=not quiet,
-    )  # fmt: skip
-    emit_quantization(result, fmt)
-
-
-@segment_app.command("evaluate")
+@app.command("evaluate")
 @configurable
 def evaluate_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
@@ -229,5 +193,5 @@ def evaluate_cmd(
                                tracking_uri=tracking_uri, track=track, overwrite=overwrite, tta=tta,
                                aux_rasters=aux_rasters)  # fmt: skip
     note_skipped(metrics["skipped"], what="raster")
-    _metrics(metrics, fmt)
+    metrics_table(metrics, fmt)
     err().print(f"metrics in [bold]{out_ / 'segmentation_metrics.json'}[/bold]")

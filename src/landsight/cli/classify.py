@@ -1,8 +1,6 @@
-"""The ``landsight`` command line: parse, call the Python API, print. Nothing else lives here.
+"""The classification verbs of ``landsight``: train, evaluate, predict, featurize, finetune, tune, demo.
 
-Results go to stdout in ``--format table|csv|tsv|json``; progress, notes and skipped inputs go to
-stderr (:mod:`landsight.console`). Exit codes: 0 success, 1 a bug, 2 a user error, 3 some inputs
-skipped.
+Parse, call :mod:`landsight.classify` (or :mod:`landsight.spark`), print. Nothing else lives here.
 """
 
 from __future__ import annotations
@@ -12,108 +10,40 @@ from typing import Annotated, Any
 
 import typer
 
-from landsight.console import emit, emit_quantization, err, note_skipped, out, parse_ints
-from landsight.errors import LandsightError
-from landsight.options import (
+from landsight.cli.options import (
+    AssetOpt,
+    BackboneOpt,
     BandsOpt,
+    BatchOpt,
     BlockSizeOpt,
-    CalibrationMethodOpt,
     ClassNamesOpt,
-    ColumnsOpt,
+    ConfOpt,
+    DeviceOpt,
+    EngineOpt,
     FormatOpt,
     GroupOpt,
+    MasterOpt,
     MaxDropOpt,
-    NCalibrationOpt,
     OverwriteOpt,
-    PrecisionOpt,
     QuietOpt,
     SplitOpt,
+    StagesOpt,
     TrackingOpt,
     TrackOpt,
     TrainPrecisionOpt,
+    WeightsOpt,
+    comma_list,
+    number,
+    spark_engine,
+    weights_or_none,
 )
+from landsight.console import emit, err, note_skipped, parse_ints
 from landsight.runconfig import configurable, record_config
 
-app = typer.Typer(
-    help="Transfer learning on imagery, aerial imagery first.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
-BackboneOpt = Annotated[str, typer.Option(help="timm model name, 'alexnet' or 'torchvision/<name>'.")]
-StagesOpt = Annotated[
-    str,
-    typer.Option(
-        help="Backbone stages pooled into the features too: auto (blocks.3-5 of EfficientNet-Lite) | none | "
-        "comma-separated module names."
-    ),
-]
-WeightsOpt = Annotated[
-    str, typer.Option(help="'imagenet', 'none' (random, explicit) or a .safetensors / state-dict file.")
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
-EngineOpt = Annotated[str, typer.Option(help="local | spark (pyspark; executors need only onnxruntime).")]
-MasterOpt = Annotated[str, typer.Option(help="Spark master with --engine spark: local[*], spark://host:7077, yarn.")]
-ConfOpt = Annotated[list[str] | None, typer.Option("--conf", help="Spark setting KEY=VALUE (--engine spark); repeat.")]
-AssetOpt = Annotated[
-    str | None, typer.Option(help="STAC input (Item / Catalog / ItemCollection JSON): the asset to read.")
-]
-
-VERSIONED = ("torch", "torchvision", "timm", "onnxruntime", "scikit-learn", "pyspark", "rasterio", "lightning")
+app = typer.Typer()
 
 
-def _version(value: bool) -> None:
-    if not value:
-        return
-    from importlib.metadata import PackageNotFoundError, version
-
-    from landsight import __version__
-
-    lines = [f"landsight {__version__}"]
-    for name in VERSIONED:
-        try:
-            lines.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            lines.append(f"{name} (not installed)")
-    out().print("\n".join(lines))
-    raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the versions of landsight and its engines."
-        ),
-    ] = False,
-) -> None:
-    """Transfer learning on imagery, aerial imagery first."""
-
-
-def _spark_engine(engine: str) -> bool:
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter(f"--engine must be 'local' or 'spark', got {engine!r}")
-    return engine == "spark"
-
-
-def _weights(value: str) -> str | None:
-    return None if value.lower() == "none" else value
-
-
-def _float(value: str, name: str) -> float:
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{name} must be a number or 'auto', got {value!r}") from exc
-
-
-def _columns(value: str | None) -> list[str] | None:
-    return [c.strip() for c in value.split(",") if c.strip()] if value else None
-
-
-def _metrics(metrics: dict[str, Any], fmt: str) -> None:
+def metrics_table(metrics: dict[str, Any], fmt: str) -> None:
     """Per-class precision / recall / F1 / support, the headline figures in the title."""
     import pandas as pd
 
@@ -128,6 +58,7 @@ def _metrics(metrics: dict[str, Any], fmt: str) -> None:
     if metrics.get("classes_without_test_images"):
         err().print(f"[yellow]warning:[/yellow] no test images of {metrics['classes_without_test_images']!r}; "
                     "the figures above say nothing about these classes")  # fmt: skip
+
 
 
 @app.command()
@@ -194,17 +125,17 @@ def train(
 
     _check_precision(precision, out_, overwrite)
 
-    if fast or _spark_engine(engine):  # Spark: no rotation averaging, no cross-validated C
+    if fast or spark_engine(engine):  # Spark: no rotation averaging, no cross-validated C
         tta, c = tta or FAST["tta"], c or str(FAST["C"])
     tta, c = tta or "rot4", c or "auto"
     common = dict(
-        out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
-        tta=tta, stages=stages, head=head, C=c if c == "auto" else _float(c, "--C"), standardize=standardize,
+        out=out_, test=test, backbone=backbone, weights=weights_or_none(weights), bands=parse_ints(bands, "--bands"),
+        tta=tta, stages=stages, head=head, C=c if c == "auto" else number(c, "--C"), standardize=standardize,
         n_estimators=n_estimators, max_depth=max_depth, class_weight="balanced" if balanced else None,
         test_size=test_size, random_state=seed, class_names=class_names, batch_size=batch_size,
         tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
-    if _spark_engine(engine):
+    if spark_engine(engine):
         from landsight import spark
 
         if dedup or split != "random":
@@ -218,7 +149,7 @@ def train(
     record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
     note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
     if result.metrics:
-        _metrics(result.metrics, fmt)
+        metrics_table(result.metrics, fmt)
     refit_note = f"; shipped head refit on all {result.n_fit}" if getattr(result, "refit", False) else ""
     err().print(
         f"trained on {result.n_train} images, tested on {result.n_test}{refit_note}; "
@@ -291,7 +222,7 @@ def evaluate(
         tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
     note_skipped([(s["path"], s["reason"]) for s in metrics["skipped"]], what="image")
-    _metrics(metrics, fmt)
+    metrics_table(metrics, fmt)
     err().print(f"metrics and confusion matrix in [bold]{out_}[/bold]")
 
 
@@ -325,7 +256,7 @@ def predict(
     """Predict images with a bundle; bad images give rows with an error. Prints images per class."""
     import pandas as pd
 
-    if _spark_engine(engine):
+    if spark_engine(engine):
         from landsight import spark
 
         res = spark.predict(
@@ -380,11 +311,11 @@ def featurize(
     from landsight.errors import LandsightValueError
     from landsight.outputs import atomic_path, check_output
 
-    if _spark_engine(engine):
+    if spark_engine(engine):
         from landsight import spark
 
         res = spark.featurize(
-            inputs, out=out_, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
+            inputs, out=out_, backbone=backbone, weights=weights_or_none(weights), bands=parse_ints(bands, "--bands"),
             stages=stages, batch_size=batch_size, master=master, conf=spark.parse_conf(conf),
         )  # fmt: skip
         note_skipped(res.failures, what="image")
@@ -395,7 +326,7 @@ def featurize(
     paths = list_images(inputs)
     target = check_output(out_, inputs=paths, overwrite=overwrite, what="features file")
     feats = featurize_api(
-        paths, backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"), stages=stages,
+        paths, backbone, weights=weights_or_none(weights), bands=parse_ints(bands, "--bands"), stages=stages,
         batch_size=batch_size, device=device, progress=not quiet,
     )  # fmt: skip
     with atomic_path(target) as tmp:
@@ -477,8 +408,9 @@ def finetune(
     _check_precision(precision, out_, overwrite)
 
     result = finetune_api(
-        data, out=out_, test=test, backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
-        retrain=retrain, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
+        data, out=out_, test=test, backbone=backbone, weights=weights_or_none(weights),
+        bands=parse_ints(bands, "--bands"), retrain=retrain, epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, lr=lr, lr_schedule=lr_schedule,
         momentum=momentum, weight_decay=weight_decay, backbone_lr_mult=backbone_lr_mult,
         gradient_clip=gradient_clip, augment=augment, cache_features=feature_cache, val_size=val_size,
         test_size=test_size, early_stopping=early_stopping or None, head_init=head_init, batchnorm=batchnorm,
@@ -501,7 +433,7 @@ def finetune(
             f"{row['samples_per_second']:.1f} samples/s"
         )
     if result.metrics:
-        _metrics(result.metrics, fmt)
+        metrics_table(result.metrics, fmt)
     err().print(
         f"best epoch {result.best_epoch + 1}; bundle: [bold]{result.bundle_path}[/bold]; run {result.run_id[:8]}"
     )
@@ -552,8 +484,9 @@ def tune(
         raise typer.BadParameter(f"--epochs must be MIN,MAX, got {epochs!r}")
     result = tune_api(
         data, trials=trials, out=out_, finetune=finetune_, test=test, test_size=test_size, cv=cv, timeout=timeout,
-        heads=tuple(_columns(heads) or ()), tta=tuple(_columns(tta) or ()), retrain=tuple(_columns(retrain) or ()),
-        epochs=(span[0], span[1]), backbone=backbone, weights=_weights(weights), bands=parse_ints(bands, "--bands"),
+        heads=tuple(comma_list(heads) or ()), tta=tuple(comma_list(tta) or ()),
+        retrain=tuple(comma_list(retrain) or ()), epochs=(span[0], span[1]), backbone=backbone,
+        weights=weights_or_none(weights), bands=parse_ints(bands, "--bands"),
         class_names=class_names, split=split, block_size=block_size, group=group, random_state=seed,
         progress=not quiet, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
     )  # fmt: skip
@@ -570,83 +503,6 @@ def tune(
 
 @app.command()
 @configurable
-def quantize(
-    bundle: Annotated[Path, typer.Argument(help="Float32 bundle folder or zip (classification or segmentation).")],
-    out_: Annotated[Path, typer.Option("--out", help="Quantized bundle folder to write.")] = Path(
-        "model-int8.landsight"
-    ),
-    precision: PrecisionOpt = "int8",
-    calibration: Annotated[
-        str | None, typer.Option(help="Calibration images (folder, glob, list file); default: the training split.")
-    ] = None,
-    n_calibration: NCalibrationOpt = 200,
-    test: Annotated[
-        str | None, typer.Option(help="Labelled data for the drop check; default: the bundle's own test split.")
-    ] = None,
-    max_drop: MaxDropOpt = 1.0,
-    method: CalibrationMethodOpt = "minmax",
-    refit_head: Annotated[
-        bool,
-        typer.Option(
-            "--refit-head/--no-refit-head",
-            help="int8: refit the scikit-learn head on the int8 backbone's features of its training images.",
-        ),
-    ] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the calibration sample.")] = 0,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Quantize a bundle for faster CPU scoring; refused when held-out accuracy drops more than --max-drop."""
-    from landsight.quantize import quantize_bundle
-
-    result = quantize_bundle(
-        bundle, out_, precision=precision, calibration=calibration, n_calibration=n_calibration, test=test,
-        max_drop=max_drop, method=method, refit_head=refit_head, random_state=seed, overwrite=overwrite,
-        progress=not quiet,
-    )  # fmt: skip
-    emit_quantization(result, fmt)
-
-
-@app.command()
-@configurable
-def runs(
-    sort: Annotated[str, typer.Option(help="Column or metric to sort by.")] = "started",
-    ascending: Annotated[bool, typer.Option("--ascending", help="Sort ascending (default: descending).")] = False,
-    compare: Annotated[list[str] | None, typer.Option(help="Run ids (prefixes) to compare; repeat.")] = None,
-    plot: Annotated[
-        Path | None, typer.Option(help="PNG of training / validation error curves of --compare runs.")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="Most runs to print (default: 30 in a table, all otherwise).")] = (
-        None
-    ),
-    columns: ColumnsOpt = None,
-    tracking_uri: TrackingOpt = None,
-    overwrite: OverwriteOpt = False,
-    fmt: FormatOpt = "table",
-) -> None:
-    """List recorded runs (sortable by any metric; --format json gives every parameter and metric)."""
-    from landsight.runs import TABLE_COLUMNS, list_runs, plot_curves
-
-    table = list_runs(tracking_uri=tracking_uri, sort=sort, ascending=ascending, details=fmt != "table")
-    if compare:
-        table = table[table["full_run_id"].map(lambda r: any(r.startswith(c) for c in compare))]
-    shown = _columns(columns) or (list(TABLE_COLUMNS) if fmt == "table" else None)
-    rows = table.head(limit if limit is not None else (30 if fmt == "table" else len(table)))
-    pct = "{:.2%}".format
-    one = "{:.1f}".format
-    emit(rows, fmt, title="landsight runs", columns=shown,
-         display={"accuracy": pct, "balanced_accuracy": pct, "best_val_error": one, "seconds": one,
-                  "started": lambda v: str(v)[:16]})  # fmt: skip
-    if plot is not None:
-        if not compare:
-            raise typer.BadParameter("--plot needs --compare RUN [--compare RUN ...]")
-        path = plot_curves(compare, plot, tracking_uri=tracking_uri, overwrite=overwrite)
-        err().print(f"error curves in [bold]{path}[/bold]")
-
-
-@app.command()
-@configurable
 def demo(
     out_: Annotated[Path, typer.Option("--out", help="Folder for the bundle and predictions.")] = Path(
         "landsight-demo"
@@ -659,7 +515,7 @@ def demo(
     from landsight.classify.demo import demo as demo_api
 
     result = demo_api(out_, head=head, progress=not quiet)
-    _metrics(result.metrics, fmt)
+    metrics_table(result.metrics, fmt)
     err().print(
         f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]\n"
         f"bundle:       {result.bundle_path}\n"
@@ -667,206 +523,3 @@ def demo(
         f"predictions:  {result.predictions_path}"
     )
 
-
-@app.command()
-@configurable
-def serve(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip to serve.")],
-    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 for all (containers).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model.")] = 1,
-    batching: Annotated[
-        bool | None, typer.Option("--batching/--no-batching", help="Micro-batch concurrent requests [on].")
-    ] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Most images per forward pass [8].")] = None,
-    max_wait_ms: Annotated[float | None, typer.Option(help="Milliseconds a micro-batch waits for more [1].")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Classes listed per prediction [5].")] = None,
-    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body, bytes [32 MiB].")] = None,
-    max_pixels: Annotated[int | None, typer.Option(help="Largest image, pixels [40e6].")] = None,
-    max_decode_bytes: Annotated[
-        int | None, typer.Option(help="Largest estimated decoding memory per image, bytes [512 MiB].")
-    ] = None,
-    max_batch_files: Annotated[int | None, typer.Option(help="Most files per /predict/batch [64].")] = None,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime threads per forward pass [1].")] = None,
-    batch_workers: Annotated[
-        int | None, typer.Option(help="Parallel forward passes per worker process [cores / threads].")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda [auto].")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
-) -> None:
-    """Serve a bundle over HTTP: /predict, /predict/batch, /metadata, /health/*, Open Inference Protocol v2."""
-    from landsight.serve import run
-    from landsight.serve.settings import ServeSettings
-
-    options = {
-        "batching": batching,
-        "max_batch_size": max_batch_size,
-        "max_wait_ms": max_wait_ms,
-        "top_k": top_k,
-        "max_body_bytes": max_body_bytes,
-        "max_pixels": max_pixels,
-        "max_decode_bytes": max_decode_bytes,
-        "max_batch_files": max_batch_files,
-        "threads": threads,
-        "batch_workers": batch_workers,
-        "device": device,
-    }
-    # Options left unset fall back to LANDSIGHT_SERVE_<FIELD> environment variables, then defaults.
-    settings = ServeSettings.from_env(**{k: v for k, v in options.items() if v is not None})
-
-    def announce(url: str) -> None:
-        err().print(f"serving [bold]{bundle}[/bold] on [bold]{url}[/bold] ({workers} worker(s); docs at {url}/docs)")
-
-    run(bundle, host=host, port=port, workers=workers, settings=settings, log_level=log_level, announce=announce)
-
-
-@app.command()
-@configurable
-def tile(
-    raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...) or a STAC JSON.")],
-    out_: Annotated[Path, typer.Option("--out", help="Folder for the tiles.")] = Path("tiles"),
-    size: Annotated[int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).")] = 256,
-    asset: AssetOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Cut a raster into a grid of GeoTIFF tiles (then `predict` them and `map` the predictions)."""
-    from landsight.data.tiling import cut_tiles
-
-    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite, asset=asset)
-    rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
-    err().print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out_}[/bold]")
-
-
-@app.command("map")
-@configurable
-def map_(
-    predictions: Annotated[Path, typer.Argument(help="Predictions .parquet / .csv with bounds and CRS.")],
-    out_: Annotated[Path | None, typer.Option("--out", help="Interactive HTML map to write (offline).")] = Path(
-        "map.html"
-    ),
-    png: Annotated[Path | None, typer.Option(help="Static PNG map to write as well.")] = None,
-    reference: Annotated[Path | None, typer.Option(help="CSV / Parquet of reference labels: path,label.")] = None,
-    compare: Annotated[Path | None, typer.Option(help="Older predictions of the same tiles: change layer.")] = None,
-    change_out: Annotated[Path | None, typer.Option(help="With --compare: per-tile change CSV.")] = None,
-    basemap: Annotated[str | None, typer.Option(help="XYZ tile URL for a background map (online).")] = None,
-    attribution: Annotated[str, typer.Option(help="Attribution of --basemap.")] = "",
-    thumbnails: Annotated[
-        bool, typer.Option("--thumbnails/--no-thumbnails", help="Tile thumbnails in the popups.")
-    ] = True,
-    title: Annotated[str, typer.Option(help="Title on the map.")] = "",
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Map predicted classes tile by tile (HTML + optional PNG), with reference and change layers."""
-    from landsight.maps import prediction_map
-
-    result = prediction_map(
-        predictions, out_, png=png, reference=reference, compare=compare, basemap=basemap, attribution=attribution,
-        thumbnails=thumbnails, title=title, progress=not quiet, overwrite=overwrite,
-    )  # fmt: skip
-    note_skipped(result.skipped, what="tile")
-    note = f", {result.n_disagree} disagree with the reference" if reference is not None else ""
-    err().print(f"{result.n_tiles} tiles drawn{note}")
-    for path in (result.html, result.png):
-        if path is not None:
-            err().print(f"map: [bold]{path}[/bold]")
-    change = result.change
-    if change is not None:
-        from landsight.change import write_change
-
-        transitions = change.transitions.rename(columns={"count": "tiles"})
-        emit(transitions, fmt, title=f"{change.n_changed} of {len(change.table)} tiles changed class")
-        if change_out is not None:
-            files = write_change(change, change_out, overwrite=overwrite)
-            err().print(f"change tables: [bold]{files['tiles']}[/bold], [bold]{files['transitions']}[/bold]")
-
-
-@app.command()
-@configurable
-def report(
-    source: Annotated[str, typer.Argument(help="Bundle folder / zip, or an MLflow run id (prefix).")],
-    out_: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")] = Path("report.html"),
-    n_wrong: Annotated[int, typer.Option(help="Most confidently wrong images to show.")] = 12,
-    tracking_uri: TrackingOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Write a self-contained HTML report of a run or a bundle."""
-    from landsight.report import build_report
-
-    path = build_report(source, out_, tracking_uri=tracking_uri, n_wrong=n_wrong, overwrite=overwrite)
-    err().print(f"report: [bold]{path}[/bold]")
-
-
-@app.command()
-@configurable
-def dedup(
-    data: Annotated[list[str], typer.Argument(help="Folders, globs or list files; several = splits (train test).")],
-    threshold: Annotated[int, typer.Option(help="Largest Hamming distance of near-duplicates, bits of 64.")] = 4,
-    method: Annotated[str, typer.Option(help="phash | dhash | ahash | whash")] = "phash",
-    report_csv: Annotated[Path | None, typer.Option("--report", help="Write the groups to this CSV.")] = None,
-    remove: Annotated[bool, typer.Option("--remove", help="Delete all but one image of each group.")] = False,
-    move_to: Annotated[Path | None, typer.Option(help="Move all but one image of each group here.")] = None,
-    keep: Annotated[str | None, typer.Option(help="Prefer keeping images of this source (e.g. train/).")] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before removing / moving.")] = False,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    fmt: FormatOpt = "table",
-) -> None:
-    """Find near-duplicate images (perceptual hash); remove or move them only when asked."""
-    from landsight.dedup import apply_removal, find_duplicates, plan_removal
-    from landsight.outputs import atomic_path, check_output
-
-    if remove and move_to is not None:
-        raise typer.BadParameter("give --remove or --move-to, not both")
-    if keep is not None:
-        same = [d for d in data if d.rstrip("/") == keep.rstrip("/")]
-        if not same:
-            raise typer.BadParameter(f"--keep must be one of the DATA sources ({', '.join(data)}), got {keep!r}")
-        keep = same[0]
-    if report_csv is not None:
-        check_output(report_csv, overwrite=overwrite, what="report CSV")
-    result = find_duplicates(data, threshold=threshold, method=method, progress=not quiet)
-    note_skipped(result.skipped, what="image")
-    groups = result.groups.rename(columns={"split": "source", "distance": "bits"})
-    emit(groups[[c for c in ("group", "path", "source", "bits") if c in groups.columns]], fmt,
-         title="near-duplicate groups")  # fmt: skip
-    n_cross = result.cross_split_groups["group"].nunique() if len(result.groups) else 0
-    err().print(f"{result.n_images} images, {result.n_groups} near-duplicate groups ({n_cross} across sources)")
-    if report_csv is not None:
-        with atomic_path(report_csv) as tmp:
-            result.groups.to_csv(tmp, index=False)
-        err().print(f"groups: [bold]{report_csv}[/bold]")
-    if not (remove or move_to is not None) or not len(result.groups):
-        return
-    plan = plan_removal(result, keep_split=keep)
-    verb = f"move to {move_to}" if move_to is not None else "DELETE"
-    console = err()
-    console.print(f"[bold]{len(plan)} image(s) to {verb}[/bold] (one image of each group is kept):")
-    for row in plan.itertuples():
-        console.print(f"  {row.path}  (duplicate of {row.kept}, {row.distance} bits)")
-    if not yes and not typer.confirm(f"{verb} these {len(plan)} image(s)?", default=False, err=True):
-        console.print("nothing changed")
-        raise typer.Exit(1)
-    done = apply_removal(plan, move_to=move_to)
-    console.print(f"{'moved' if move_to is not None else 'deleted'} {len(done)} image(s)")
-
-
-from landsight.segment.cli import segment_app  # noqa: E402 - the sub-app registers after the verbs above
-
-app.add_typer(segment_app, name="segment")
-
-
-def main() -> None:
-    """Console-script entry point: exit 2 with one line for a user error, 3 when inputs were skipped."""
-    from landsight.console import EXIT_PARTIAL, EXIT_USER_ERROR, skipped_count
-
-    try:
-        app()
-    except LandsightError as exc:
-        err().print(f"[red]error:[/red] {exc}")
-        raise SystemExit(EXIT_USER_ERROR) from None
-    except SystemExit as exc:
-        if exc.code in (0, None) and skipped_count():
-            raise SystemExit(EXIT_PARTIAL) from None
-        raise
