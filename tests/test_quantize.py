@@ -123,11 +123,11 @@ def test_head_refit_fits_the_int8_features(int8: QuantizeResult, trained, tmp_pa
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from landsight.quantize import _ClassificationData
+    from landsight.classify.quantize import ClassificationQuantizeData
     from landsight.runtime import OnnxModel
 
     bundle = load_bundle(int8.bundle_path)
-    data = _ClassificationData(load_bundle(trained.bundle_path), None, 10, None, 0, False)
+    data = ClassificationQuantizeData(load_bundle(trained.bundle_path), None, 10, None, 0, False)
     paths, labels = data._head_images()  # type: ignore[misc]
     backbone = tmp_path / "backbone.onnx"
     onnx.utils.extract_model(str(int8.bundle_path / "model.onnx"), str(backbone), ["image"], ["features"])
@@ -167,7 +167,7 @@ def test_int8_graph_takes_the_image_bytes_directly(int8: QuantizeResult, trained
     import onnx
 
     from landsight.models import onnx_graph
-    from landsight.quantize import _prepared_float_model, _quantize_int8
+    from landsight.models.quantize import prepared_float_model, quantize_int8
     from landsight.runtime import OnnxModel
 
     meta = json.loads((int8.bundle_path / BUNDLE_FILE).read_text())
@@ -178,10 +178,10 @@ def test_int8_graph_takes_the_image_bytes_directly(int8: QuantizeResult, trained
     assert "Cast" not in ops and "Div" not in ops and "Sub" not in ops
 
     images = _sample_images(trained, small_dataset)
-    float_model = _prepared_float_model(trained.bundle_path / "model.onnx", tmp_path)
+    float_model = prepared_float_model(trained.bundle_path / "model.onnx", tmp_path)
     before = tmp_path / "before.onnx"
     with mock.patch.object(onnx_graph, "bytes_into_first_qconv", return_value=None):
-        assert "float normalisation" in _quantize_int8(float_model, before, images[:16], method="minmax", keep_float=())
+        assert "float normalisation" in quantize_int8(float_model, before, images[:16], method="minmax", keep_float=())
     after = tmp_path / "after.onnx"
     after.write_bytes(before.read_bytes())
     record = onnx_graph.bytes_into_first_qconv(after)
@@ -214,7 +214,7 @@ def test_bytes_rewrite_leaves_per_band_normalisation_alone(tmp_path: Path) -> No
 
     from landsight.models.modules import ImageInput
     from landsight.models.onnx_graph import bytes_into_first_qconv
-    from landsight.quantize import _quantize_int8
+    from landsight.models.quantize import quantize_int8
 
     rng = np.random.default_rng(0)
     samples = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)  # synthetic
@@ -227,7 +227,7 @@ def test_bytes_rewrite_leaves_per_band_normalisation_alone(tmp_path: Path) -> No
                           output_names=["out"], dynamic_axes={"image": {0: "n"}}, dynamo=False)  # fmt: skip
         out = tmp_path / f"int8-{rewritten}.onnx"
         with mock_rewrite_off():
-            _quantize_int8(float_model, out, samples, method="minmax", keep_float=())
+            quantize_int8(float_model, out, samples, method="minmax", keep_float=())
         before = out.read_bytes()
         record = bytes_into_first_qconv(out)
         assert (record is not None) == rewritten
