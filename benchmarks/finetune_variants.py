@@ -78,8 +78,8 @@ def variants(test_paths: list[str], test_labels: list[str], seed: int, work: Pat
     classes = sorted(set(test_labels))
     x_test = torch.from_numpy(np.stack([cached[p] for p in test_paths]))
     y_test = np.array([classes.index(c) for c in test_labels])
-    x_val, y_val = (torch.cat(t) for t in zip(*seen["val"], strict=True))
-    x_train, y_train = (torch.cat(t) for t in zip(*seen["train"], strict=True))
+    x_val, y_val = (torch.cat([batch[key] for batch in seen["val"]]) for key in ("image", "label"))
+    x_train, y_train = (torch.cat([batch[key] for batch in seen["train"]]) for key in ("image", "label"))
     model = seen["model"].eval()
     start, best = seen["start"], seen["best"]
 

@@ -26,7 +26,6 @@ reproduces the bundle.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,13 +35,15 @@ from typing import Any
 import numpy as np
 
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE
+from landsight.models.backbones import DEFAULT_BACKBONE, SUPPORTED_TTA
+from landsight.models.heads import HEADS
+from landsight.outputs import scratch_dir
 
 __all__ = ["TuneResult", "tune", "tune_path"]
 
 RETRAIN_CHOICES = ("last", "fc", "all")
-HEAD_CHOICES = ("logreg", "forest")
-TTA_CHOICES = ("none", "rot4")
+HEAD_CHOICES = tuple(HEADS)
+TTA_CHOICES = SUPPORTED_TTA
 
 
 @dataclass
@@ -156,7 +157,8 @@ def tune(
             class or the number of groups is smaller). 3 keeps a 50-trial EuroSAT search under
             a minute of CPU on 2 cores; 5 costs ~1.7x.
         timeout: Stop starting trials after this many seconds (``None`` = run ``trials``).
-        heads: Head kinds searched (``"logreg"``, ``"forest"``).
+        heads: Head kinds searched (names in :data:`landsight.models.heads.HEADS`: ``"logreg"``,
+            ``"forest"``); each searches its :attr:`~landsight.models.heads.HeadSpec.search`.
         tta: Test-time augmentation settings searched (``"none"``, ``"rot4"``); each is
             featurized once.
         C: ``(low, high)`` of the log-uniform logistic-regression ``C``.
@@ -227,11 +229,12 @@ def tune(
             raise LandsightValueError(f"epochs must be (low, high) with 1 <= low <= high; got {epochs!r}")
         clash = sorted(set(space) & set(fixed))
     else:
-        space = {"head": _check_choices("heads", heads, HEAD_CHOICES), "tta": _check_choices("tta", tta, TTA_CHOICES)}
-        if "logreg" in space["head"]:
-            space["C"] = _check_range("C", C)
-        if "forest" in space["head"]:
-            space["n_estimators"] = tuple(int(v) for v in _check_range("n_estimators", n_estimators))
+        space = {"head": _check_choices("heads", heads, tuple(HEADS)), "tta": _check_choices("tta", tta, TTA_CHOICES)}
+        bounds = {"C": C, "n_estimators": n_estimators}  # the search bounds tune takes as arguments
+        for name in space["head"]:
+            for param in HEADS[name].search:
+                low, high = _check_range(param.name, bounds.get(param.name, param.default))
+                space[param.name] = (int(low), int(high)) if param.integer else (low, high)
         clash = sorted(set(space) & set(fixed))
     if clash:
         raise LandsightValueError(f"fixed sets {clash!r}, which the search varies; drop them from fixed")
@@ -258,7 +261,7 @@ def tune(
             context = _frozen_context(data, space, common, cv=cv, device=device, progress=progress)
             objective = _frozen_objective(context, space, fixed, random_state=random_state,
                                           tracking_uri=tracking_uri, track=track)  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="landsight-tune-") as scratch:
+        with scratch_dir("tune") as scratch:
             context["scratch"] = Path(scratch)
             study.optimize(
                 lambda t: objective(t, context), n_trials=trials, timeout=timeout, catch=(LandsightValueError,)
@@ -303,10 +306,8 @@ def _final_kwargs(best: Mapping[str, Any], finetune: bool) -> dict[str, Any]:
     if finetune:
         return {"lr": float(best["lr"]), "retrain": str(best["retrain"]), "epochs": int(best["epochs"])}
     out: dict[str, Any] = {"head": str(best["head"]), "tta": str(best["tta"])}
-    if best["head"] == "logreg":
-        out["C"] = float(best["C"])
-    else:
-        out["n_estimators"] = int(best["n_estimators"])
+    for param in HEADS[out["head"]].search:
+        out[param.name] = param.cast(best[param.name])
     return out
 
 
@@ -319,7 +320,7 @@ def _frozen_context(
     """Split once, featurize once per tta setting, build the cross-validation folds of the training split."""
     from landsight.classify.featurize import featurize
     from landsight.classify.train import DEFAULT_STAGES
-    from landsight.data.catalog import training_catalog
+    from landsight.data.splitting import training_catalog
 
     split_args = {k: common[k] for k in ("test", "test_size", "random_state", "class_names", "split", "block_size",
                                          "group")}  # fmt: skip
@@ -402,18 +403,14 @@ def _frozen_objective(
     from landsight.models.heads import fit_head, make_head
     from landsight.tracking import tracked_run
 
-    head_args = {k: fixed[k] for k in ("standardize", "max_depth", "class_weight") if k in fixed}
-
     def objective(trial: optuna.Trial, ctx: dict[str, Any]) -> float:
         head = trial.suggest_categorical("head", space["head"])
         mode = trial.suggest_categorical("tta", space["tta"])
-        kwargs: dict[str, Any] = dict(head_args)
-        if head == "logreg":
-            kwargs["C"] = trial.suggest_float("C", *space["C"], log=True)
-            kwargs.pop("max_depth", None)
-        else:
-            kwargs["n_estimators"] = trial.suggest_int("n_estimators", *space["n_estimators"], log=True)
-            kwargs.pop("standardize", None)
+        spec = HEADS[head]
+        # the head's own settings among train's fixed keywords (random_state is tune's own)
+        kwargs: dict[str, Any] = {k: v for k, v in fixed.items() if k in spec.options and k != "random_state"}
+        for param in spec.search:
+            kwargs[param.name] = param.suggest(trial, space[param.name])
         X, y = ctx["X"][mode], ctx["y"]
         started = time.perf_counter()
         scores: list[float] = []

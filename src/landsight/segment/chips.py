@@ -104,9 +104,10 @@ class ChipDataset(Dataset):
         random_state: Fixed seed for reproducible chips, or ``None``.
         aux: Auxiliary rasters appended as one-hot channels (``None`` = none).
 
-    Items: ``(image, label)``: float32 ``(C, chip_size, chip_size)`` raw band values (the model
-    normalises; with ``aux``, ``C = len(bands) + aux.channels``, the one-hot channels last) and
-    int64 ``(chip_size, chip_size)`` class indices, :data:`IGNORE_INDEX` where ignored.
+    Items: ``{"image": x, "mask": y}``: ``x`` float32 ``(C, chip_size, chip_size)`` raw band
+    values (the model normalises; with ``aux``, ``C = len(bands) + aux.channels``, the one-hot
+    channels last), ``y`` int64 ``(chip_size, chip_size)`` class indices, :data:`IGNORE_INDEX`
+    where ignored (collated: ``(N, C, chip_size, chip_size)`` and ``(N, chip_size, chip_size)``).
 
     Raises:
         LandsightValueError: Bad sizes or an empty pair list.
@@ -200,7 +201,7 @@ class ChipDataset(Dataset):
         pair = self.pairs[i]
         return i, int(rng.integers(max(1, pair.height - s + 1))), int(rng.integers(max(1, pair.width - s + 1)))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Read chip ``index`` (see the class docstring)."""
         from landsight.segment.raster import read_labels, read_window
 
@@ -224,6 +225,7 @@ class ChipDataset(Dataset):
             x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
             if rng.random() < 0.5:
                 x, y = x[:, :, ::-1], y[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))
+        image = torch.from_numpy(np.ascontiguousarray(x))
+        return {"image": image, "mask": torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))}
 
 

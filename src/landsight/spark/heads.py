@@ -17,7 +17,8 @@ merge_backbone_head`) and written by the same code as the local ``train``, so
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ import numpy as np
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
 from landsight.models.heads import HEADS
+from landsight.recipe import run_params
 
 if TYPE_CHECKING:
     import onnx
@@ -72,19 +74,44 @@ def make_spark_head(
         LandsightValueError: Unknown ``kind`` or an out-of-range parameter.
 
     """
-    from pyspark.ml.classification import LogisticRegression, RandomForestClassifier
-
     check_head_params(kind, C=C, n_estimators=n_estimators, max_depth=max_depth)
-    if kind == "logreg":
-        return LogisticRegression(
-            featuresCol="features", labelCol="label_index", family="multinomial", regParam=1.0 / (C * max(1, n_train)),
-            elasticNetParam=0.0, standardization=standardize, maxIter=max_iter, tol=1e-6,
-        )  # fmt: skip
+    return SPARK_HEADS[kind].build(
+        C=C, n_train=n_train, standardize=standardize, max_iter=max_iter, n_estimators=n_estimators,
+        max_depth=max_depth, random_state=random_state,
+    )  # fmt: skip
+
+
+def _build_logreg(*, C: float, n_train: int, standardize: bool, max_iter: int, **_: Any) -> Any:
+    from pyspark.ml.classification import LogisticRegression
+
+    return LogisticRegression(
+        featuresCol="features", labelCol="label_index", family="multinomial", regParam=1.0 / (C * max(1, n_train)),
+        elasticNetParam=0.0, standardization=standardize, maxIter=max_iter, tol=1e-6,
+    )  # fmt: skip
+
+
+def _build_forest(*, n_estimators: int, max_depth: int | None, random_state: int, **_: Any) -> Any:
+    from pyspark.ml.classification import RandomForestClassifier
+
     return RandomForestClassifier(
         featuresCol="features", labelCol="label_index", numTrees=n_estimators,
         maxDepth=DEFAULT_FOREST_DEPTH if max_depth is None else max_depth, featureSubsetStrategy="sqrt",
         seed=random_state,
     )  # fmt: skip
+
+
+def _check_logreg(*, C: float, **_: Any) -> None:
+    if not C > 0:
+        raise LandsightValueError(f"The 'C' parameter of the logreg head must be > 0. Got {C!r} instead.")
+
+
+def _check_forest(*, n_estimators: int, max_depth: int | None, **_: Any) -> None:
+    depth = DEFAULT_FOREST_DEPTH if max_depth is None else max_depth
+    if n_estimators < 1 or not 1 <= depth <= 30:
+        raise LandsightValueError(
+            f"forest needs n_estimators >= 1 and 1 <= max_depth <= 30 (MLlib's limit); "
+            f"got n_estimators={n_estimators!r}, max_depth={max_depth!r}"
+        )
 
 
 def check_head_params(kind: str, *, C: float = 1.0, n_estimators: int = 100, max_depth: int | None = None) -> None:
@@ -100,18 +127,14 @@ def check_head_params(kind: str, *, C: float = 1.0, n_estimators: int = 100, max
         LandsightValueError: Unknown ``kind`` or a parameter out of range.
 
     """
-    if kind == "logreg":
-        if not C > 0:
-            raise LandsightValueError(f"The 'C' parameter of the logreg head must be > 0. Got {C!r} instead.")
-    elif kind == "forest":
-        depth = DEFAULT_FOREST_DEPTH if max_depth is None else max_depth
-        if n_estimators < 1 or not 1 <= depth <= 30:
-            raise LandsightValueError(
-                f"forest needs n_estimators >= 1 and 1 <= max_depth <= 30 (MLlib's limit); "
-                f"got n_estimators={n_estimators!r}, max_depth={max_depth!r}"
-            )
-    else:
+    if kind not in HEADS:
         raise LandsightValueError(f"unknown head {kind!r}; choose one of {list(HEADS)}")
+    if kind not in SPARK_HEADS:
+        raise LandsightValueError(
+            f"head {kind!r} has no Spark MLlib version; --engine spark supports {list(SPARK_HEADS)}. "
+            "Use --engine local for it."
+        )
+    SPARK_HEADS[kind].check(C=C, n_estimators=n_estimators, max_depth=max_depth)
 
 
 def logistic_to_onnx(model: Any, num_features: int) -> onnx.ModelProto:
@@ -275,10 +298,10 @@ def train(
     except (TypeError, ValueError):
         raise LandsightValueError(f"--engine spark needs a numeric C (no 'auto'), got {C!r}") from None
     check_head_params(head, C=C, n_estimators=n_estimators, max_depth=max_depth)
-    params = {"data": str(data), "test": test, "backbone": backbone, "head": head, "C": C, "standardize": standardize,
-              "n_estimators": n_estimators, "max_depth": max_depth, "test_size": test_size,
-              "random_state": random_state, "out": str(out), "engine": "spark", "master": master,
-              "stages": stages_label(stages)}  # fmt: skip
+    params = run_params(
+        train, locals(), exclude=("track", "tracking_uri", "overwrite", "class_names", "batch_size", "spark", "conf"),
+        engine="spark", stages=stages_label(stages),
+    )
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result = _train(
@@ -323,7 +346,7 @@ def _train(
     from landsight.classify.evaluate import compute_metrics
     from landsight.classify.featurize import cached_backbone_onnx
     from landsight.classify.train import TrainResult, write_classifier_bundle
-    from landsight.data.catalog import training_catalog
+    from landsight.data.splitting import training_catalog
     from landsight.models.backbones import create_backbone
     from landsight.spark.featurize import feature_frame
     from landsight.spark.io import paths_frame
@@ -361,10 +384,7 @@ def _train(
             random_state=random_state,
         )  # fmt: skip
         fitted = estimator.fit(train_df)
-        if head == "logreg":
-            head_graph = logistic_to_onnx(fitted, bb.num_features)
-        else:
-            head_graph = forest_to_onnx(fitted, bb.num_features, spark)
+        head_graph = SPARK_HEADS[head].to_onnx(fitted, bb.num_features, spark)
         test_rows = (
             fitted.transform(good.filter(F.col("split") == "test"))
             .select("path", "label", "sha256", vector_to_array("probability").alias("probability"))
@@ -380,7 +400,8 @@ def _train(
         proba = np.stack([np.asarray(p, dtype=np.float64) for p in test_rows["probability"]])
         metrics = compute_metrics(list(test_rows["label"]), proba, classes, paths=test_paths)
     n_test = len(test_paths)
-    described = {"kind": head, "estimator": f"pyspark.ml.{type(fitted).__name__}", "params": _head_params(fitted, C)}
+    described = {"kind": head, "estimator": f"pyspark.ml.{type(fitted).__name__}",
+                 "params": SPARK_HEADS[head].params(fitted, C)}  # fmt: skip
     bundle_path = write_classifier_bundle(
         out,
         backbone=bb,
@@ -407,10 +428,39 @@ def _train(
     return TrainResult(bundle_path, metrics, n_train, n_test, failures, fitted, test_paths)
 
 
-def _head_params(model: Any, C: float) -> dict[str, Any]:
-    """JSON-ready parameters of a fitted MLlib head."""
-    name = type(model).__name__
-    if name.startswith("LogisticRegression"):
-        return {"C": C, "regParam": model.getRegParam(), "standardize": model.getStandardization(),
-                "maxIter": model.getMaxIter()}  # fmt: skip
+def _logreg_params(model: Any, C: float) -> dict[str, Any]:
+    """JSON-ready parameters of a fitted MLlib logistic regression."""
+    return {"C": C, "regParam": model.getRegParam(), "standardize": model.getStandardization(),
+            "maxIter": model.getMaxIter()}  # fmt: skip
+
+
+def _forest_params(model: Any, C: float) -> dict[str, Any]:
+    """JSON-ready parameters of a fitted MLlib random forest (``C`` is unused)."""
     return {"n_estimators": model.getNumTrees, "max_depth": model.getMaxDepth(), "seed": model.getSeed()}
+
+
+@dataclass(frozen=True)
+class SparkHead:
+    """The MLlib version of a registered head (:data:`landsight.models.heads.HEADS`).
+
+    Attributes:
+        build: Unfitted MLlib estimator from the :func:`make_spark_head` keywords (it takes the
+            ones it needs and ignores the others).
+        check: Validates the :func:`check_head_params` keywords (no Spark needed).
+        to_onnx: ``(fitted model, num_features, spark)`` -> head graph ``features`` ->
+            ``probabilities``.
+        params: ``(fitted model, C)`` -> ``bundle.json``'s ``head.params``.
+    """
+
+    build: Callable[..., Any]
+    check: Callable[..., None]
+    to_onnx: Callable[[Any, int, SparkSession], onnx.ModelProto]
+    params: Callable[[Any, float], dict[str, Any]]
+
+
+#: MLlib heads, keyed by their names in :data:`landsight.models.heads.HEADS` (a registered head
+#: missing here is local-only).
+SPARK_HEADS: dict[str, SparkHead] = {
+    "logreg": SparkHead(_build_logreg, _check_logreg, lambda m, d, _spark: logistic_to_onnx(m, d), _logreg_params),
+    "forest": SparkHead(_build_forest, _check_forest, forest_to_onnx, _forest_params),
+}
