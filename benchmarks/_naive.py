@@ -28,7 +28,7 @@ import pandas as pd
 from _common import markdown_table
 from sklearn.metrics import accuracy_score
 
-from landsight.data.catalog import split_catalog
+from landsight.data.splitting import split_catalog
 
 BATCH = 32
 

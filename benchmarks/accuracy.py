@@ -41,8 +41,9 @@ from _naive import naive_vs_cli
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from landsight.classify.featurize import FeatureExtractor, featurize
-from landsight.data.catalog import build_catalog, split_catalog
+from landsight.data.catalog import build_catalog
 from landsight.data.readers import read_image
+from landsight.data.splitting import split_catalog
 from landsight.models.backbones import create_backbone
 from landsight.models.heads import describe_head, make_head
 

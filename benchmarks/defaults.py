@@ -40,8 +40,9 @@ from _dubai import dubai_chips
 from sklearn.metrics import accuracy_score
 
 from landsight.classify.featurize import FeatureExtractor, featurize
-from landsight.data.catalog import build_catalog, split_catalog
+from landsight.data.catalog import build_catalog
 from landsight.data.readers import read_image
+from landsight.data.splitting import split_catalog
 from landsight.models.backbones import OFFLINE_WEIGHTS, create_backbone
 from landsight.models.heads import describe_head, fit_head, make_head
 

@@ -43,7 +43,8 @@ from _common import DATA, machine, markdown_table, timed
 
 import landsight.classify.featurize
 import landsight.classify.finetune
-from landsight.data.catalog import build_catalog, split_catalog
+from landsight.data.catalog import build_catalog
+from landsight.data.splitting import split_catalog
 
 OTHER_BENCHMARKS = "benchmarks/(featurize|accuracy|serve).py"
 

@@ -44,9 +44,9 @@ def main() -> None:
     from landsight.classify.predict import predict
     from landsight.classify.train import train
     from landsight.data.sample import eurosat_sample
-    from landsight.dedup import find_duplicates
-    from landsight.maps import prediction_map
-    from landsight.report import build_report
+    from landsight.results.dedup import find_duplicates
+    from landsight.results.maps import prediction_map
+    from landsight.results.report import build_report
 
     print(f"machine: {machine()}\n")
     rows = []

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from _common import _NCPU, DATA, Timing, _busy_ticks, machine, markdown_table, wait_for_quiet
 
-from landsight.data.catalog import list_images
+from landsight.data.listing import list_images
 
 SEEDS_2017 = 11_760 / (7 * 60 + 50)  # 11,760 tiles in 7 min 50 s on 10 HDInsight nodes (MMLSpark)
 CONFIGS = ("local", "spark-local2", "standalone-1x1", "standalone-2x1")

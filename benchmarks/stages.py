@@ -30,8 +30,9 @@ from defaults import dataset_folder
 from sklearn.metrics import accuracy_score
 
 from landsight.classify.featurize import FeatureExtractor
-from landsight.data.catalog import build_catalog, split_catalog
+from landsight.data.catalog import build_catalog
 from landsight.data.readers import read_image
+from landsight.data.splitting import split_catalog
 from landsight.models.backbones import create_backbone, with_stages
 from landsight.models.heads import describe_head, fit_head, make_head
 

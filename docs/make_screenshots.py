@@ -64,8 +64,8 @@ def main() -> None:
     from landsight.classify.finetune import finetune
     from landsight.classify.predict import predict
     from landsight.classify.train import train
-    from landsight.maps import prediction_map
-    from landsight.report import build_report
+    from landsight.results.maps import prediction_map
+    from landsight.results.report import build_report
 
     euro = work / "eurosat"
     for cls in CLASSES:

@@ -10,15 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from landsight.data.catalog import (
-    build_catalog,
-    check_test_labels,
-    list_images,
-    safe_extract,
-    split_catalog,
-    validate_catalog,
-)
+from landsight.data.archive import safe_extract
+from landsight.data.catalog import build_catalog, check_test_labels, validate_catalog
+from landsight.data.listing import list_images
 from landsight.data.readers import read_image
+from landsight.data.splitting import split_catalog
 from landsight.errors import DataNotFoundError, LandsightValueError, UnsafeArchiveError
 
 CLASSES = ("Forest", "River", "Highway")

@@ -11,14 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from landsight.dedup import (
-    DedupResult,
-    apply_removal,
-    drop_cross_split_duplicates,
-    find_duplicates,
-    plan_removal,
-)
+from landsight.data.duplicates import drop_cross_split_duplicates
 from landsight.errors import LandsightValueError
+from landsight.results.dedup import DedupResult, apply_removal, find_duplicates, plan_removal
 
 UCM = "ucmerced/denseresidential/denseresidential07.tif"
 

@@ -6,7 +6,9 @@ import ast
 import importlib
 import pkgutil
 import re
+import sys
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -99,7 +101,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles() -> None:
     graph = import_graph()
-    assert "landsight.classify.train" in graph and graph["landsight.maps"]  # the scan saw the package
+    assert "landsight.classify.train" in graph and graph["landsight.results.maps"]  # the scan saw the package
     assert find_cycles(graph) == []
 
 
@@ -108,8 +110,10 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_public_api_is_never_shadowed_by_a_submodule() -> None:
-    for info in pkgutil.walk_packages(landsight.__path__, "landsight."):
-        importlib.import_module(info.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the deprecated aliases (MOVED) warn on import
+        for info in pkgutil.walk_packages(landsight.__path__, "landsight."):
+            importlib.import_module(info.name)
     assert set(landsight.__all__) >= {
         "train", "finetune", "evaluate", "predict", "featurize", "train_segmentation", "predict_raster",
         "evaluate_rasters", "load_bundle", "load_predictions", "prediction_map", "compare_predictions",
@@ -124,6 +128,26 @@ def test_public_api_is_never_shadowed_by_a_submodule() -> None:
             assert callable(value) and value.__name__ == name, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = landsight.nope
+
+
+#: Deprecated module paths (named in older READMEs) -> where the module lives now.
+MOVED = {
+    "landsight.maps": "landsight.results.maps",
+    "landsight.change": "landsight.results.change",
+    "landsight.report": "landsight.results.report",
+    "landsight.dedup": "landsight.results.dedup",
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_moved_modules_warn_and_reexport_the_new_module(old: str) -> None:
+    new = importlib.import_module(MOVED[old])
+    sys.modules.pop(old, None)  # imported (warning once) by another test: import it afresh
+    with pytest.warns(DeprecationWarning, match=re.escape(MOVED[old])):
+        alias = importlib.import_module(old)
+    assert alias.__all__ == new.__all__ and new.__all__
+    for name in new.__all__:
+        assert getattr(alias, name) is getattr(new, name), name
 
 
 def readme_python_blocks() -> list[str]:

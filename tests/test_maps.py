@@ -56,14 +56,15 @@ def geo_preds(geo_tiles: tuple, trained, tmp_path_factory: pytest.TempPathFactor
 def test_predictions_carry_bounds_and_polygons_are_reprojected_to_wgs84(geo_tiles: tuple, geo_preds: Path) -> None:
     from rasterio.warp import transform_bounds
 
-    from landsight.maps import tile_polygons
     from landsight.predictions import load_predictions
+    from landsight.vectors import tile_polygons
 
     table = load_predictions(geo_preds)
     assert len(table) == N * N and (table["error"] == "").all() and (table["crs"] == "EPSG:26917").all()
-    tiles, skipped = tile_polygons(table)
-    assert skipped == [] and len(tiles) == N * N
-    by_path = dict(zip(tiles["path"], tiles["polygon"], strict=True))
+    skipped: list[tuple[str, str]] = []
+    tiles = tile_polygons(table, to_crs="EPSG:4326", skip_failed=True, skipped=skipped)
+    assert skipped == [] and len(tiles) == N * N and tiles.crs.to_epsg() == 4326
+    by_path = {p: np.asarray(g.exterior.coords) for p, g in zip(tiles["path"], tiles.geometry, strict=True)}
     for path, (left, bottom, right, top), crs in geo_tiles[2]:
         ring = by_path[path]
         assert ring.shape == (5, 2) and np.array_equal(ring[0], ring[-1])
@@ -76,7 +77,7 @@ def test_predictions_carry_bounds_and_polygons_are_reprojected_to_wgs84(geo_tile
 def test_html_map_is_self_contained_and_renders_polygons_and_legend_in_chromium(
     geo_tiles: tuple, geo_preds: Path, tmp_path: Path, chromium
 ) -> None:  # noqa: ANN001
-    from landsight.maps import prediction_map
+    from landsight.results.maps import prediction_map
 
     result = prediction_map(geo_preds, tmp_path / "map.html", reference=geo_tiles[1], progress=False)
     preds = pd.read_parquet(geo_preds)
@@ -107,7 +108,7 @@ def test_html_map_is_self_contained_and_renders_polygons_and_legend_in_chromium(
 def test_static_png_map_has_a_panel_per_layer(geo_tiles: tuple, geo_preds: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from landsight.maps import prediction_map
+    from landsight.results.maps import prediction_map
 
     one = prediction_map(geo_preds, None, png=tmp_path / "one.png", progress=False).png
     two = prediction_map(geo_preds, None, png=tmp_path / "two.png", reference=geo_tiles[1], progress=False).png
@@ -128,7 +129,7 @@ def _before_table(geo_preds: Path, tmp_path: Path) -> tuple[pd.DataFrame, list[s
 
 
 def test_change_between_two_prediction_sets_counts_transitions(geo_preds: Path, tmp_path: Path) -> None:
-    from landsight.change import compare_predictions, write_change
+    from landsight.results.change import compare_predictions, write_change
 
     before, changed = _before_table(geo_preds, tmp_path)
     result = compare_predictions(before, geo_preds)  # matched by bounds: the paths differ
@@ -163,7 +164,7 @@ def test_change_layer_and_cli(geo_preds: Path, tmp_path: Path, chromium) -> None
 
 
 def test_rows_without_bounds_or_with_errors_are_skipped_and_listed(geo_preds: Path, tmp_path: Path) -> None:
-    from landsight.maps import prediction_map
+    from landsight.results.maps import prediction_map
 
     table = pd.read_parquet(geo_preds)
     table.loc[0, ["predicted", "error"]] = ["", "cannot read image: truncated"]
@@ -178,7 +179,7 @@ def test_rows_without_bounds_or_with_errors_are_skipped_and_listed(geo_preds: Pa
 
 
 def test_optional_basemap_is_the_only_network_resource(geo_preds: Path, tmp_path: Path) -> None:
-    from landsight.maps import prediction_map
+    from landsight.results.maps import prediction_map
 
     url = "https://tile.example.org/{z}/{x}/{y}.png"
     html = prediction_map(geo_preds, tmp_path / "b.html", basemap=url, attribution="Example", thumbnails=False,

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from landsight.errors import BundleError, LandsightValueError
-from landsight.report import build_report, load_report_data
+from landsight.results.report import build_report, load_report_data
 
 EXTERNAL = re.compile(r"<(script|link|img)[^>]+(src|href)=[\"']?(https?:)?//")
 
@@ -41,7 +41,7 @@ def test_bundle_report_is_self_contained_with_metrics_and_confusion_matrix(train
 def eval_run(trained, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:  # noqa: ANN001
     """An MLflow evaluate run of the session bundle on 8 unseen real EuroSAT tiles per class."""
     from landsight.classify.evaluate import evaluate
-    from landsight.runs import list_runs
+    from landsight.results.runs import list_runs
 
     data = tmp_path_factory.mktemp("eval_data")
     for cls in ("Forest", "River", "SeaLake"):

@@ -7,7 +7,7 @@ from landsight.classify.finetune import finetune
 from landsight.classify.train import train
 from landsight.cli import app
 from landsight.errors import LandsightValueError
-from landsight.runs import list_runs, plot_curves
+from landsight.results.runs import list_runs, plot_curves
 
 
 @pytest.fixture()

@@ -53,7 +53,8 @@ def _blocks(paths: list[str], size: float) -> list[tuple[int, int]]:
 
 
 def test_spatial_split_never_puts_a_block_on_both_sides(naip_tiles: Path) -> None:
-    from landsight.data.catalog import build_catalog, split_catalog
+    from landsight.data.catalog import build_catalog
+    from landsight.data.splitting import split_catalog
 
     catalog = build_catalog(naip_tiles)
     assert len(catalog) == 169 and catalog["label"].nunique() >= 3
@@ -73,7 +74,8 @@ def test_spatial_split_never_puts_a_block_on_both_sides(naip_tiles: Path) -> Non
 
 
 def test_explicit_block_size_and_errors(naip_tiles: Path, small_dataset: Path) -> None:
-    from landsight.data.catalog import build_catalog, split_catalog
+    from landsight.data.catalog import build_catalog
+    from landsight.data.splitting import split_catalog
 
     catalog = build_catalog(naip_tiles)
     out = split_catalog(catalog, test_size=0.25, split="spatial", block_size=1500)
@@ -95,7 +97,8 @@ def test_explicit_block_size_and_errors(naip_tiles: Path, small_dataset: Path) -
 
 
 def test_group_split_keeps_groups_whole(naip_tiles: Path) -> None:
-    from landsight.data.catalog import build_catalog, split_catalog
+    from landsight.data.catalog import build_catalog
+    from landsight.data.splitting import split_catalog
 
     catalog = build_catalog(naip_tiles)
     for group in ("regex:tile_(\\d+)_\\d+\\.tif", "row", "column:row"):
@@ -109,7 +112,8 @@ def test_group_split_keeps_groups_whole(naip_tiles: Path) -> None:
 
 
 def test_random_split_of_one_scene_warns(naip_tiles: Path, small_dataset: Path) -> None:
-    from landsight.data.catalog import build_catalog, split_catalog
+    from landsight.data.catalog import build_catalog
+    from landsight.data.splitting import split_catalog
 
     with pytest.warns(UserWarning, match="1 scene"):
         out = split_catalog(build_catalog(naip_tiles), test_size=0.2)

@@ -86,7 +86,7 @@ def test_item_and_item_collection_and_missing_asset(naip: Path, tmp_path: Path) 
 def test_list_images_and_cut_tiles_read_a_stac_item(naip: Path, tmp_path: Path) -> None:
     import rasterio
 
-    from landsight.data.catalog import list_images
+    from landsight.data.listing import list_images
     from landsight.data.tiling import cut_tiles
 
     catalog = _catalog(naip, tmp_path / "stac")

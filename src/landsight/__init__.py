@@ -12,7 +12,8 @@ Packages follow the pipeline: :mod:`landsight.data` (catalogs, readers, preproce
 :mod:`landsight.models` (backbones, heads, the shared Lightning fit loop),
 :mod:`landsight.classify` (frozen-feature classifiers and fine-tuning), :mod:`landsight.segment`
 (semantic segmentation of rasters), :mod:`landsight.spark` and :mod:`landsight.serve` (scoring
-at scale), then the tools that read predictions (maps, change, reports, runs, dedup).
+at scale), then :mod:`landsight.results`, the tools that look at results (maps, change, reports,
+runs, dedup).
 
 No public name here is also a submodule name, so importing any submodule never replaces a
 function of this API with a module.
@@ -38,10 +39,10 @@ _API = {
     "evaluate_rasters": "landsight.segment.evaluate",
     "load_bundle": "landsight.bundle",
     "load_predictions": "landsight.predictions",
-    "prediction_map": "landsight.maps",
-    "compare_predictions": "landsight.change",
-    "build_report": "landsight.report",
-    "find_duplicates": "landsight.dedup",
+    "prediction_map": "landsight.results.maps",
+    "compare_predictions": "landsight.results.change",
+    "build_report": "landsight.results.report",
+    "find_duplicates": "landsight.results.dedup",
     "build_catalog": "landsight.data.catalog",
     "read_image": "landsight.data.readers",
     "cut_tiles": "landsight.data.tiling",

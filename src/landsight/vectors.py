@@ -9,7 +9,8 @@ A classification predictions table (:mod:`landsight.predictions`) becomes one po
 georeferenced tile, the rectangle of its ``minx, miny, maxx, maxy`` bounds in its ``crs``, with
 every column of the table as attributes (:func:`tile_polygons`). Tiles in several CRSs are
 reprojected to the first tile's CRS, or to ``to_crs`` (e.g. ``"EPSG:4326"``); rows that are not
-georeferenced (or failed) have no polygon and are left out of the layer.
+georeferenced (or failed) have no polygon and are left out of the layer. The maps of
+:mod:`landsight.results.maps` draw the same polygons in WGS84.
 """
 
 from __future__ import annotations
@@ -74,48 +75,91 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, layer: str | None =
     return path
 
 
-def tile_polygons(table: pd.DataFrame, *, to_crs: str | None = None) -> gpd.GeoDataFrame:
-    """One rectangle per georeferenced tile of a classification predictions table.
+def tile_polygons(
+    table: pd.DataFrame,
+    *,
+    to_crs: str | None = None,
+    skip_failed: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
+    allow_empty: bool = False,
+) -> gpd.GeoDataFrame:
+    """One polygon per georeferenced tile of a classification predictions table.
+
+    Each tile is the rectangle of its ``minx, miny, maxx, maxy`` bounds in its ``crs``; its four
+    corners are reprojected (not just its bounds), so a tile keeps its true, slightly rotated
+    footprint in another CRS. The single implementation behind ``predict --out preds.gpkg``
+    (:mod:`landsight.classify.predict`) and the maps (:mod:`landsight.results.maps`, which asks for
+    ``to_crs="EPSG:4326"``, ``skip_failed=True``, ``skipped=[]`` and ``allow_empty=True``).
 
     Args:
         table: Predictions table (:mod:`landsight.predictions`: ``minx``, ``miny``, ``maxx``,
             ``maxy`` in units of ``crs``).
         to_crs: Output CRS (any pyproj string, e.g. ``"EPSG:4326"``); default the first
             georeferenced tile's CRS, to which tiles in other CRSs are reprojected.
+        skip_failed: Also leave out the rows whose prediction failed (non-empty ``error``).
+        skipped: A list that receives ``(path, reason)`` for each row left out (a failed
+            prediction with ``skip_failed``, or no bounds / CRS), in table order.
+        allow_empty: Return an empty layer instead of raising when no row is left (a table
+            without bounds / CRS columns then has every row left out).
 
     Returns:
-        GeoDataFrame with every column of ``table`` for the rows with bounds and a CRS, in that
-        order, and a ``geometry`` column of polygons in the output CRS (reprojected polygons keep
-        their four corners: a rectangle in its own CRS, a quadrilateral in another).
+        GeoDataFrame with every column of ``table`` for the rows kept, in that order (a fresh
+        ``RangeIndex``), and a ``geometry`` column of closed 5-point polygons in the output CRS
+        (a rectangle in its own CRS, a quadrilateral in another).
 
     Raises:
-        LandsightValueError: No row is georeferenced.
+        LandsightValueError: No row is georeferenced (unless ``allow_empty``), the table lacks a
+            bounds or ``crs`` column (unless ``allow_empty``), or a CRS is not understood.
     """
     import geopandas as gpd
     import numpy as np
+    import pandas as pd
     import shapely
+    from pyproj.exceptions import CRSError
 
     from landsight.predictions import BOUNDS_COLUMNS
 
     missing = [c for c in (*BOUNDS_COLUMNS, "crs") if c not in table.columns]
-    if missing:
+    if missing and not allow_empty:
         raise LandsightValueError(f"predictions table lacks {missing!r}: not a landsight predictions table")
-    bounds = table[list(BOUNDS_COLUMNS)].to_numpy(dtype=np.float64)
-    crs = table["crs"].fillna("").astype(str)
-    keep = np.isfinite(bounds).all(axis=1) & (crs != "").to_numpy()
+    n = len(table)
+    if missing:
+        bounds, georeferenced = np.full((n, 4), np.nan), np.zeros(n, dtype=bool)
+    else:
+        bounds = table[list(BOUNDS_COLUMNS)].to_numpy(dtype=np.float64)
+        crs = table["crs"].fillna("").astype(str)
+        georeferenced = np.isfinite(bounds).all(axis=1) & (crs != "").to_numpy()
+    errors = table["error"].fillna("").astype(str).tolist() if "error" in table.columns else [""] * n
+    failed = np.array([bool(e) for e in errors], dtype=bool) if skip_failed else np.zeros(n, dtype=bool)
+    keep = georeferenced & ~failed
+    if skipped is not None:
+        for path, error, bad, geo in zip(table["path"], errors, failed, georeferenced, strict=True):
+            if bad:
+                skipped.append((str(path), f"prediction failed: {error}"))
+            elif not geo:
+                skipped.append((str(path), "not georeferenced (no bounds or CRS)"))
     if not keep.any():
+        if allow_empty:
+            return gpd.GeoDataFrame(table.iloc[:0].reset_index(drop=True), geometry=[], crs=to_crs)
         raise LandsightValueError(
             f"none of the {len(table)} predicted tiles is georeferenced (no bounds / CRS): nothing to map; "
             "write a .parquet or .csv table instead"
         )
     rows = table[keep].reset_index(drop=True)
-    boxes = shapely.box(*bounds[keep].T)
+    b = bounds[keep]
+    xs = np.stack([b[:, 0], b[:, 2], b[:, 2], b[:, 0], b[:, 0]], axis=1)
+    ys = np.stack([b[:, 1], b[:, 1], b[:, 3], b[:, 3], b[:, 1]], axis=1)
+    rings = shapely.polygons(np.stack([xs, ys], axis=2))  # closed rings: corners (minx, miny) anticlockwise
     target = to_crs or str(rows["crs"].iloc[0])
     parts = []
     for tile_crs, index in rows.groupby("crs", sort=False).groups.items():
-        part = gpd.GeoDataFrame(rows.loc[index], geometry=boxes[np.asarray(index)], crs=str(tile_crs))
-        parts.append(part.to_crs(target))
-    import pandas as pd
-
+        try:
+            part = gpd.GeoDataFrame(rows.loc[index], geometry=rings[np.asarray(index)], crs=str(tile_crs))
+        except CRSError as exc:
+            raise LandsightValueError(f"predictions CRS {str(tile_crs)!r} is not understood: {exc}") from exc
+        try:
+            parts.append(part.to_crs(target))
+        except CRSError as exc:
+            raise LandsightValueError(f"to_crs {target!r} is not understood: {exc}") from exc
     out = pd.concat(parts).sort_index()
     return gpd.GeoDataFrame(out, geometry="geometry", crs=parts[0].crs if to_crs is None else target)

@@ -59,7 +59,13 @@ class ImageBatch:
         return idx, np.stack([self.items[i].array for i in idx])  # type: ignore[misc]
 
 
-def load_one(path: str, preprocessing: Preprocessing, skip: Callable[[str], bool] | None = None) -> LoadedImage:
+def load_one(
+    path: str,
+    preprocessing: Preprocessing,
+    skip: Callable[[str], bool] | None = None,
+    *,
+    max_decode_bytes: int | None = None,
+) -> LoadedImage:
     """Read, hash, decode and resize one image; never raises for a bad file.
 
     Args:
@@ -67,6 +73,8 @@ def load_one(path: str, preprocessing: Preprocessing, skip: Callable[[str], bool
         preprocessing: Band choice and input size.
         skip: Called with the content hash; when it returns True the image is not decoded
             (e.g. its features are already cached).
+        max_decode_bytes: Skip (with an ``error``) an image whose estimated decoding memory,
+            read from its header, is over this many bytes; None: no byte limit.
 
     Returns:
         The loaded image, with ``error`` set instead of ``array`` when it failed.
@@ -74,17 +82,22 @@ def load_one(path: str, preprocessing: Preprocessing, skip: Callable[[str], bool
     """
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
-            from landsight.data.catalog import NOT_REGULAR
+            from landsight.data.listing import NOT_REGULAR
 
             return LoadedImage(path=path, error=NOT_REGULAR)
         data = Path(path).read_bytes()
     except OSError as exc:
         return LoadedImage(path=path, error=f"cannot open file: {exc.strerror or exc}")
-    return load_bytes(path, data, preprocessing, skip)
+    return load_bytes(path, data, preprocessing, skip, max_decode_bytes=max_decode_bytes)
 
 
 def load_bytes(
-    path: str, data: bytes, preprocessing: Preprocessing, skip: Callable[[str], bool] | None = None
+    path: str,
+    data: bytes,
+    preprocessing: Preprocessing,
+    skip: Callable[[str], bool] | None = None,
+    *,
+    max_decode_bytes: int | None = None,
 ) -> LoadedImage:
     """Hash, decode and resize the bytes of one image already read; never raises for a bad file.
 
@@ -96,6 +109,7 @@ def load_bytes(
         data: The file's bytes.
         preprocessing: Band choice and input size.
         skip: See :func:`load_one`.
+        max_decode_bytes: See :func:`load_one`.
 
     Returns:
         The loaded image, with ``error`` set instead of ``array`` when it failed.
@@ -106,7 +120,7 @@ def load_bytes(
     if skip is not None and skip(item.sha256):
         return item
     try:
-        image = decode_image(data, path, bands=preprocessing.bands)
+        image = decode_image(data, path, bands=preprocessing.bands, max_decode_bytes=max_decode_bytes)
     except ImageReadError as exc:
         item.error = exc.reason
         return item
@@ -129,6 +143,7 @@ def iter_batches(
     batch_size: int = 32,
     num_workers: int = 2,
     skip: Callable[[str], bool] | None = None,
+    max_decode_bytes: int | None = None,
 ) -> Iterator[ImageBatch]:
     """Yield batches of loaded images in input order, decoding ahead in threads.
 
@@ -138,25 +153,30 @@ def iter_batches(
         batch_size: Images per batch (>= 1).
         num_workers: Decoding threads (0 = decode on the calling thread).
         skip: See :func:`load_one`.
+        max_decode_bytes: See :func:`load_one`.
 
     Yields:
         :class:`ImageBatch` of up to ``batch_size`` items.
 
     """
     chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+
+    def load(path: str) -> LoadedImage:
+        return load_one(path, preprocessing, skip, max_decode_bytes=max_decode_bytes)
+
     if num_workers <= 0:
         for chunk in chunks:
-            yield ImageBatch([load_one(p, preprocessing, skip) for p in chunk])
+            yield ImageBatch([load(p) for p in chunk])
         return
     with ThreadPoolExecutor(max_workers=num_workers) as pool:
         pending = []
         ahead = 2  # chunks decoded ahead of the consumer
         for chunk in chunks[:ahead]:
-            pending.append([pool.submit(load_one, p, preprocessing, skip) for p in chunk])
+            pending.append([pool.submit(load, p) for p in chunk])
         next_chunk = ahead
         while pending:
             futures = pending.pop(0)
             if next_chunk < len(chunks):
-                pending.append([pool.submit(load_one, p, preprocessing, skip) for p in chunks[next_chunk]])
+                pending.append([pool.submit(load, p) for p in chunks[next_chunk]])
                 next_chunk += 1
             yield ImageBatch([f.result() for f in futures])

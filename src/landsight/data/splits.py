@@ -16,7 +16,7 @@ Nature Communications 2020). Three methods:
   (``group="scene"`` or ``"column:scene"``) or the first capture group of a regular expression
   searched in the path (``group="regex:(m_\d+)_"``), e.g. the scene id.
 
-:func:`assign_splits` is the single implementation: :func:`landsight.data.catalog.split_catalog`
+:func:`assign_splits` is the single implementation: :func:`landsight.data.splitting.split_catalog`
 (frozen-feature training and fine-tuning) and :func:`landsight.segment.pairs.split_pairs`
 (segmentation) call it. Its :class:`SplitInfo` goes to ``bundle.json`` ``data.split``.
 """

@@ -31,7 +31,7 @@ def list_inputs(inputs: str | Path | Sequence[str | Path]) -> list[str]:
     """Resolve prediction inputs to image paths or URLs, listing only (no image is opened).
 
     Local inputs resolve exactly as the local engine's
-    :func:`landsight.data.catalog.list_images` does (so both engines name images alike). URLs
+    :func:`landsight.data.listing.list_images` does (so both engines name images alike). URLs
     resolve with fsspec: a glob (``s3://bucket/tiles/*.png``) is expanded, a ``.txt`` / ``.lst``
     URL is read as a list file (one path or URL per line), a folder is listed recursively, and
     anything else is taken as one image. A local list file may also hold URLs.
@@ -47,7 +47,7 @@ def list_inputs(inputs: str | Path | Sequence[str | Path]) -> list[str]:
         DataNotFoundError: Nothing matches.
 
     """
-    from landsight.data.catalog import list_images
+    from landsight.data.listing import list_images
     from landsight.data.readers import IMAGE_EXTENSIONS
 
     if not isinstance(inputs, (str, Path)):
