@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/landsight demo
+	$(VENV)/bin/landsight demo --overwrite
 
 # Headless Chromium for the map / report tests (Debian's package; skipped there when it cannot be installed).
 chromium:

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,7 +302,7 @@ def test_cached_trunk_reports_and_skips_unreadable_images(small_dataset: Path, t
 
 def test_cached_trunk_with_pooled_stages_computes_the_exported_features(small_dataset: Path, tmp_path: Path) -> None:
     """Pooled stages cached with the trunk + the tail give the rot4 features of the whole classifier."""
-    from landsight.classify.finetune import _trunk_and_tail, _with_cached_stages
+    from landsight.classify.finetune_data import _trunk_and_tail, _with_cached_stages
     from landsight.data.readers import read_image
     from landsight.models.classifier import ImageClassifier
     from landsight.models.modules import RotationAverage
@@ -325,3 +326,19 @@ def test_cached_trunk_with_pooled_stages_computes_the_exported_features(small_da
     late = create_backbone("tf_efficientnet_lite0", stages="blocks.5,blocks.6")
     late_clf = ImageClassifier(late, 3).eval()
     assert _with_cached_stages(_trunk_and_tail(late_clf, late), late_clf, late) is None  # type: ignore[arg-type]
+
+
+def test_resume_checks_what_the_checkpoint_belongs_to(small_dataset: Path, tmp_path: Path) -> None:
+    """--resume on other data, or of a truncated checkpoint, is one line, never a silent mix or a traceback."""
+    out = tmp_path / "r.landsight"
+    common = {"out": out, "epochs": 1, "retrain": "last", "progress": False, "track": False, "num_workers": 0}
+    finetune(small_dataset, **common)
+    other = tmp_path / "other"
+    shutil.copytree(small_dataset, other)
+    next(other.rglob("*.jpg")).unlink()  # the same classes, another training set
+    with pytest.raises(LandsightValueError, match=r"belongs to another run \(data: "):
+        finetune(other, resume=True, **common)
+    last = Path(f"{out}.checkpoints") / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:200])
+    with pytest.raises(LandsightValueError, match="cannot be read as a checkpoint"):
+        finetune(small_dataset, resume=True, **common)

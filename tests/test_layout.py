@@ -31,8 +31,8 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> landsight modules it imports (anywhere in the file, except under ``if TYPE_CHECKING``)."""
+def import_graph(*, type_checking: bool = False) -> dict[str, set[str]]:
+    """Module -> landsight modules it imports (anywhere in the file; under ``if TYPE_CHECKING`` only if asked)."""
     modules = {_module_name(p): p for p in SRC.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
 
@@ -45,7 +45,7 @@ def import_graph() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text())
         skip: set[int] = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.If) and _is_type_checking(node):
+            if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
                 skip.update(id(n) for child in node.body for n in ast.walk(child))
         for node in ast.walk(tree):
             if id(node) in skip:
@@ -103,6 +103,49 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     assert "landsight.classify.train" in graph and graph["landsight.results.maps"]  # the scan saw the package
     assert find_cycles(graph) == []
+
+
+#: Layers, bottom (0) to top: a module imports from its own layer or lower ones (cycles are refused
+#: separately); the tasks (classify, segment) never import each other.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(("errors", "cache", "runtime", "progress", "distributed"), 0),
+    **dict.fromkeys(("outputs", "recipe", "ranges", "console"), 1),
+    "data": 2,
+    **dict.fromkeys(("bundle", "predictions", "tracking", "vectors", "runconfig"), 3),
+    "models": 4,
+    **dict.fromkeys(("classify", "segment"), 5),  # the tasks: never each other
+    **dict.fromkeys(("quantize", "spark", "serve", "results"), 6),  # dispatchers, engines, looking at results
+    **dict.fromkeys(("maps", "change", "report", "dedup"), 6),  # deprecation shims of results/
+    **dict.fromkeys(("cli", "__main__"), 7),
+}
+
+
+def _room(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_imports_flow_one_way_including_type_checking_imports() -> None:
+    graph = import_graph(type_checking=True)
+    rooms = {_room(m) for m in graph} - {""}
+    assert rooms <= set(LAYERS), f"rooms without a layer: {sorted(rooms - set(LAYERS))}"
+    upward = [
+        (a, b) for a, targets in graph.items() for b in targets
+        if _room(a) and _room(b) and _room(a) != _room(b)
+        and (LAYERS[_room(a)] < LAYERS[_room(b)] or LAYERS[_room(a)] == LAYERS[_room(b)] == LAYERS["classify"])
+    ]  # fmt: skip
+    assert upward == [], f"imports that do not flow down: {upward}"
+    assert find_cycles(graph) == []
+
+
+def test_modules_stay_small_or_say_why() -> None:
+    """No module over 500 lines, unless its docstring says why ("Longer than 500 lines because ...")."""
+    long = []
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if text.count("\n") > 500 and "Longer than 500 lines because" not in doc:
+            long.append(f"{path.relative_to(SRC)} ({text.count(chr(10))} lines)")
+    assert long == []
 
 
 def test_cycle_finder_finds_a_cycle() -> None:

@@ -85,3 +85,53 @@ def test_georeferenced_tiles_keep_bounds_and_crs(trained, shared_data: Path, tmp
 def test_unsupported_output_format(trained, folder: Path, tmp_path: Path) -> None:  # noqa: ANN001
     with pytest.raises(LandsightValueError, match=r"\.parquet"):
         predict(trained.bundle_path, folder, out=tmp_path / "p.xlsx")
+
+
+def _synthetic_float64_tiff(path: Path, size: int = 1024) -> Path:
+    """A synthetic deflate-compressed constant float64 TIFF: a few KB on disk, ``size``² x 8 bytes decoded."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "float64",
+               "compress": "deflate", "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.full((1, size, size), 7.0))
+    return path
+
+
+def test_predict_skips_images_over_the_decode_limit(trained, folder: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A file whose header promises more decoding memory than ``max_decode_bytes`` gets an error row, unread."""
+    from landsight.data import readers
+    from landsight.data.readers import DEFAULT_MAX_DECODE_BYTES, peek_image
+
+    bomb = _synthetic_float64_tiff(folder / "synthetic_big_float64.tif")
+    header = peek_image(bomb.read_bytes(), bomb.name)
+    assert header is not None and bomb.stat().st_size < 100_000 and header.decode_bytes > 20_000_000
+    decoded: list[str] = []
+    real = readers._decode_rasterio
+
+    def spy(data, name, bands, max_decode_bytes):  # noqa: ANN001, ANN202
+        out = real(data, name, bands, max_decode_bytes)  # raises before reading pixels when over the limit
+        decoded.append(name)
+        return out
+
+    monkeypatch.setattr(readers, "_decode_rasterio", spy)
+    out = tmp_path / "preds.parquet"
+    limit = 10_000_000  # far above a 64 x 64 JPEG (36,864 bytes), below the TIFF's estimate
+    df = predict(trained.bundle_path, folder, out=out, progress=False, track=False, max_decode_bytes=limit)
+    assert len(df) == 14 and len(pd.read_parquet(out)) == 14
+    row = df[df["path"].str.endswith("synthetic_big_float64.tif")].iloc[0]
+    assert row["predicted"] == "" and row["error"].startswith("too large to decode")
+    assert f"{header.decode_bytes} bytes" in row["error"] and f"limit of {limit} bytes" in row["error"]
+    assert not decoded  # refused from the header: no pixel of it was decoded
+    assert (df["error"] == "").sum() == 12  # the 12 real tiles are scored; corrupt.jpg has its own error
+    # the default limit (512 MiB) admits it; None turns the limit off
+    assert DEFAULT_MAX_DECODE_BYTES == 512 * 1024**2
+    row = predict(trained.bundle_path, bomb, progress=False, track=False).iloc[0]
+    assert row["error"] == "" and row["predicted"] and decoded == [str(bomb)]
+    with pytest.raises(LandsightValueError, match="max_decode_bytes"):
+        predict(trained.bundle_path, folder, progress=False, track=False, max_decode_bytes=0)

@@ -31,7 +31,9 @@ def test_printed_config_reproduces_the_bundle(small_dataset: Path, tmp_path: Pat
     r = runner.invoke(app, ["train", "--config", str(tmp_path / "run.yaml")], env=env)
     assert r.exit_code == 0, r.output
     saved = yaml.safe_load((first / "config.yaml").read_text())
-    assert saved == json.loads((first / "bundle.json").read_text())["config"] == config
+    assert config["tta"] is None and "overwrite" not in config  # unset preset option; no permission printed
+    # saved = printed, with the values the recipe resolved (never null)
+    assert saved == json.loads((first / "bundle.json").read_text())["config"] == {**config, "tta": "rot4", "C": 0.5}
     again = tmp_path / "again.landsight"
     r = runner.invoke(app, ["train", "--config", str(first / "config.yaml"), "--out", str(again)], env=env)
     assert r.exit_code == 0, r.output
@@ -74,3 +76,59 @@ def test_config_file_supplies_arguments_and_flags_override_it(tmp_path: Path) ->
     assert r.exit_code == 0, r.output
     assert yaml.safe_load(r.output) | {} == yaml.safe_load(r.output) and "format: csv" in r.output
     assert "sort: accuracy" in r.output and "limit: 3" in r.output
+
+
+def test_a_replayed_config_never_grants_overwrite(small_dataset: Path, tmp_path: Path) -> None:
+    """A bundle trained with --overwrite does not pass that permission on through its config.yaml."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    first = tmp_path / "a.landsight"
+    args = ["train", str(small_dataset), "--out", str(first), "--test-size", "0.25", "--fast", "-q", "--no-track"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    assert runner.invoke(app, [*args, "--overwrite"], env=env).exit_code == 0
+    saved = yaml.safe_load((first / "config.yaml").read_text())
+    assert "overwrite" not in saved and saved["tta"] == "none" and saved["C"] == 1.0
+    target = tmp_path / "b.landsight"
+    target.mkdir()
+    (target / "mine.txt").write_text("user file")
+    (first / "config.yaml").write_text(yaml.safe_dump({**saved, "overwrite": True}))  # even a hand-edited grant
+    r = runner.invoke(app, ["train", "--config", str(first / "config.yaml"), "--out", str(target)], env=env)
+    assert r.exit_code != 0 and (target / "mine.txt").read_text() == "user file"
+    assert "ignored" in r.output and "--overwrite" in r.output
+
+
+def _billion_laughs(levels: int = 9) -> str:
+    """A synthetic "billion laughs" YAML: each level lists the previous one 9 times through aliases."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_config_refuses_yaml_aliases_and_huge_files(tmp_path: Path) -> None:
+    import time
+
+    from landsight.errors import LandsightValueError
+    from landsight.runconfig import MAX_CONFIG_BYTES, load_config
+
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text(_billion_laughs())
+    assert bomb.stat().st_size < 600  # 9**9 "lol"s once expanded
+    started = time.perf_counter()
+    with pytest.raises(LandsightValueError) as info:
+        load_config(bomb, [], "train")
+    assert time.perf_counter() - started < 5
+    assert str(info.value).startswith(f"config {str(bomb)!r} uses YAML aliases (&/*), which landsight refuses")
+    # one plain alias is refused too; the CLI gives the same one line
+    plain = tmp_path / "alias.yaml"
+    plain.write_text("seed: &s 3\nlimit: *s\n")
+    r = runner.invoke(app, ["runs", "--config", str(plain), "--print-config"])
+    assert r.exit_code != 0 and "uses YAML aliases (&/*)" in str(r.exception) and "alias.yaml" in str(r.exception)
+    # over the size cap: refused before parsing
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(LandsightValueError, match=f"over {MAX_CONFIG_BYTES} bytes"):
+        load_config(big, [], "train")
+    # an ordinary config still loads
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("sort: accuracy\nlimit: 3\n")
+    r = runner.invoke(app, ["runs", "--config", str(ok), "--print-config"])
+    assert r.exit_code == 0 and "limit: 3" in r.output, r.output

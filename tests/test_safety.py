@@ -357,7 +357,7 @@ def unblock_after(request: pytest.FixtureRequest) -> Iterator[list[Path]]:
 
 
 def test_fifo_named_like_an_image_gives_an_error_row(trained: Any, tiles: Path, unblock_after: list[Path]) -> None:
-    from landsight.data.catalog import NOT_REGULAR, list_images
+    from landsight.data.listing import NOT_REGULAR, list_images
 
     fifo = tiles / "x.jpg"
     os.mkfifo(fifo)
@@ -382,7 +382,8 @@ def test_fifo_named_like_an_image_gives_an_error_row(trained: Any, tiles: Path, 
 
 def test_fifo_in_a_class_folder_is_skipped_with_its_reason(small_dataset: Path, tmp_path: Path,
                                                            unblock_after: list[Path]) -> None:  # fmt: skip
-    from landsight.data.catalog import NOT_REGULAR, build_catalog
+    from landsight.data.catalog import build_catalog
+    from landsight.data.listing import NOT_REGULAR
     from landsight.data.loader import load_one
     from landsight.data.preprocessing import Preprocessing
     from landsight.data.readers import read_image

@@ -93,17 +93,24 @@ def test_a_segmentation_bundle_given_to_classification_verbs(tmp_path: Path, sma
 
 
 def test_training_into_an_existing_bundle_replaces_it_whole(trained, small_dataset: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from landsight.outputs import TMP_PREFIX, mark_folder
+
     out = _copy(trained.bundle_path, tmp_path, "model.landsight")
     (out / "weights.safetensors").write_bytes(b"stale file of an older fine-tuned bundle")
     (out / "segmentation_metrics.json").write_text("{}")
+    mark_folder(out, "bundle")  # files landsight wrote into an older bundle: listed in its manifest
     before = (out / "bundle.json").read_bytes()
     with pytest.raises(OutputExistsError, match="--overwrite"):
         train(small_dataset, out=out, test_size=0.25, progress=False, track=False)
     assert (out / "bundle.json").read_bytes() == before  # refused before any work: nothing touched
+    (out / "my_notes.txt").write_text("a user's file dropped into the bundle")
+    with pytest.raises(OutputExistsError, match="my_notes.txt"):  # not landsight's: never deleted
+        train(small_dataset, out=out, test_size=0.25, progress=False, track=False, overwrite=True)
+    (out / "my_notes.txt").unlink()
     train(small_dataset, out=out, test_size=0.25, progress=False, track=False, overwrite=True)
     assert not (out / "weights.safetensors").exists() and not (out / "segmentation_metrics.json").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in trained.bundle_path.iterdir())
-    assert not list(tmp_path.glob(".*staging*")) and not list(tmp_path.glob(".*.old"))
+    assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
 
 
 def test_a_folder_that_is_not_a_bundle_is_never_replaced(small_dataset: Path, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from landsight.data.catalog import build_catalog, safe_extract
+from landsight.data.archive import safe_extract
+from landsight.data.catalog import build_catalog
 from landsight.data.readers import ImageHeader, decode_image, peek_image, read_image
 from landsight.data.sample import eurosat_sample
 from landsight.errors import ImageReadError, ImageTooLargeError, LandsightValueError, ResourceLimitError
@@ -366,3 +367,156 @@ def test_zipped_bundle_obeys_zip_limits(
     monkeypatch.delenv("LANDSIGHT_ZIP_MAX_BYTES")
     assert not [p for p in cache.rglob("*") if p.is_file()]
     assert load_bundle(archive).classes == load_bundle(bundle_path).classes
+
+
+# -- the process-wide decoding budget --------------------------------------------------------------
+
+
+def test_decode_budget_counts_bytes_across_threads() -> None:
+    import threading
+
+    from landsight.serve.budget import DecodeBudget
+
+    budget = DecodeBudget(1000)
+    assert budget.acquire(600, timeout=0) and not budget.acquire(600, timeout=0.05)  # does not fit: waits, refuses
+    assert not budget.acquire(1001, timeout=10)  # never fits: refused at once
+    assert budget.in_use == 600 and budget.refused == 2
+    threading.Timer(0.1, budget.release, args=(600,)).start()
+    assert budget.acquire(600, timeout=10)  # fits once the first is released
+    budget.release(600)
+    with pytest.raises(TimeoutError), budget.hold(700, timeout=0), budget.hold(700, timeout=0):
+        pass
+    assert budget.in_use == 0 and budget.peak == 700
+    with pytest.raises(LandsightValueError):
+        DecodeBudget(0)
+
+
+def test_max_decode_total_bytes_setting() -> None:
+    from landsight.serve.settings import ServeSettings
+
+    assert ServeSettings().max_decode_total_bytes == 1024**3 and ServeSettings().decode_wait_s == 5.0
+    env = {"LANDSIGHT_SERVE_MAX_DECODE_TOTAL_BYTES": "5000", "LANDSIGHT_SERVE_DECODE_WAIT_S": "0.5"}
+    settings = ServeSettings.from_env(env)
+    assert (settings.max_decode_total_bytes, settings.decode_wait_s) == (5000, 0.5)
+    assert settings.to_env()["LANDSIGHT_SERVE_MAX_DECODE_TOTAL_BYTES"] == "5000"
+    with pytest.raises(LandsightValueError, match="max_decode_total_bytes"):
+        ServeSettings.from_env({"LANDSIGHT_SERVE_MAX_DECODE_TOTAL_BYTES": "0"})
+
+
+@pytest.fixture(scope="module")
+def float64_tiffs(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """8 synthetic 512 x 512 float64 TIFFs (deflate, a few KB each; 9,437,184 bytes estimated to decode)."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    root = tmp_path_factory.mktemp("float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        paths = [_synthetic_tiff(root / f"synthetic_float64_{i}.tif", "float64", 512, block=256) for i in range(8)]
+    return [p.read_bytes() for p in paths]
+
+
+def _budget_client(bundle_path: Path, estimate: int, wait_s: float):  # noqa: ANN202
+    from fastapi.testclient import TestClient
+
+    from landsight.serve.app import create_app
+    from landsight.serve.settings import ServeSettings
+
+    # just above one image's estimate: two at once would not fit
+    settings = ServeSettings(max_decode_total_bytes=estimate * 3 // 2, decode_wait_s=wait_s, batching=False)
+    return TestClient(create_app(bundle_path, settings))
+
+
+def _post_all(client, datas: list[bytes]) -> list[object]:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(data: bytes) -> object:
+        return client.post("/predict", content=data, headers={"content-type": "image/tiff"})
+
+    with ThreadPoolExecutor(len(datas)) as pool:
+        return list(pool.map(post, datas))
+
+
+def test_concurrent_requests_never_exceed_the_decode_budget(bundle_path: Path, float64_tiffs: list[bytes]) -> None:
+    """8 concurrent float64 TIFFs under a budget of 1.5 images decode one at a time, all answered 200."""
+    header = peek_image(float64_tiffs[0], "synthetic_float64_0.tif")
+    assert header is not None and header.dtype == "float64"
+    estimate = header.decode_bytes
+    assert estimate == 36 * 512 * 512 and all(len(d) < 200_000 for d in float64_tiffs)
+    with _budget_client(bundle_path, estimate, wait_s=60.0) as c:
+        budget = c.app.state.service.budget
+        answers = _post_all(c, float64_tiffs)
+        assert [r.status_code for r in answers] == [200] * 8, [r.text for r in answers if r.status_code != 200]
+        print(f"decode budget {budget.total} bytes, one image {estimate}: peak in use {budget.peak} bytes")
+        assert budget.peak == estimate <= budget.total < 2 * estimate  # never two at once
+        assert budget.in_use == 0 and budget.refused == 0
+
+
+def test_excess_requests_get_503_with_retry_after(
+    bundle_path: Path, float64_tiffs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one request holds the budget (a decoder made slow on purpose), the others answer 503 and retry."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from landsight.serve import service as service_module
+
+    estimate = 36 * 512 * 512
+    release = threading.Event()
+    real = service_module.decode_image
+
+    def slow_decode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        release.wait(30)  # holds its share of the budget until the test lets it go
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "decode_image", slow_decode)
+    with _budget_client(bundle_path, estimate, wait_s=0.2) as c:
+        budget = c.app.state.service.budget
+        with ThreadPoolExecutor(8) as pool:
+            futures = [
+                pool.submit(c.post, "/predict", content=d, headers={"content-type": "image/tiff"})
+                for d in float64_tiffs
+            ]
+            busy = []
+            for future in as_completed(futures, timeout=60):
+                busy.append(future.result())
+                if len(busy) == 7:
+                    break
+            release.set()  # the one holding the budget may now decode
+            answers = [f.result(timeout=60) for f in futures]
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [200] + [503] * 7, [r.text for r in answers]
+        for r in (r for r in answers if r.status_code == 503):
+            assert r.headers["retry-after"] == "1" and r.json()["error"] == "server_busy"
+            assert "max_decode_total_bytes" in r.json()["detail"] and "LANDSIGHT_SERVE_MAX_DECODE_TOTAL_BYTES" in r.text
+        assert budget.peak == estimate and budget.refused == 7 and budget.in_use == 0
+        # a batch and a v2 BYTES request meet a full budget: 503 for the whole request
+        assert budget.acquire(budget.total, timeout=0)
+        files = [("files", ("Forest_1.jpg", JPEG, "image/jpeg")), ("files", ("f.tif", float64_tiffs[0], "image/tiff"))]
+        batch = c.post("/predict/batch", files=files)
+        assert batch.status_code == 503 and batch.headers["retry-after"] == "1", batch.text
+        name = c.get("/metadata").json()["model"]
+        tensor = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(JPEG).decode()]}
+        v2 = c.post(f"/v2/models/{name}/infer", json={"inputs": [tensor]})
+        assert v2.status_code == 503 and v2.json()["error"] == "server_busy", v2.text
+        budget.release(budget.total)
+        # healthy afterwards: ready, and the same requests succeed
+        assert c.get("/health/ready").status_code == 200
+        assert c.post("/predict/batch", files=files).json()["n_ok"] == 2
+        assert c.post(f"/v2/models/{name}/infer", json={"inputs": [tensor]}).status_code == 200
+        assert [r.status_code for r in _post_all(c, float64_tiffs[:2])] == [200, 200]
+        assert budget.in_use == 0 and budget.peak <= budget.total
+
+
+def test_image_over_the_whole_budget_is_413(bundle_path: Path, float64_tiffs: list[bytes]) -> None:
+    from fastapi.testclient import TestClient
+
+    from landsight.serve.app import create_app
+    from landsight.serve.settings import ServeSettings
+
+    settings = ServeSettings(max_decode_total_bytes=1_000_000, batching=False)  # under one TIFF, over a JPEG
+    with TestClient(create_app(bundle_path, settings)) as c:
+        r = c.post("/predict", content=float64_tiffs[0], headers={"content-type": "image/tiff"})
+        assert r.status_code == 413 and "max_decode_total_bytes" in r.json()["detail"], r.text
+        assert c.post("/predict", content=JPEG, headers={"content-type": "image/jpeg"}).status_code == 200

@@ -18,8 +18,6 @@ reads JSON and ONNX only: nothing is unpickled, and torch is not needed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from landsight.errors import BundleError, OutputExistsError
-from landsight.outputs import atomic_path, write_json
+from landsight.outputs import (
+    atomic_path,
+    mark_file,
+    mark_folder,
+    owned_folder,
+    read_manifest,
+    staged_folder,
+    write_json,
+)
 
 __all__ = [
     "BUNDLE_FILE",
@@ -76,8 +82,12 @@ def package_versions() -> dict[str, str]:
 
 
 def is_bundle(path: str | Path) -> bool:
-    """Return whether ``path`` is a folder holding a ``bundle.json``."""
-    return (Path(path) / BUNDLE_FILE).is_file()
+    """Return whether ``path`` is a bundle landsight made: a folder whose manifest says so.
+
+    A bare ``bundle.json`` does not make a folder a bundle (see :mod:`landsight.outputs`).
+    """
+    manifest = read_manifest(path) if Path(path).is_dir() else None
+    return manifest is not None and manifest["kind"] == "bundle" and (Path(path) / BUNDLE_FILE).is_file()
 
 
 @contextmanager
@@ -93,7 +103,8 @@ def staged_bundle(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]
         overwrite: Allow replacing an existing bundle.
 
     Yields:
-        The staging folder (``.NAME.staging`` next to ``out``).
+        The staging folder (a :data:`landsight.outputs.TMP_PREFIX` name next to ``out``). The
+        bundle's manifest is written into it before the swap.
 
     Raises:
         OutputExistsError: ``out`` is a bundle and ``overwrite`` is False, or ``out`` is a file
@@ -102,23 +113,8 @@ def staged_bundle(out: str | Path, *, overwrite: bool = False) -> Iterator[Path]
     """
     out = Path(out)
     check_bundle_out(out, overwrite=overwrite)
-    staging = out.with_name(f".{out.name}.staging")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out, "bundle", overwrite=overwrite) as staging:
         yield staging
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
 
 def check_bundle_out(out: str | Path, *, overwrite: bool = False) -> Path:
     """Check, before training, that a bundle may be written to ``out``.
@@ -146,6 +142,9 @@ def check_bundle_out(out: str | Path, *, overwrite: bool = False) -> Path:
             )
         if not overwrite:
             raise OutputExistsError(f"bundle {str(out)!r} already exists; pass --overwrite to replace it whole")
+        problem = owned_folder(out)
+        if problem is not None:
+            raise OutputExistsError(f"bundle output {problem}; --overwrite replaces only what landsight made")
     return out
 
 
@@ -184,6 +183,7 @@ def write_bundle(out: str | Path, *, model: Any | None, meta: dict[str, Any]) ->
         **meta,
     }
     write_json(out / BUNDLE_FILE, full)
+    mark_folder(out, "bundle")
     return out
 
 
@@ -196,6 +196,7 @@ def write_skipped(out: str | Path, skipped: Sequence[tuple[str, str]]) -> Path:
         writer = csv.writer(f)
         writer.writerow(["path", "reason"])
         writer.writerows(skipped)
+    mark_file(path)
     return path
 
 
@@ -232,7 +233,7 @@ def graph_io(model_path: str | Path) -> tuple[list[int | str], list[int | str]]:
 def _open_folder(path: Path) -> Path:
     if path.is_file() and path.suffix == ".zip":
         from landsight.cache import cache_dir, file_digest
-        from landsight.data.catalog import safe_extract
+        from landsight.data.archive import safe_extract
 
         root = safe_extract(path, cache_dir("bundles", file_digest(path)[:16]))
         found = sorted(p.parent for p in root.rglob(BUNDLE_FILE))
@@ -287,7 +288,8 @@ def load_bundle(path: str | Path, *, device: str = "auto", task: str | None = No
     if kind not in TASKS:
         raise BundleError(f"bundle {str(path)!r} has task {kind!r}; expected one of {sorted(TASKS)}")
     if task is not None and kind != task:
-        raise BundleError(f"{str(path)!r} is a {kind} bundle; use {TASK_VERBS[kind]} with it")
+        verbs = TASK_VERBS.get(kind, f"the {kind} verbs")
+        raise BundleError(f"{str(path)!r} is a {kind} bundle; use {verbs} with it")
     module, name = TASKS[kind].split(":")
     cls = getattr(import_module(module), name)
     try:

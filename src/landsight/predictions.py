@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import DataNotFoundError, LandsightValueError
+from landsight.outputs import tmp_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -158,7 +159,7 @@ def write_table(df: pd.DataFrame, path: str | Path, *, metadata: dict[str, str] 
     import json
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = tmp_name(path)
     try:
         if path.suffix == ".csv":
             df.to_csv(tmp, index=False)
@@ -177,7 +178,7 @@ def write_table(df: pd.DataFrame, path: str | Path, *, metadata: dict[str, str] 
             # After the table: a crash in between leaves the old record, which a resume refuses as
             # another model's, never a new record over old rows.
             side = sidecar_path(path)
-            side_tmp = side.with_name(f".{side.name}.tmp")
+            side_tmp = tmp_name(side)
             try:
                 side_tmp.write_text(json.dumps(metadata, indent=2))
                 os.replace(side_tmp, side)

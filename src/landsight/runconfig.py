@@ -13,7 +13,12 @@ Click's own defaults mechanism (``Context.default_map``), so:
 defaults merged) as YAML to stdout and does nothing else. ``train``, ``finetune`` and
 ``segment train`` save it in the bundle (``config.yaml`` and the ``config`` entry of
 ``bundle.json``) and as an MLflow artifact, so ``landsight train --config BUNDLE/config.yaml``
-reproduces the bundle.
+reproduces the bundle. The saved file holds the effective recipe: values a preset or a default
+resolved (``tta: rot4``, not ``null``) are written as resolved.
+
+A configuration replays a recipe, never a permission: ``overwrite`` and ``resume`` are neither
+printed nor saved, and a file that holds them has them ignored with a warning. Only the command
+line grants them (see the Safety section of the README).
 """
 
 from __future__ import annotations
@@ -21,19 +26,26 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from landsight.errors import LandsightValueError
 
+if TYPE_CHECKING:
+    from landsight.outputs import Output
+
 __all__ = ["CONFIG_FILE", "configurable", "effective_config", "load_config", "record_config"]
 
 CONFIG_FILE = "config.yaml"
 _NOT_CONFIG = {"config", "print_config", "ctx"}
+#: Options only the command line may set: a config file replays a recipe, not a permission.
+PERMISSIONS = ("overwrite", "resume")
+#: Largest config file read, in bytes (1 MiB): a run recipe is a few hundred bytes.
+MAX_CONFIG_BYTES = 1024 * 1024
 _current: ContextVar[dict[str, Any] | None] = ContextVar("landsight_run_config", default=None)
 
 
@@ -55,13 +67,26 @@ def load_config(path: str | Path, params: list[Any], command: str) -> dict[str, 
         Parameter name -> value (for ``Context.default_map``).
 
     Raises:
-        LandsightValueError: The file is not a YAML mapping, or a key is no option of the verb.
+        LandsightValueError: The file is not a YAML mapping, is over :data:`MAX_CONFIG_BYTES`
+            bytes, uses YAML aliases (``&anchor`` / ``*alias``: refused, as nested aliases expand
+            exponentially, a "billion laughs"), or a key is no option of the verb.
     """
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise LandsightValueError(
+                f"config {str(path)!r} is over {MAX_CONFIG_BYTES} bytes, which landsight refuses; a run config "
+                "holds a few option: value lines"
+            )
+        data = yaml.load(raw, Loader=_no_alias_loader()) or {}  # noqa: S506 - a SafeLoader, aliases refused
+    except _AliasFoundError:
+        raise LandsightValueError(
+            f"config {str(path)!r} uses YAML aliases (&/*), which landsight refuses; write the values out in full"
+        ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise LandsightValueError(f"config {str(path)!r} cannot be read as YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -72,6 +97,12 @@ def load_config(path: str | Path, params: list[Any], command: str) -> dict[str, 
     out: dict[str, Any] = {}
     for raw, value in data.items():
         key = str(raw).replace("-", "_")
+        if key in PERMISSIONS:
+            from landsight.console import err
+
+            err().print(f"[yellow]warning:[/yellow] config {str(path)!r}: {raw!r} ignored; only the command line "
+                        f"grants --{key}")  # fmt: skip
+            continue
         if key not in by_key:
             valid = sorted({_key(p) for p in params if p.name not in _NOT_CONFIG})
             near = difflib.get_close_matches(key, valid, n=1)
@@ -83,12 +114,30 @@ def load_config(path: str | Path, params: list[Any], command: str) -> dict[str, 
     return out
 
 
+class _AliasFoundError(Exception):
+    """A YAML alias (``*name``) met while composing a config."""
+
+
+@functools.cache
+def _no_alias_loader() -> type:
+    """A ``yaml.SafeLoader`` subclass that raises :class:`_AliasFoundError` at the first alias, before expanding it."""
+    import yaml
+
+    class NoAliasSafeLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise _AliasFoundError
+            return super().compose_node(parent, index)
+
+    return NoAliasSafeLoader
+
+
 def effective_config(ctx: typer.Context) -> dict[str, Any]:
     """The verb's effective options (file, flags and defaults merged), keyed as in a config file."""
     out: dict[str, Any] = {}
     for param in ctx.command.params:  # declaration order: the same file for the same run
         name = param.name
-        if name in _NOT_CONFIG or name not in ctx.params:
+        if name in _NOT_CONFIG or name in PERMISSIONS or name not in ctx.params:
             continue
         value = ctx.params[name]
         if isinstance(value, Path):
@@ -117,12 +166,40 @@ PrintConfigOpt = Annotated[
 ]
 
 
-def configurable(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a Typer verb ``--config FILE`` and ``--print-config`` (see the module docstring).
+def configurable(
+    func: Callable[..., Any] | None = None,
+    *,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, tuple[str, str]] | None = None,
+    derived: Callable[[dict[str, Any]], list[Output]] | None = None,
+    resumable: Callable[[dict[str, Any]], Iterable[str]] | None = None,
+) -> Any:
+    """Give a Typer verb ``--config FILE``, ``--print-config`` and its output plan.
 
+    Every verb declares its inputs and its outputs here; before the verb's body runs, one check
+    (:func:`landsight.outputs.check_plan`) decides what it may write and what it may replace, and
+    after it succeeds its outputs are marked as landsight's own (:func:`landsight.outputs.commit_plan`).
     The verb's own signature is unchanged; the options are added as keyword-only parameters of
     the wrapper, which Typer reads from ``__signature__``.
+
+    Args:
+        func: The verb (when used as ``@configurable`` without arguments).
+        inputs: Parameter name -> option spelling (``{"data": "DATA", "test": "--test"}``) of every
+            parameter that names local files the verb reads.
+        outputs: Parameter name -> (option spelling, kind) of every parameter that names an
+            output; kind is ``"file"`` or a folder kind (:data:`landsight.outputs.OutputKind`).
+        derived: Outputs implied by the options (``OUT.checkpoints/``, ``OUT-int8.landsight``):
+            parameter values -> extra :class:`~landsight.outputs.Output` entries.
+        resumable: Parameter values -> output parameter names that this run continues rather
+            than replaces (``predict --out``; ``--resume``).
+
+    Returns:
+        The wrapped verb, or a decorator when called with keyword arguments only.
     """
+    if func is None:
+        return functools.partial(configurable, inputs=inputs, outputs=outputs, derived=derived, resumable=resumable)
+    plan_inputs = {**(inputs or {}), "config": "--config"}
+    plan_outputs = dict(outputs or {})
     sig = inspect.signature(func, eval_str=True)  # Typer reads the Annotated options off this signature
     kw = inspect.Parameter.KEYWORD_ONLY
     extra = [
@@ -140,18 +217,34 @@ def configurable(func: Callable[..., Any]) -> Callable[..., Any]:
 
             typer.echo(yaml.safe_dump(effective, sort_keys=False), nl=False)
             return None
+        from landsight.outputs import OutputPlan, check_plan, commit_plan
+
+        values = {**kwargs, "config": config}
+        plan = OutputPlan.from_options(
+            ctx.command_path.partition(" ")[2] or ctx.info_name or "", values, inputs=plan_inputs,
+            outputs=plan_outputs, overwrite=bool(kwargs.get("overwrite")),
+            resumable=resumable(values) if resumable else (),
+        )  # fmt: skip
+        if derived is not None:
+            plan.outputs.extend(derived(values))
+        check_plan(plan)
         token = _current.set(effective)
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
         finally:
             _current.reset(token)
+        commit_plan(plan)
+        return result
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    wrapper.__landsight_plan__ = {"inputs": plan_inputs, "outputs": plan_outputs}  # type: ignore[attr-defined]
     return wrapper
 
 
-def record_config(bundle: str | Path, *, run_id: str = "", tracking_uri: str | None = None) -> dict[str, Any] | None:
+def record_config(
+    bundle: str | Path, *, run_id: str = "", tracking_uri: str | None = None, resolved: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Save the running verb's effective configuration into a bundle it wrote, and its MLflow run.
 
     Writes ``BUNDLE/config.yaml`` and the ``config`` entry of ``bundle.json`` (atomically), and
@@ -161,6 +254,8 @@ def record_config(bundle: str | Path, *, run_id: str = "", tracking_uri: str | N
         bundle: The bundle folder the verb wrote.
         run_id: The verb's MLflow run ("" = not tracked).
         tracking_uri: Its MLflow store.
+        resolved: Effective values of options the verb resolved from a preset or a default
+            (config key -> value); they replace the given ``None`` in the saved file.
 
     Returns:
         The configuration saved, or None outside a ``configurable`` verb.
@@ -170,14 +265,16 @@ def record_config(bundle: str | Path, *, run_id: str = "", tracking_uri: str | N
     import yaml
 
     from landsight.bundle import BUNDLE_FILE
-    from landsight.outputs import atomic_path, write_json
+    from landsight.outputs import atomic_path, mark_file, write_json
 
     config = _current.get()
     if config is None:
         return None
+    config = {**config, **(resolved or {})}
     bundle = Path(bundle)
     with atomic_path(bundle / CONFIG_FILE) as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    mark_file(bundle / CONFIG_FILE)
     meta = json.loads((bundle / BUNDLE_FILE).read_text())
     meta["config"] = config
     write_json(bundle / BUNDLE_FILE, meta)

@@ -153,6 +153,7 @@ class Bundle(OnnxBundleModel):
         batch_size: int = 32,
         num_workers: int = 2,
         progress: bool = False,
+        max_decode_bytes: int | None = None,
     ) -> pd.DataFrame:
         """Predict image files; unreadable files give a row with ``error`` set.
 
@@ -161,6 +162,8 @@ class Bundle(OnnxBundleModel):
             batch_size: Images per forward pass.
             num_workers: Decoding threads.
             progress: Show a rich progress bar.
+            max_decode_bytes: An image whose estimated decoding memory, read from its header, is
+                over this many bytes is not decoded and gets an ``error`` row; None: no byte limit.
 
         Returns:
             One row per path, in input order, with the columns of a predictions table
@@ -175,7 +178,10 @@ class Bundle(OnnxBundleModel):
         rows: list[dict[str, Any]] = []
         str_paths = [str(p) for p in paths]
         with progress_bar(len(str_paths), "predict", enabled=progress) as bar:
-            for batch in iter_batches(str_paths, self.preprocessing, batch_size=batch_size, num_workers=num_workers):
+            for batch in iter_batches(
+                str_paths, self.preprocessing, batch_size=batch_size, num_workers=num_workers,
+                max_decode_bytes=max_decode_bytes,
+            ):  # fmt: skip
                 idx, stack = batch.stack()
                 proba = self.predict_proba(stack) if stack is not None else np.empty((0, len(self.classes)))
                 rows.extend(prediction_rows(batch.items, idx, proba, self.classes))

@@ -26,11 +26,12 @@ from landsight.cache import cache_dir
 from landsight.data.loader import iter_batches
 from landsight.data.preprocessing import Preprocessing
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, with_stages
+from landsight.models.backbones import DEFAULT_BACKBONE, SUPPORTED_TTA, Backbone, create_backbone, with_stages
 from landsight.progress import progress_bar
+from landsight.recipe import check_tta
 
 DEVICES = ("auto", "cpu", "cuda")
-TTA_MODES = ("none", "rot4")
+TTA_MODES = SUPPORTED_TTA  # the modes of landsight.recipe.TTA_MODES a classification graph implements
 
 
 class FeatureExtractor:
@@ -280,8 +281,7 @@ def featurize(
     """
     if batch_size < 1:
         raise LandsightValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    if tta not in TTA_MODES:
-        raise LandsightValueError(f"tta must be one of {list(TTA_MODES)}, got {tta!r}")
+    tta = check_tta(tta, SUPPORTED_TTA, task="classification")
     if extractor is None:
         bb = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, bands=bands)
         if stages is not None:

@@ -10,6 +10,11 @@ the bundle's ``model.onnx`` and its class list) in its Parquet schema metadata o
 and ``<out>.parts/`` in ``_landsight.json``. A resume with another bundle, or into a file that
 is not a landsight predictions table (a user's own ``labels.csv``), is refused unless
 ``overwrite=True``, which starts afresh.
+
+Memory is bounded per file: each image's header is read before its pixels are decoded, and an
+image whose estimated decoding memory (:attr:`landsight.data.readers.ImageHeader.decode_bytes`) is
+over ``max_decode_bytes`` (default 512 MiB, as in ``landsight serve``) is not decoded; it gets a
+row with ``error`` set, like any unreadable image, and the run goes on.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from landsight.data.readers import DEFAULT_MAX_DECODE_BYTES
 from landsight.errors import LandsightValueError
 from landsight.outputs import write_json
 from landsight.predictions import FORMATS, read_table, write_table
+from landsight.ranges import check_ranges
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,6 +55,7 @@ def predict(
     overwrite: bool = False,
     asset: str | None = None,
     to_crs: str | None = None,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
 ) -> pd.DataFrame:
     """Predict every image of ``inputs`` with a bundle.
 
@@ -55,7 +63,7 @@ def predict(
         bundle: Bundle folder / zip, or a loaded :class:`landsight.bundle.Bundle`.
         inputs: A folder (recursive), a glob pattern, a list file (one path per line), one
             image, or a STAC Item / Catalog / ItemCollection JSON (one asset per Item; see
-            :func:`landsight.data.catalog.list_images`).
+            :func:`landsight.data.listing.list_images`).
         out: ``.parquet`` or ``.csv`` file. When it (or its ``.parts`` folder) already holds
             rows written with the same bundle, those paths are skipped (resume), except error
             rows, which are scored again. ``None`` = return only.
@@ -71,6 +79,10 @@ def predict(
             with role ``"data"`` or type ``image/tiff``).
         to_crs: GIS layer ``out`` only: CRS of the polygons (e.g. ``"EPSG:4326"``; default the
             first tile's CRS, others reprojected to it).
+        max_decode_bytes: Largest estimated decoding memory of one image, in bytes (default
+            512 MiB, :data:`~landsight.data.readers.DEFAULT_MAX_DECODE_BYTES`), read from its
+            header before decoding; an image over it is skipped with an ``error`` row (``"too
+            large to decode: ..."``), never fatal. None: no byte limit.
 
     A GIS ``out`` (``.gpkg``, ``.geojson`` or GeoParquet ``.geoparquet``) is a layer of one
     polygon per georeferenced tile with all the table's columns
@@ -86,7 +98,8 @@ def predict(
 
     Raises:
         LandsightValueError: ``out`` has an unsupported suffix, is a folder, or is one of the
-            inputs (the list file, or a listed file).
+            inputs (the list file, or a listed file); ``max_decode_bytes`` is not a positive
+            integer or None.
         OutputExistsError: Without ``overwrite``: ``out`` or ``<out>.parts/`` exists but was not
             written by landsight predict (no provenance: a user's own table), or was written with
             another bundle (different ``model.onnx`` or classes); the message names both.
@@ -94,10 +107,17 @@ def predict(
 
     """
     from landsight.classify.bundle import as_bundle
-    from landsight.data.catalog import list_images
+    from landsight.data.listing import list_images
     from landsight.tracking import tracked_run
     from landsight.vectors import CLASSIFY_VECTOR_FORMATS
 
+    if max_decode_bytes is not None and (
+        isinstance(max_decode_bytes, bool) or not isinstance(max_decode_bytes, int) or max_decode_bytes < 1
+    ):
+        raise LandsightValueError(
+            f"max_decode_bytes must be a positive number of bytes or None; got {max_decode_bytes!r}"
+        )
+    check_ranges(batch_size=batch_size, num_workers=num_workers)
     out_path = Path(out) if out is not None else None
     gis = out_path is not None and out_path.suffix.lower() in CLASSIFY_VECTOR_FORMATS
     if out_path is not None and not gis and out_path.suffix not in FORMATS:
@@ -116,11 +136,12 @@ def predict(
         check_output(out_path, overwrite=overwrite, what="predictions layer")
     model = as_bundle(bundle)
     params = {"bundle": str(model.path), "inputs": str(inputs), "out": str(out_path) if out_path else None,
-              "backbone": model.meta["backbone"]["name"], "batch_size": batch_size}  # fmt: skip
+              "backbone": model.meta["backbone"]["name"], "batch_size": batch_size,
+              "max_decode_bytes": max_decode_bytes}  # fmt: skip
     with tracked_run("predict", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result, n_new = _predict(model, paths, None if gis else out_path, batch_size, num_workers, chunk_size,
-                                 progress, overwrite)  # fmt: skip
+                                 progress, overwrite, max_decode_bytes)  # fmt: skip
         if gis:
             from landsight.vectors import tile_polygons, write_vector
 
@@ -206,6 +227,7 @@ def _predict(
     chunk_size: int,
     progress: bool,
     overwrite: bool = False,
+    max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
 ) -> tuple[pd.DataFrame, int]:
     import pandas as pd
 
@@ -240,7 +262,10 @@ def _predict(
             n_parts = len(list(parts_dir.glob("part-*")))
         with progress_bar(len(todo), "predict", enabled=progress) as bar:
             for start in range(0, len(todo), chunk_size):
-                chunk = model.predict(todo[start : start + chunk_size], batch_size=batch_size, num_workers=num_workers)
+                chunk = model.predict(
+                    todo[start : start + chunk_size], batch_size=batch_size, num_workers=num_workers,
+                    max_decode_bytes=max_decode_bytes,
+                )  # fmt: skip
                 new.append(chunk)
                 if parts_dir is not None and out_path is not None:
                     write_table(chunk, parts_dir / f"part-{n_parts:06d}{out_path.suffix}")

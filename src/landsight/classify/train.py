@@ -25,12 +25,14 @@ import numpy as np
 
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
+from landsight.ranges import check_ranges
+from landsight.recipe import EXECUTION_ARGS, PRESETS, resolve_preset, run_params
 
 #: Pooled intermediate stages of the default recipe (:func:`landsight.models.backbones.resolve_stages`).
 DEFAULT_STAGES = "auto"
 
 #: The ``--fast`` preset: one view and a fixed C (4x less featurization, no cross-validation).
-FAST: dict[str, Any] = {"tta": "none", "C": 1.0}
+FAST: dict[str, Any] = PRESETS["fast"]
 
 if TYPE_CHECKING:
     import onnx
@@ -186,6 +188,7 @@ def train(
     check_bundle_out(out, overwrite=overwrite)
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
+    check_ranges(batch_size=batch_size, num_workers=num_workers, dedup_threshold=dedup_threshold)
     estimator = make_head(  # validates head parameters before any heavy work
         head,
         C=C,
@@ -195,14 +198,10 @@ def train(
         class_weight=class_weight,
         random_state=random_state,
     )
-    params = {
-        "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands, "tta": tta,
-        "stages": stages_label(stages),
-        "head": head, "C": C, "standardize": standardize, "n_estimators": n_estimators, "max_depth": max_depth,
-        "class_weight": class_weight, "test_size": test_size, "random_state": random_state, "out": str(out),
-        "split": split, "block_size": block_size, "group": group, "refit": refit,
-        "dedup": dedup, "dedup_threshold": dedup_threshold if dedup else None,
-    }  # fmt: skip
+    params = run_params(
+        train, locals(), exclude=(*EXECUTION_ARGS, "batch_size"), stages=stages_label(stages),
+        dedup_threshold=dedup_threshold if dedup else None,
+    )
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result = _train(
@@ -214,6 +213,38 @@ def train(
         )  # fmt: skip
         log_train_result(run, result, started)
     return result
+
+
+def resolve_recipe(*, fast: bool = False, engine: str = "local", tta: str | None = None,
+                   C: float | str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The effective ``tta`` and ``C`` of a training: the one place where presets and defaults resolve.
+
+    Values given win; then the :data:`FAST` preset when ``fast`` is set or the engine is Spark
+    (which has neither rotation averaging nor a cross-validated C yet); then :func:`train`'s own
+    defaults, read off its signature.
+
+    Args:
+        fast: The ``--fast`` preset.
+        engine: ``"local"`` or ``"spark"``.
+        tta: The test-time augmentation mode given, or None.
+        C: The logistic-regression C given (a number, ``"auto"``, or its text), or None.
+
+    Returns:
+        ``{"tta": str, "C": float | "auto"}``, never None.
+
+    Raises:
+        LandsightValueError: ``C`` is neither a positive number nor ``"auto"``.
+    """
+    import inspect
+
+    defaults = {k: inspect.signature(train).parameters[k].default for k in ("tta", "C")}
+    values = resolve_preset("fast" if fast or engine == "spark" else None, {"tta": tta, "C": C}, defaults)
+    if values["C"] != "auto":
+        try:
+            values["C"] = float(values["C"])
+        except (TypeError, ValueError):
+            raise LandsightValueError(f"C must be a positive number or 'auto', got {values['C']!r}") from None
+    return values
 
 
 def log_train_result(run: Any, result: TrainResult, started: float) -> None:
@@ -261,7 +292,7 @@ def _train(
     refit: bool = False,
 ) -> TrainResult:
     from landsight.classify.featurize import featurize
-    from landsight.data.catalog import training_catalog
+    from landsight.data.splitting import training_catalog
     from landsight.models.heads import describe_head, fit_head
     from landsight.models.onnx_graph import head_to_onnx
 
@@ -288,7 +319,7 @@ def _train(
     split_info = dict(catalog.attrs.get("split", {}))
     dropped: list[dict[str, str]] = []
     if dedup and (catalog["split"] == "test").any():
-        from landsight.dedup import drop_cross_split_duplicates
+        from landsight.data.duplicates import drop_cross_split_duplicates
 
         catalog, gone = drop_cross_split_duplicates(catalog, threshold=dedup_threshold, progress=progress)
         dropped = gone[["path", "duplicate_of"]].to_dict("records")
@@ -364,17 +395,15 @@ def _cross_validation_fallback(estimator: Any, labels: np.ndarray) -> Any:
         labels: The labels it is about to be fitted on.
 
     Returns:
-        ``estimator``, or a fixed-``C=1`` logistic regression with the same other settings.
+        ``estimator``, or its head's :attr:`~landsight.models.heads.HeadSpec.without_cv` version
+        (for ``logreg``: a fixed-``C=1`` logistic regression with the same other settings).
     """
-    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-    if type(final).__name__ != "LogisticRegressionCV" or np.unique(labels, return_counts=True)[1].min() >= 2:
-        return estimator
-    from landsight.models.heads import make_head
+    from landsight.models.heads import HEADS, head_kind
 
-    return make_head(
-        "logreg", C=1.0, standardize=len(estimator.steps) > 1, max_iter=final.max_iter,
-        class_weight=final.class_weight, random_state=final.random_state,
-    )  # fmt: skip
+    without_cv = HEADS[head_kind(estimator)].without_cv
+    if without_cv is None or np.unique(labels, return_counts=True)[1].min() >= 2:
+        return estimator
+    return without_cv(estimator)
 
 
 def write_classifier_bundle(

@@ -32,12 +32,16 @@ from landsight.cli.options import (
     TrackOpt,
     TrainPrecisionOpt,
     WeightsOpt,
+    checkpoints_output,
     comma_list,
     number,
+    quantized_output,
     spark_engine,
     weights_or_none,
 )
 from landsight.console import emit, err, note_skipped, parse_ints
+from landsight.outputs import Output
+from landsight.ranges import option_range
 from landsight.runconfig import configurable, record_config
 
 app = typer.Typer()
@@ -62,7 +66,11 @@ def metrics_table(metrics: dict[str, Any], fmt: str) -> None:
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"data": "DATA", "test": "--test", "class_names": "--class-names"},
+    outputs={"out_": ("--out", "bundle")},
+    derived=lambda v: quantized_output(v["out_"], v["precision"]),
+)
 def train(
     data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
     out_: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")] = Path("model.landsight"),
@@ -90,7 +98,7 @@ def train(
     fast: Annotated[
         bool, typer.Option("--fast", help="Single-view preset: --tta none --C 1 (4x less featurization, no CV).")
     ] = False,
-    n_estimators: Annotated[int, typer.Option(help="forest trees.")] = 300,
+    n_estimators: Annotated[int, typer.Option(help="forest trees.", **option_range("n_estimators"))] = 300,
     max_depth: Annotated[int | None, typer.Option(help="forest depth limit.")] = None,
     balanced: Annotated[
         bool, typer.Option("--balanced", help="Class weights inversely proportional to frequency.")
@@ -120,33 +128,34 @@ def train(
     fmt: FormatOpt = "table",
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
-    from landsight.classify.train import FAST
+    from landsight.classify.train import resolve_recipe
     from landsight.classify.train import train as train_api
 
     _check_precision(precision, out_, overwrite)
-
-    if fast or spark_engine(engine):  # Spark: no rotation averaging, no cross-validated C
-        tta, c = tta or FAST["tta"], c or str(FAST["C"])
-    tta, c = tta or "rot4", c or "auto"
-    common = dict(
+    on_spark = spark_engine(engine)
+    if on_spark and (dedup or split != "random"):
+        raise typer.BadParameter("--dedup and --split spatial|group work with --engine local only")
+    # --fast and the Spark engine resolve here, once; the effective values are printed and saved
+    resolved = resolve_recipe(fast=fast, engine=engine, tta=tta, C=c if c in (None, "auto") else number(c, "--C"))
+    if not quiet:
+        err().print(f"recipe: --tta {resolved['tta']} --C {resolved['C']}" + (" (--fast)" if fast else ""))
+    recipe = dict(
         out=out_, test=test, backbone=backbone, weights=weights_or_none(weights), bands=parse_ints(bands, "--bands"),
-        tta=tta, stages=stages, head=head, C=c if c == "auto" else number(c, "--C"), standardize=standardize,
-        n_estimators=n_estimators, max_depth=max_depth, class_weight="balanced" if balanced else None,
-        test_size=test_size, random_state=seed, class_names=class_names, batch_size=batch_size,
-        tracking_uri=tracking_uri, track=track, overwrite=overwrite,
+        stages=stages, head=head, standardize=standardize, n_estimators=n_estimators, max_depth=max_depth,
+        class_weight="balanced" if balanced else None, test_size=test_size, random_state=seed,
+        class_names=class_names, batch_size=batch_size, tracking_uri=tracking_uri, track=track, overwrite=overwrite,
+        **resolved,
     )  # fmt: skip
-    if spark_engine(engine):
+    if on_spark:
         from landsight import spark
 
-        if dedup or split != "random":
-            raise typer.BadParameter("--dedup and --split spatial|group work with --engine local only")
-        result = spark.train(data, master=master, conf=spark.parse_conf(conf), **common)
+        result = spark.train(data, master=master, conf=spark.parse_conf(conf), **recipe)
     else:
         result = train_api(
             data, device=device, cache=cache, progress=not quiet, dedup=dedup, dedup_threshold=dedup_threshold,
-            refit=refit, split=split, block_size=block_size, group=group, **common,
+            refit=refit, split=split, block_size=block_size, group=group, **recipe,
         )  # fmt: skip
-    record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri)
+    record_config(result.bundle_path, run_id=result.run_id, tracking_uri=tracking_uri, resolved=resolved)
     note_skipped(result.skipped, where=result.bundle_path / "skipped.csv", what="image")
     if result.metrics:
         metrics_table(result.metrics, fmt)
@@ -199,7 +208,10 @@ def _quantize_after_training(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"bundle": "BUNDLE", "data": "DATA", "class_names": "--class-names"},
+    outputs={"out_": ("--out", "evaluation")},
+)
 def evaluate(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     data: Annotated[str, typer.Argument(help="Labelled images (class folders, map file, zip).")],
@@ -227,7 +239,11 @@ def evaluate(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"bundle": "BUNDLE", "inputs": "INPUTS"},
+    outputs={"out_": ("--out", "file")},
+    resumable=lambda v: ["out_"],  # re-running resumes; predict checks the table is its own
+)
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
@@ -265,6 +281,9 @@ def predict(
         )  # fmt: skip
         note_skipped(res.errors, what="image")
         emit(pd.DataFrame({"images": [res.n_images], "scored": [res.n_scored], "errors": [res.n_errors]}), fmt)
+        if res.n_images and not res.n_scored:
+            err().print(f"[red]error:[/red] none of the {res.n_images:,} inputs could be read")
+            raise typer.Exit(1)
         err().print(f"{res.images_per_second:.1f} images/s; rows in [bold]{out_}[/bold]")
         return
     from landsight.classify.predict import predict as predict_api
@@ -275,13 +294,19 @@ def predict(
     )  # fmt: skip
     errors = df[df["error"] != ""]
     note_skipped(list(zip(errors["path"], errors["error"], strict=True)), what="image")
+    if len(df) and len(errors) == len(df):  # nothing scored: a failure, not a partial success
+        err().print(f"[red]error:[/red] none of the {len(df):,} inputs could be read; rows in {out_}")
+        raise typer.Exit(1)
     counts = df.loc[df["error"] == "", "predicted"].value_counts()
     emit(pd.DataFrame({"class": counts.index.astype(str), "images": counts.to_numpy()}), fmt, title="predicted")
     err().print(f"{len(df)} rows in [bold]{out_}[/bold]")
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"inputs": "INPUTS"},
+    outputs={"out_": ("--out", "file")},
+)
 def featurize(
     inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
     out_: Annotated[
@@ -307,7 +332,7 @@ def featurize(
     import pandas as pd
 
     from landsight.classify.featurize import featurize as featurize_api
-    from landsight.data.catalog import list_images
+    from landsight.data.listing import list_images
     from landsight.errors import LandsightValueError
     from landsight.outputs import atomic_path, check_output
 
@@ -339,7 +364,11 @@ def featurize(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"data": "DATA", "test": "--test", "class_names": "--class-names"},
+    outputs={"out_": ("--out", "bundle")},
+    derived=lambda v: [checkpoints_output(v["out_"], v["resume"]), *quantized_output(v["out_"], v["precision"])],
+)
 def finetune(
     data: Annotated[str, typer.Argument(help="Class folders, CSV/TSV map file, or a zip of either.")],
     out_: Annotated[
@@ -350,7 +379,7 @@ def finetune(
     weights: WeightsOpt = "imagenet",
     bands: BandsOpt = None,
     retrain: Annotated[str, typer.Option(help="last | fc | all")] = "fc",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 15,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.", **option_range("epochs"))] = 15,
     batch_size: BatchOpt = 32,
     optimizer: Annotated[str, typer.Option(help="sgd (momentum, L2) | adamw")] = "sgd",
     lr: Annotated[
@@ -388,10 +417,14 @@ def finetune(
     split: SplitOpt = "random",
     block_size: BlockSizeOpt = None,
     group: GroupOpt = None,
-    devices: Annotated[int, typer.Option(help="Processes (CPU) or GPUs per node; > 1 = DDP.")] = 1,
-    num_nodes: Annotated[int, typer.Option(help="Nodes of a cluster job.")] = 1,
+    devices: Annotated[
+        int, typer.Option(help="Processes (CPU) or GPUs per node; > 1 = DDP.", **option_range("devices"))
+    ] = 1,
+    num_nodes: Annotated[int, typer.Option(help="Nodes of a cluster job.", **option_range("num_nodes"))] = 1,
     accelerator: Annotated[str, typer.Option(help="auto | cpu | gpu")] = "auto",
-    num_workers: Annotated[int, typer.Option(help="DataLoader workers per process.")] = 2,
+    num_workers: Annotated[
+        int, typer.Option(help="DataLoader workers per process.", **option_range("num_workers"))
+    ] = 2,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT.checkpoints/last.ckpt.")] = False,
     class_names: ClassNamesOpt = None,
     precision: TrainPrecisionOpt = "fp32",
@@ -442,19 +475,27 @@ def finetune(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"data": "DATA", "test": "--test", "class_names": "--class-names"},
+    outputs={"out_": ("--out", "bundle")},
+    derived=lambda v: [Output(Path(f"{v['out_']}.tune.yaml"), "--out (OUT.tune.yaml)")],
+)
 def tune(
     data: Annotated[str, typer.Argument(help="Labelled images (class folders, map file, zip).")],
     out_: Annotated[Path, typer.Option("--out", help="Bundle folder of the best trial (+ OUT.tune.yaml).")] = Path(
         "model.landsight"
     ),
-    trials: Annotated[int, typer.Option(help="Trials of the search (Optuna TPE, median pruning).")] = 50,
+    trials: Annotated[
+        int, typer.Option(help="Trials of the search (Optuna TPE, median pruning).", **option_range("trials"))
+    ] = 50,
     finetune_: Annotated[
         bool, typer.Option("--finetune", help="Search lr, retraining depth and epochs of fine-tuning instead.")
     ] = False,
     test: Annotated[str | None, typer.Option(help="Separate labelled test data (else split DATA).")] = None,
     test_size: Annotated[float, typer.Option(help="Held-out fraction for the final test.")] = 0.2,
-    cv: Annotated[int, typer.Option(help="Cross-validation folds of each frozen-feature trial.")] = 3,
+    cv: Annotated[
+        int, typer.Option(help="Cross-validation folds of each frozen-feature trial.", **option_range("cv"))
+    ] = 3,
     timeout: Annotated[float | None, typer.Option(help="Stop the search after this many seconds.")] = None,
     heads: Annotated[str, typer.Option(help="Heads to search, comma-separated.")] = "logreg,forest",
     tta: Annotated[str, typer.Option(help="Feature views to search, comma-separated: none,rot4.")] = "none,rot4",
@@ -502,19 +543,22 @@ def tune(
 
 
 @app.command()
-@configurable
+@configurable(
+    outputs={"out_": ("--out", "demo")},
+)
 def demo(
     out_: Annotated[Path, typer.Option("--out", help="Folder for the bundle and predictions.")] = Path(
         "landsight-demo"
     ),
     head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
     fmt: FormatOpt = "table",
 ) -> None:
-    """Train, evaluate and predict on the real EuroSAT sample shipped in the package (replaces OUT's demo files)."""
+    """Train, evaluate and predict on the real EuroSAT sample shipped in the package (--overwrite: an earlier demo)."""
     from landsight.classify.demo import demo as demo_api
 
-    result = demo_api(out_, head=head, progress=not quiet)
+    result = demo_api(out_, head=head, progress=not quiet, overwrite=overwrite)
     metrics_table(result.metrics, fmt)
     err().print(
         f"accuracy on {result.metrics['n']} held-out EuroSAT tiles: [bold]{result.metrics['accuracy']:.1%}[/bold]\n"

@@ -11,12 +11,15 @@ skipped.
 
 from __future__ import annotations
 
+import errno
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from landsight.cli import classify, segment
+import landsight.cli.classify as classify  # not `from landsight.cli import`: cli/__init__ imports this module
+import landsight.cli.segment as segment
 from landsight.cli.options import (
     AssetOpt,
     CalibrationMethodOpt,
@@ -32,6 +35,8 @@ from landsight.cli.options import (
 )
 from landsight.console import emit, emit_quantization, err, note_skipped, out
 from landsight.errors import LandsightError
+from landsight.outputs import Output
+from landsight.ranges import option_range
 from landsight.runconfig import configurable
 
 app = typer.Typer(
@@ -74,7 +79,10 @@ def _root(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"bundle": "BUNDLE", "calibration": "--calibration", "test": "--test", "labels": "--labels"},
+    outputs={"out_": ("--out", "bundle")},
+)
 def quantize(
     bundle: Annotated[Path, typer.Argument(help="Float32 bundle folder or zip (classification or segmentation).")],
     out_: Annotated[Path, typer.Option("--out", help="Quantized bundle folder to write.")] = Path(
@@ -125,6 +133,10 @@ def quantize(
 
 
 @segment.app.command("quantize", hidden=True, deprecated=True)
+@configurable(
+    inputs={"bundle": "BUNDLE", "calibration": "--calibration", "images": "--images", "labels": "--labels"},
+    outputs={"out_": ("--out", "bundle")},
+)
 def segment_quantize(
     bundle: Annotated[Path, typer.Argument(help="Float32 segmentation bundle folder or zip.")],
     out_: Annotated[Path, typer.Option("--out", help="Quantized bundle folder to write.")] = Path(
@@ -151,7 +163,9 @@ def segment_quantize(
 
 
 @app.command()
-@configurable
+@configurable(
+    outputs={"plot": ("--plot", "file")},
+)
 def runs(
     sort: Annotated[str, typer.Option(help="Column or metric to sort by.")] = "started",
     ascending: Annotated[bool, typer.Option("--ascending", help="Sort ascending (default: descending).")] = False,
@@ -168,7 +182,7 @@ def runs(
     fmt: FormatOpt = "table",
 ) -> None:
     """List recorded runs (sortable by any metric; --format json gives every parameter and metric)."""
-    from landsight.runs import TABLE_COLUMNS, list_runs, plot_curves
+    from landsight.results.runs import TABLE_COLUMNS, list_runs, plot_curves
 
     table = list_runs(tracking_uri=tracking_uri, sort=sort, ascending=ascending, details=fmt != "table")
     if compare:
@@ -188,12 +202,16 @@ def runs(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"bundle": "BUNDLE"},
+)
 def serve(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip to serve.")],
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 for all (containers).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes, each with its own model.")] = 1,
+    port: Annotated[int, typer.Option(help="TCP port.", **option_range("port"))] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="uvicorn worker processes, each with its own model.", **option_range("workers"))
+    ] = 1,
     batching: Annotated[
         bool | None, typer.Option("--batching/--no-batching", help="Micro-batch concurrent requests [on].")
     ] = None,
@@ -204,6 +222,13 @@ def serve(
     max_pixels: Annotated[int | None, typer.Option(help="Largest image, pixels [40e6].")] = None,
     max_decode_bytes: Annotated[
         int | None, typer.Option(help="Largest estimated decoding memory per image, bytes [512 MiB].")
+    ] = None,
+    max_decode_total_bytes: Annotated[
+        int | None,
+        typer.Option(help="Decoding memory of all requests together per process, bytes [1 GiB]; 503 when full."),
+    ] = None,
+    decode_wait_s: Annotated[
+        float | None, typer.Option(help="Seconds a request waits for decoding memory before 503 [5].")
     ] = None,
     max_batch_files: Annotated[int | None, typer.Option(help="Most files per /predict/batch [64].")] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per forward pass [1].")] = None,
@@ -225,6 +250,8 @@ def serve(
         "max_body_bytes": max_body_bytes,
         "max_pixels": max_pixels,
         "max_decode_bytes": max_decode_bytes,
+        "max_decode_total_bytes": max_decode_total_bytes,
+        "decode_wait_s": decode_wait_s,
         "max_batch_files": max_batch_files,
         "threads": threads,
         "batch_workers": batch_workers,
@@ -240,11 +267,16 @@ def serve(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"raster": "RASTER"},
+    outputs={"out_": ("--out", "tiles")},
+)
 def tile(
     raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...) or a STAC JSON.")],
     out_: Annotated[Path, typer.Option("--out", help="Folder for the tiles.")] = Path("tiles"),
-    size: Annotated[int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).")] = 256,
+    size: Annotated[
+        int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).", **option_range("size"))
+    ] = 256,
     asset: AssetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -257,7 +289,12 @@ def tile(
 
 
 @app.command("map")
-@configurable
+@configurable(
+    inputs={"predictions": "PREDICTIONS", "reference": "--reference", "compare": "--compare"},
+    outputs={"out_": ("--out", "file"), "png": ("--png", "file"), "change_out": ("--change-out", "file")},
+    derived=lambda v: [Output(Path(v["change_out"]).with_name(f"{Path(v['change_out']).stem}_transitions.csv"),
+                              "--change-out (transitions)")] if v.get("change_out") else [],
+)
 def map_(
     predictions: Annotated[Path, typer.Argument(help="Predictions .parquet / .csv with bounds and CRS.")],
     out_: Annotated[Path | None, typer.Option("--out", help="Interactive HTML map to write (offline).")] = Path(
@@ -278,7 +315,7 @@ def map_(
     fmt: FormatOpt = "table",
 ) -> None:
     """Map predicted classes tile by tile (HTML + optional PNG), with reference and change layers."""
-    from landsight.maps import prediction_map
+    from landsight.results.maps import prediction_map
 
     result = prediction_map(
         predictions, out_, png=png, reference=reference, compare=compare, basemap=basemap, attribution=attribution,
@@ -292,7 +329,7 @@ def map_(
             err().print(f"map: [bold]{path}[/bold]")
     change = result.change
     if change is not None:
-        from landsight.change import write_change
+        from landsight.results.change import write_change
 
         transitions = change.transitions.rename(columns={"count": "tiles"})
         emit(transitions, fmt, title=f"{change.n_changed} of {len(change.table)} tiles changed class")
@@ -302,26 +339,36 @@ def map_(
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"source": "SOURCE"},
+    outputs={"out_": ("--out", "file")},
+)
 def report(
     source: Annotated[str, typer.Argument(help="Bundle folder / zip, or an MLflow run id (prefix).")],
     out_: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")] = Path("report.html"),
-    n_wrong: Annotated[int, typer.Option(help="Most confidently wrong images to show.")] = 12,
+    n_wrong: Annotated[
+        int, typer.Option(help="Most confidently wrong images to show.", **option_range("n_wrong"))
+    ] = 12,
     tracking_uri: TrackingOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a self-contained HTML report of a run or a bundle."""
-    from landsight.report import build_report
+    from landsight.results.report import build_report
 
     path = build_report(source, out_, tracking_uri=tracking_uri, n_wrong=n_wrong, overwrite=overwrite)
     err().print(f"report: [bold]{path}[/bold]")
 
 
 @app.command()
-@configurable
+@configurable(
+    inputs={"data": "DATA"},
+    outputs={"report_csv": ("--report", "file"), "move_to": ("--move-to", "destination")},
+)
 def dedup(
     data: Annotated[list[str], typer.Argument(help="Folders, globs or list files; several = splits (train test).")],
-    threshold: Annotated[int, typer.Option(help="Largest Hamming distance of near-duplicates, bits of 64.")] = 4,
+    threshold: Annotated[
+        int, typer.Option(help="Largest Hamming distance of near-duplicates, bits of 64.", **option_range("threshold"))
+    ] = 4,
     method: Annotated[str, typer.Option(help="phash | dhash | ahash | whash")] = "phash",
     report_csv: Annotated[Path | None, typer.Option("--report", help="Write the groups to this CSV.")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Delete all but one image of each group.")] = False,
@@ -333,8 +380,8 @@ def dedup(
     fmt: FormatOpt = "table",
 ) -> None:
     """Find near-duplicate images (perceptual hash); remove or move them only when asked."""
-    from landsight.dedup import apply_removal, find_duplicates, plan_removal
     from landsight.outputs import atomic_path, check_output
+    from landsight.results.dedup import apply_removal, find_duplicates, plan_removal
 
     if remove and move_to is not None:
         raise typer.BadParameter("give --remove or --move-to, not both")
@@ -373,15 +420,61 @@ def dedup(
 app.add_typer(segment.app, name="segment")
 
 
-def main() -> None:
-    """Console-script entry point: exit 2 with one line for a user error, 3 when inputs were skipped."""
-    from landsight.console import EXIT_PARTIAL, EXIT_USER_ERROR, skipped_count
+class Interrupted(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """SIGINT or SIGTERM: unwinds every ``finally`` (temporary files removed), then :func:`main` exits.
 
+    A ``BaseException``, so no ``except Exception`` on the way swallows it, and Click does not
+    turn it into its own "Aborted!".
+    """
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, ``timeout``, SLURM, Kubernetes) is handled like Ctrl-C: clean up, then exit."""
+    raise Interrupted(signum)
+
+
+#: Exit codes: a user error (bad input, refused output), a failure of the environment, an interrupt.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                       errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                       errno.EPERM: "operation not permitted"}  # fmt: skip
+
+
+def main() -> None:
+    """Console-script entry point: one line for every error the user or the environment can fix.
+
+    Exit codes: 0 success; 1 a bug, or a failure of the environment (full disk); 2 a user error
+    (bad input, a refused output, a read-only or forbidden folder); 3 some inputs skipped;
+    130 / 143 interrupted by SIGINT / SIGTERM, after every temporary file was removed and every
+    existing output left as it was.
+    """
+    import signal
+    import tempfile
+
+    from landsight.console import EXIT_PARTIAL, EXIT_USER_ERROR, skipped_count
+    from landsight.outputs import remove_stale_tmp
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+    remove_stale_tmp(tempfile.gettempdir())  # scratch folders of killed runs
     try:
         app()
     except LandsightError as exc:
         err().print(f"[red]error:[/red] {exc}")
         raise SystemExit(EXIT_USER_ERROR) from None
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+        err().print(f"[red]interrupted[/red] ({signal.Signals(signum).name}); existing outputs left as they were")
+        raise SystemExit(128 + int(signum)) from None
+    except UnicodeDecodeError as exc:
+        err().print(f"[red]error:[/red] a text input is not UTF-8: {exc.reason} at byte {exc.start}")
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        err().print(f"[red]error:[/red] {_ENVIRONMENT_ERRNOS[exc.errno]}{where}; nothing was replaced")
+        raise SystemExit(1 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_USER_ERROR) from None
     except SystemExit as exc:
         if exc.code in (0, None) and skipped_count():
             raise SystemExit(EXIT_PARTIAL) from None

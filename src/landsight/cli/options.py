@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 
 from landsight.console import TABLE_FORMATS
+from landsight.outputs import Output
+from landsight.ranges import option_range
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (results and errors still print).")]
 TrackingOpt = Annotated[
@@ -38,7 +40,9 @@ TrainPrecisionOpt = Annotated[
         "refused beyond --max-drop.",
     ),
 ]
-NCalibrationOpt = Annotated[int, typer.Option(help="Calibration inputs (images, or raster windows).")]
+NCalibrationOpt = Annotated[
+    int, typer.Option(help="Calibration inputs (images, or raster windows).", **option_range("n_calibration"))
+]
 MaxDropOpt = Annotated[
     float, typer.Option(help="Refuse the quantized bundle if held-out accuracy drops more than this, points.")
 ]
@@ -66,7 +70,7 @@ WeightsOpt = Annotated[
     str, typer.Option(help="'imagenet', 'none' (random, explicit) or a .safetensors / state-dict file.")
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.")]
+BatchOpt = Annotated[int, typer.Option(help="Images per forward pass.", **option_range("batch_size"))]
 EngineOpt = Annotated[str, typer.Option(help="local | spark (pyspark; executors need only onnxruntime).")]
 MasterOpt = Annotated[str, typer.Option(help="Spark master with --engine spark: local[*], spark://host:7077, yarn.")]
 ConfOpt = Annotated[list[str] | None, typer.Option("--conf", help="Spark setting KEY=VALUE (--engine spark); repeat.")]
@@ -99,3 +103,17 @@ def number(value: str, name: str) -> float:
 def comma_list(value: str | None) -> list[str] | None:
     """A comma-separated option (``--columns a,b``) as a list; None or empty gives None."""
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def checkpoints_output(out: str | Path, resume: bool) -> Output:
+    """The checkpoint folder ``OUT.checkpoints/`` of a training run, continued with ``--resume``."""
+    return Output(Path(f"{out}.checkpoints"), "--out (OUT.checkpoints)", "checkpoints", resumable=resume)
+
+
+def quantized_output(out: str | Path, precision: str) -> list[Output]:
+    """The quantized copy ``OUT-int8.landsight`` that ``--precision int8|fp16`` writes beside the bundle."""
+    if precision == "fp32":
+        return []
+    from landsight.quantize import quantized_sibling
+
+    return [Output(quantized_sibling(out, precision), f"--precision {precision} (OUT-{precision})", "bundle")]

@@ -16,8 +16,10 @@ from landsight.cli.options import (
     SplitOpt,
     TrackingOpt,
     TrackOpt,
+    checkpoints_output,
 )
 from landsight.console import emit, err, note_skipped, parse_ints
+from landsight.ranges import option_range
 from landsight.runconfig import configurable, record_config
 
 app = typer.Typer(
@@ -36,7 +38,11 @@ AuxOpt = Annotated[
                       "{stem}, {name}, {dir} of each image."),
 ]  # fmt: skip
 WindowOpt = Annotated[
-    int, typer.Option("--window-size", help="Prediction window side in pixels (multiple of 32); bounds memory.")
+    int,
+    typer.Option(
+        "--window-size", help="Prediction window side in pixels (multiple of 32); bounds memory.",
+        **option_range("window_size"),
+    ),
 ]
 
 
@@ -57,7 +63,11 @@ def metrics_table(metrics: dict[str, Any], fmt: str) -> None:
 
 
 @app.command("train")
-@configurable
+@configurable(
+    inputs={"images": "--images", "labels": "--labels", "classes": "--classes"},
+    outputs={"out_": ("--out", "bundle")},
+    derived=lambda v: [checkpoints_output(v["out_"], v["resume"])],
+)
 def train_cmd(
     images: ImagesOpt,
     labels: LabelsOpt = None,
@@ -67,11 +77,13 @@ def train_cmd(
     arch: Annotated[str, typer.Option(help="unet | deeplabv3plus")] = "unet",
     encoder: Annotated[str, typer.Option(help="timm encoder name.")] = "tf_efficientnet_lite0",
     weights: Annotated[str, typer.Option(help="'imagenet', 'none' (random) or a weights file.")] = "imagenet",
-    epochs: int = 8,
-    chip_size: Annotated[int, typer.Option(help="Chip side in pixels (multiple of 32).")] = 128,
-    chips_per_epoch: int = 128,
-    val_chips: int = 16,
-    batch_size: int = 8,
+    epochs: Annotated[int, typer.Option(**option_range("epochs"))] = 8,
+    chip_size: Annotated[
+        int, typer.Option(help="Chip side in pixels (multiple of 32).", **option_range("chip_size"))
+    ] = 128,
+    chips_per_epoch: Annotated[int, typer.Option(**option_range("chips_per_epoch"))] = 128,
+    val_chips: Annotated[int, typer.Option(**option_range("val_chips"))] = 16,
+    batch_size: Annotated[int, typer.Option(help="Chips per training step.", **option_range("batch_size"))] = 8,
     context: Annotated[int | None, typer.Option(help="Loss on the centre CONTEXT pixels of each chip only.")] = None,
     oversample: Annotated[float, typer.Option(help="Fraction of chips centred on rare classes.")] = 0.25,
     loss: Annotated[str, typer.Option(help="ce | weighted_ce | ce+dice | weighted_ce+dice")] = "weighted_ce+dice",
@@ -93,9 +105,9 @@ def train_cmd(
     backbone_lr_mult: float = 1.0,
     val_size: Annotated[float, typer.Option(help="Fraction of pairs held out for validation.")] = 0.2,
     seed: int = 0,
-    devices: Annotated[int, typer.Option(help="Processes / GPUs (DDP when > 1).")] = 1,
-    num_nodes: int = 1,
-    num_workers: int = 0,
+    devices: Annotated[int, typer.Option(help="Processes / GPUs (DDP when > 1).", **option_range("devices"))] = 1,
+    num_nodes: Annotated[int, typer.Option(**option_range("num_nodes"))] = 1,
+    num_workers: Annotated[int, typer.Option(help="DataLoader workers.", **option_range("num_workers"))] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT.checkpoints/last.ckpt.")] = False,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
@@ -127,7 +139,11 @@ def train_cmd(
 
 
 @app.command("predict")
-@configurable
+@configurable(
+    inputs={"bundle": "BUNDLE", "raster": "RASTER"},
+    outputs={"out_": ("--out", "file"), "probabilities": ("--probabilities", "file"), "vector": ("--vector", "file"),
+             "stats": ("--stats", "file")},
+)
 def predict_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     raster: Annotated[Path, typer.Argument(help="Raster to map (any size).")],
@@ -135,7 +151,7 @@ def predict_cmd(
     probabilities: Annotated[Path | None, typer.Option(help="Also write per-class probabilities here.")] = None,
     cog: Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFFs.")] = False,
     window_size: WindowOpt = 576,
-    batch_size: Annotated[int, typer.Option(help="Windows per inference call.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Windows per inference call.", **option_range("batch_size"))] = 2,
     tta: TtaOpt = False,
     aux_rasters: AuxOpt = None,
     vector: Annotated[
@@ -171,7 +187,10 @@ def predict_cmd(
 
 
 @app.command("evaluate")
-@configurable
+@configurable(
+    inputs={"bundle": "BUNDLE", "images": "--images", "labels": "--labels"},
+    outputs={"out_": ("--out", "evaluation")},
+)
 def evaluate_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     images: ImagesOpt,

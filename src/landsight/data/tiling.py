@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from landsight.errors import DataNotFoundError, LandsightValueError
-from landsight.outputs import atomic_path, check_output
+from landsight.outputs import Output, OutputPlan, check_plan, staged_folder
 
 
 @dataclass
@@ -54,11 +54,12 @@ def cut_tiles(
             Cloud Optimized GeoTIFF (read window by window); or a STAC Item / Catalog /
             ItemCollection JSON (file or URL, :mod:`landsight.data.stac`): each Item's asset is
             cut, into ``<prefix>_<item id>_<row>_<col>.tif`` when there are several Items.
-        out: Folder for the tiles (created).
+        out: Folder for the tiles: a landsight tiles folder (it holds a manifest), written whole
+            at the end (group commit).
         size: Tile side in pixels (>= 1).
         prefix: File-name prefix.
-        overwrite: Replace tiles of the same names already in ``out`` (otherwise refused before
-            anything is written).
+        overwrite: Replace an earlier tiles folder at ``out`` whole (never one with files landsight
+            did not write; otherwise refused before anything is written).
         asset: STAC asset key (``None`` = the first raster asset with role ``"data"`` or type
             ``image/tiff``); only for a STAC ``raster``.
 
@@ -67,28 +68,40 @@ def cut_tiles(
 
     Raises:
         DataNotFoundError: ``raster`` does not exist.
-        LandsightValueError: ``size`` < 1 or larger than the raster, or ``out`` holds the raster;
+        LandsightValueError: ``size`` < 1 or larger than the raster, or ``out`` is, holds or lies in the raster;
             a STAC source without the asset; ``asset`` given for a plain raster.
-        OutputExistsError: A tile file exists and ``overwrite`` is False.
+        OutputExistsError: ``out`` exists and ``overwrite`` is False, or it is not a tiles folder
+            landsight made.
     """
-    import rasterio
-    from rasterio.windows import Window, bounds
-
     from landsight.data.stac import is_stac_source, stac_items
 
     if is_stac_source(raster):
         items = stac_items(raster, asset)
-        if len(items) == 1:
-            return cut_tiles(items[0].href, out, size=size, prefix=prefix, overwrite=overwrite)
-        return [t for it in items for t in cut_tiles(it.href, out, size=size, prefix=f"{prefix}_{it.item_id}",
-                                                     overwrite=overwrite)]  # fmt: skip
-    if asset is not None:
-        raise LandsightValueError(f"asset={asset!r} applies to a STAC JSON source, not {str(raster)!r}; drop asset=")
-    remote = "://" in str(raster)
-    src_path = str(raster) if remote else Path(raster)
-    if not remote and not Path(src_path).is_file():
-        raise DataNotFoundError(f"raster {str(src_path)!r} does not exist")
+        sources = [(it.href, prefix if len(items) == 1 else f"{prefix}_{it.item_id}") for it in items]
+    else:
+        if asset is not None:
+            raise LandsightValueError(
+                f"asset={asset!r} applies to a STAC JSON source, not {str(raster)!r}; drop asset="
+            )
+        if "://" not in str(raster) and not Path(raster).is_file():
+            raise DataNotFoundError(f"raster {str(raster)!r} does not exist")
+        sources = [(str(raster), prefix)]
     out_dir = Path(out)
+    local = [("raster", Path(src)) for src, _ in sources if "://" not in src]
+    check_plan(OutputPlan("tile", inputs=local, outputs=[Output(out_dir, "out", "tiles")], overwrite=overwrite))
+    tiles: list[RasterTile] = []
+    # group commit: the folder is replaced whole, so no tile of an earlier run survives beside the new ones
+    with staged_folder(out_dir, "tiles", overwrite=overwrite) as stage:
+        for src_path, name in sources:
+            tiles += _cut(src_path, stage, out_dir, size=size, prefix=name)
+    return tiles
+
+
+def _cut(src_path: str, stage: Path, out_dir: Path, *, size: int, prefix: str) -> list[RasterTile]:
+    """Write one raster's tiles into ``stage``; the returned paths are their final ones in ``out_dir``."""
+    import rasterio
+    from rasterio.windows import Window, bounds
+
     tiles: list[RasterTile] = []
     with rasterio.open(src_path) as src:
         if not 1 <= size <= min(src.width, src.height):
@@ -96,20 +109,14 @@ def cut_tiles(
                 f"tile size must be in [1, {min(src.width, src.height)}] for {str(src_path)!r} "
                 f"({src.width} x {src.height} px), got {size!r}"
             )
-        names = [out_dir / f"{prefix}_{r}_{c}.tif" for r in range(src.height // size) for c in range(src.width // size)]
-        for path in names:
-            check_output(path, inputs=[src_path], overwrite=overwrite, what="tile")
-        out_dir.mkdir(parents=True, exist_ok=True)
         profile = src.profile | {"driver": "GTiff", "width": size, "height": size}
         for key in ("blockxsize", "blockysize", "tiled"):
             profile.pop(key, None)
         for r in range(src.height // size):
             for c in range(src.width // size):
                 window = Window(c * size, r * size, size, size)
-                path = out_dir / f"{prefix}_{r}_{c}.tif"
-                with atomic_path(path) as tmp, rasterio.open(
-                    tmp, "w", **(profile | {"transform": src.window_transform(window)})
-                ) as dst:
+                name = f"{prefix}_{r}_{c}.tif"
+                with rasterio.open(stage / name, "w", **(profile | {"transform": src.window_transform(window)})) as dst:
                     dst.write(src.read(window=window))
-                tiles.append(RasterTile(path, r, c, window, tuple(bounds(window, src.transform))))
+                tiles.append(RasterTile(out_dir / name, r, c, window, tuple(bounds(window, src.transform))))
     return tiles

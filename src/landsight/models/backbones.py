@@ -30,6 +30,9 @@ from landsight.cache import file_digest
 from landsight.data.preprocessing import Preprocessing
 from landsight.errors import LandsightValueError, WeightsUnavailableError
 
+#: The test-time augmentation modes (:data:`landsight.recipe.TTA_MODES`) a classification graph implements.
+SUPPORTED_TTA: tuple[str, ...] = ("none", "rot4")
+
 if TYPE_CHECKING:
     import torch
 

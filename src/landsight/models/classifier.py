@@ -188,10 +188,10 @@ def with_tta(classifier: ImageClassifier, tta: str) -> nn.Module:
     Raises:
         LandsightValueError: Unknown ``tta``.
     """
+    from landsight.models.backbones import SUPPORTED_TTA
     from landsight.models.modules import RotationAverage
+    from landsight.recipe import check_tta
 
-    if tta == "none":
+    if check_tta(tta, SUPPORTED_TTA, task="classification") == "none":
         return classifier
-    if tta != "rot4":
-        raise LandsightValueError(f"tta must be 'none' or 'rot4', got {tta!r}")
     return nn.Sequential(RotationAverage(classifier.features), classifier.fc)

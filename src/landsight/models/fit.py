@@ -1,20 +1,22 @@
 """Fit a landsight Lightning module: checkpoints every epoch, resume, DDP, per-epoch history.
 
 The training machinery shared by fine-tuning (:mod:`landsight.classify.finetune`) and segmentation
-(:mod:`landsight.segment.train`): Lightning's ``ModelCheckpoint`` keeps ``last.ckpt`` and the
-epoch with the lowest ``val_error`` as ``best.ckpt`` in the checkpoint folder,
-:class:`~landsight.models.fit.EpochHistory` appends ``history.jsonl``, ``resume=True``
-continues from ``last.ckpt``, and ``devices * num_nodes > 1`` trains data-parallel (DDP:
-``ddp_spawn`` on one machine, ``ddp`` when torchrun / SLURM started the processes; Lightning
-gives each process its shard through a ``DistributedSampler``). Mixed precision on a GPU.
+(:mod:`landsight.segment.train`), for any :class:`~landsight.models.task.TaskModule`:
+Lightning's ``ModelCheckpoint`` keeps ``last.ckpt`` and the epoch with the lowest ``val_error``
+as ``best.ckpt`` in the checkpoint folder, :class:`~landsight.models.fit.EpochHistory` appends
+``history.jsonl``, ``resume=True`` continues from ``last.ckpt``, and ``devices * num_nodes > 1``
+trains data-parallel (DDP: ``ddp_spawn`` on one machine, ``ddp`` when torchrun / SLURM started
+the processes; Lightning gives each process its shard through a ``DistributedSampler``). Mixed
+precision on a GPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,13 +25,11 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 
 from landsight.errors import LandsightValueError
+from landsight.models.task import SCHEDULES, TaskModule
 
 HISTORY_FILE = "history.jsonl"
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
 
 _EXTRA_CALLBACKS: ContextVar[tuple[Any, ...]] = ContextVar("landsight_extra_callbacks", default=())
 
@@ -80,151 +80,6 @@ def parse_lr_schedule(spec: str) -> list[float] | str:
     if not values or any(v <= 0 for v in values):
         raise LandsightValueError(f"lr schedule values must be > 0, got {spec!r}")
     return values
-
-
-BATCHNORM_MODES = ("train", "frozen")
-
-
-def freeze_batchnorm_of_frozen(module: nn.Module, *, every: bool = False) -> None:
-    """Put every BatchNorm whose parameters are all frozen (or, with ``every``, all) into eval mode.
-
-    Call after ``.train()``.
-    """
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters(recurse=False))
-            if every or (params and not any(p.requires_grad for p in params)):
-                m.eval()
-
-
-class FinetuneModule(pl.LightningModule):
-    """Lightning module for fine-tuning; logs per-epoch training / validation loss and error %.
-
-    Args:
-        model: The network; ``(N, ...)`` input -> ``(N, K)`` logits. For cached-feature ``last``
-            training this is the final layer alone, taking ``(N, D)`` features.
-        backbone_params: Backbone parameters that learn (empty for ``last``).
-        head_params: Final-layer parameters.
-        optimizer: ``"sgd"`` (momentum SGD with L2 weight decay) or ``"adamw"``.
-        lr: Final-layer learning rate (the first value of an explicit schedule list).
-        lr_schedule: ``"constant"``, ``"cosine"``, ``"onecycle"`` or a per-epoch list.
-        backbone_lr_mult: Backbone learning rate = ``lr * backbone_lr_mult``.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty (SGD) or decoupled weight decay (AdamW).
-        epochs: Planned epochs (for cosine / one-cycle).
-        steps_per_epoch: Optimiser steps per epoch (for one-cycle).
-        augment: A callable applied to each training batch on the device, or ``None``.
-        batchnorm: ``"train"``: BatchNorm layers that learn normalise with batch statistics and
-            update their running statistics; ``"frozen"``: every BatchNorm keeps its running
-            statistics (eval mode) while its scale and shift still learn, so the features a
-            head was fitted on stay the features it is trained on (used with a probe-initialised
-            head; as detectron2's ``FrozenBatchNorm2d`` for small batches).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        backbone_params: Sequence[nn.Parameter],
-        head_params: Sequence[nn.Parameter],
-        *,
-        optimizer: str = "sgd",
-        lr: float = 0.01,
-        lr_schedule: list[float] | str = "constant",
-        backbone_lr_mult: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        epochs: int = 10,
-        steps_per_epoch: int = 1,
-        augment: Any = None,
-        batchnorm: str = "train",
-    ) -> None:
-        super().__init__()
-        if batchnorm not in BATCHNORM_MODES:
-            raise LandsightValueError(f"batchnorm must be one of {list(BATCHNORM_MODES)}, got {batchnorm!r}")
-        if optimizer not in OPTIMIZERS:
-            raise LandsightValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-        self.model = model
-        self._backbone_params = list(backbone_params)
-        self._head_params = list(head_params)
-        self.optimizer_name, self.lr, self.lr_schedule = optimizer, lr, lr_schedule
-        self.backbone_lr_mult, self.momentum, self.weight_decay = backbone_lr_mult, momentum, weight_decay
-        self.epochs, self.steps_per_epoch = epochs, max(1, steps_per_epoch)
-        self.augment = augment
-        self.batchnorm = batchnorm
-        self.loss_fn = nn.CrossEntropyLoss()
-        self._epoch_start = 0.0
-        self._epoch_samples = 0
-        self.epoch_lr = lr
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the wrapped model."""
-        return self.model(x)
-
-    def on_train_epoch_start(self) -> None:
-        """Set train mode (frozen BatchNorm stays in eval) and start the epoch clock."""
-        import time
-
-        self.model.train()  # backbones arrive in eval mode; Lightning keeps per-module modes
-        freeze_batchnorm_of_frozen(self.model, every=self.batchnorm == "frozen")
-        self._epoch_start, self._epoch_samples = time.perf_counter(), 0
-        self.epoch_lr = float(self.trainer.optimizers[0].param_groups[-1]["lr"])  # before the scheduler steps
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        if stage == "train" and self.augment is not None:
-            x = self.augment(x)
-        logits = self(x)
-        loss = self.loss_fn(logits, y)
-        error = (logits.argmax(1) != y).float().mean() * 100
-        n = y.shape[0]
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
-        self.log(f"{stage}_error", error, on_step=False, on_epoch=True, sync_dist=True, batch_size=n, prog_bar=True)
-        return loss
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Augment (if set), forward, log loss and error %."""
-        self._epoch_samples += int(batch[1].shape[0]) * max(1, self.trainer.world_size)
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """Forward held-out images, log loss and error %."""
-        self._step(batch, "val")
-
-    def epoch_throughput(self) -> tuple[float, float]:
-        """Seconds since the current epoch started and training samples/s over all processes."""
-        import time
-
-        seconds = time.perf_counter() - self._epoch_start
-        return seconds, self._epoch_samples / max(seconds, 1e-9)
-
-    def configure_optimizers(self) -> Any:
-        """Optimiser with head / backbone parameter groups and the chosen schedule."""
-        lr0 = self.lr_schedule[0] if isinstance(self.lr_schedule, list) else self.lr
-        groups = [{"params": self._head_params, "lr": lr0}]
-        if self._backbone_params:
-            groups.insert(0, {"params": self._backbone_params, "lr": lr0 * self.backbone_lr_mult})
-        if self.optimizer_name == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(
-                groups, lr=lr0, momentum=self.momentum, weight_decay=self.weight_decay
-            )
-        else:
-            opt = torch.optim.AdamW(groups, lr=lr0, weight_decay=self.weight_decay)
-        schedule = self.lr_schedule
-        if isinstance(schedule, list):
-            values = schedule
-            sched: Any = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: values[min(e, len(values) - 1)] / values[0])
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt,
-                max_lr=[g["lr"] for g in groups],
-                total_steps=self.epochs * self.steps_per_epoch,
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        return opt
 
 
 class ReleaseProcessGroup(pl.Callback):
@@ -320,6 +175,69 @@ def read_history(path: str | Path) -> list[dict[str, float]]:
     return [rows[e] for e in sorted(rows)]
 
 
+#: Names a run writes into its checkpoint folder (``OUT.checkpoints/``), as manifest patterns.
+CHECKPOINT_FILES = ("*.ckpt", "*.ckpt.tmp", HISTORY_FILE, "lightning_logs/*", "*.json", "*.npy", "*.npz", "trunk/*")
+
+
+#: The identity record of a run, in its checkpoint folder: what a ``--resume`` must match.
+IDENTITY_FILE = "run.json"
+
+
+def data_fingerprint(rows: Iterable[tuple[str, str]]) -> str:
+    """A short digest of a training set: its (input path, label) rows, in any order.
+
+    Args:
+        rows: ``(image or raster path, label or label-raster path)`` of the training and
+            validation inputs.
+
+    Returns:
+        16 hex digits of the SHA-256 of the sorted rows.
+    """
+    digest = hashlib.sha256()
+    for path, label in sorted((str(p), str(y)) for p, y in rows):
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def check_resume(ckpt_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse, in one line, a ``--resume`` of a checkpoint that belongs to another run or is unreadable.
+
+    Args:
+        ckpt_dir: The checkpoint folder (``OUT.checkpoints/``).
+        identity: What this run is: task, data fingerprint, classes, retraining depth,
+            backbone, bands (JSON values).
+
+    Raises:
+        LandsightValueError: No identity record, a mismatch (naming what differs), or a
+            ``last.ckpt`` that cannot be read as a checkpoint.
+    """
+    record = ckpt_dir / IDENTITY_FILE
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise LandsightValueError(
+            f"--resume: {str(record)!r} is missing or unreadable, so the checkpoint cannot be matched to this run; "
+            "pass --overwrite to start over"
+        ) from None
+    differ = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} then, {identity.get(k)!r} now" for k in differ[:3])
+        raise LandsightValueError(
+            f"--resume: the checkpoint in {str(ckpt_dir)!r} belongs to another run ({shown}); "
+            "pass --overwrite to start over, or give the same data and options"
+        )
+    last = ckpt_dir / "last.ckpt"
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise ValueError("no state_dict")
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is the same message
+        raise LandsightValueError(
+            f"--resume: {str(last)!r} cannot be read as a checkpoint ({type(exc).__name__}); "
+            "pass --overwrite to start over"
+        ) from None
+
+
 def check_run_outputs(out: str | Path, *, resume: bool, overwrite: bool) -> Path:
     """Check, before training, the bundle folder and the checkpoint folder ``<out>.checkpoints/``.
 
@@ -348,12 +266,18 @@ def check_run_outputs(out: str | Path, *, resume: bool, overwrite: bool) -> Path
             f"checkpoint folder {str(ckpt_dir)!r} holds an earlier run; pass --resume to continue it "
             "or --overwrite to delete it and start over"
         )
+    if overwrite and not resume and ckpt_dir.exists():
+        from landsight.outputs import owned_folder
+
+        problem = owned_folder(ckpt_dir)
+        if problem is not None:
+            raise OutputExistsError(f"checkpoint folder {problem}; --overwrite replaces only what landsight made")
     check_bundle_out(out, overwrite=overwrite or resume)
     return ckpt_dir
 
 
 def fit_module(
-    module: Any,
+    module: TaskModule,
     train_loader: Any,
     val_loader: Any,
     *,
@@ -368,12 +292,13 @@ def fit_module(
     gradient_clip: float | None = None,
     monitor: str = "val_error",
     mode: str = "min",
+    identity: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train ``module`` with Lightning and load its best epoch's weights into ``module.model``.
 
     Args:
-        module: A :class:`~landsight.models.fit.FinetuneModule` (or subclass) that logs
-            ``val_error`` each epoch and holds the network as ``model``.
+        module: A :class:`~landsight.models.task.TaskModule` subclass that logs ``monitor``
+            each epoch and holds the network as ``model``.
         train_loader: ``torch.utils.data.DataLoader`` of training batches (shuffled).
         val_loader: ``DataLoader`` of validation batches.
         ckpt_dir: Checkpoint folder; emptied first unless ``resume`` (the caller has checked
@@ -389,15 +314,23 @@ def fit_module(
         monitor: Logged validation metric that picks the best epoch (and stops early), e.g.
             ``"val_miou"`` for segmentation.
         mode: ``"min"`` (an error) or ``"max"`` (an accuracy / IoU) for ``monitor``.
+        identity: What this run is (:func:`check_resume`): written to ``OUT.checkpoints/run.json``
+            by a fresh run, and checked by a resumed one before any training.
 
     Returns:
         A :class:`FitResult`.
     """
     from landsight.distributed import launched_externally
+    from landsight.outputs import mark_folder, write_json
 
+    if resume and identity is not None:
+        check_resume(ckpt_dir, identity)
     if not resume and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and identity is not None:
+        write_json(ckpt_dir / IDENTITY_FILE, identity)
+    mark_folder(ckpt_dir, "checkpoints", patterns=CHECKPOINT_FILES)  # what Lightning writes later is ours too
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1
     )

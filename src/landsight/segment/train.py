@@ -1,7 +1,7 @@
 """Train a segmentation network on raster pairs and write a segmentation bundle.
 
 The training loop is the fine-tuning machinery (:func:`landsight.models.fit.fit_module`, shared
-with :mod:`landsight.classify.finetune`): :class:`~landsight.models.fit.FinetuneModule`
+with :mod:`landsight.classify.finetune`): :class:`~landsight.models.task.TaskModule`
 (optimisers, schedules, discriminative learning rates: encoder at ``lr * backbone_lr_mult``),
 :class:`~landsight.models.fit.EpochHistory` (per-epoch ``history.jsonl``), Lightning
 checkpoints every epoch in ``<out>.checkpoints/`` (``resume=True`` continues), DDP over
@@ -41,8 +41,9 @@ import torch
 
 from landsight.bundle import BUNDLE_FILE
 from landsight.errors import LandsightValueError
-from landsight.models.fit import FinetuneModule
+from landsight.models.task import BATCH_SIZE_KEY, TaskModule
 from landsight.outputs import write_json
+from landsight.recipe import run_params
 from landsight.segment.classmap import IGNORE_INDEX
 
 LOSSES = ("ce", "weighted_ce", "ce+dice", "weighted_ce+dice")
@@ -71,20 +72,21 @@ def class_weights(counts: Sequence[int] | np.ndarray, *, power: float = 0.5, cap
     return w.astype(np.float32)
 
 
-class SegmentationModule(FinetuneModule):
-    """:class:`~landsight.models.fit.FinetuneModule` with a per-pixel loss and validation mean IoU.
+class SegmentationModule(TaskModule):
+    """:class:`~landsight.models.task.TaskModule` with a per-pixel loss and validation mean IoU.
 
-    Batches are ``(x, y)``: float32 ``(N, C, H, W)`` raw band values and int64 ``(N, H, W)``
-    class indices; pixels equal to :data:`IGNORE_INDEX` are left out of the loss, the error and
-    the IoU. Logs ``{stage}_loss``, ``{stage}_error`` (%) and, per validation epoch, ``val_miou``.
+    Batches are ``{"image": x, "mask": y}``: float32 ``(N, C, H, W)`` raw band values and int64
+    ``(N, H, W)`` class indices; pixels equal to :data:`IGNORE_INDEX` are left out of the loss,
+    the error and the IoU. Logs ``{stage}_loss``, ``{stage}_error`` (%, both averaged over the
+    counted pixels) and, per validation epoch, ``val_miou``.
 
     Args:
-        *args: Positional arguments of ``FinetuneModule`` (model, encoder and head parameters).
+        *args: Positional arguments of ``TaskModule`` (model, encoder and head parameters).
         num_classes: K (for the validation confusion matrix).
         loss: One of :data:`LOSSES`.
         weights: ``(K,)`` cross-entropy class weights (the ``weighted_*`` losses; see
             :func:`class_weights`).
-        **kwargs: Keyword arguments of ``FinetuneModule``.
+        **kwargs: Keyword arguments of ``TaskModule``.
 
     Raises:
         LandsightValueError: Unknown loss, or a weighted loss without weights.
@@ -128,8 +130,18 @@ class SegmentationModule(FinetuneModule):
         miou = (tp[present] / union[present]).mean() if bool(present.any()) else torch.tensor(0.0)
         self.log("val_miou", miou.float(), on_step=False, on_epoch=True, sync_dist=False, prog_bar=True)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
+    def step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        """Per-pixel loss and error % of a batch; in validation, add to the confusion matrix.
+
+        Args:
+            batch: ``"image"`` float32 ``(N, C, H, W)`` and ``"mask"`` int64 ``(N, H, W)``.
+            stage: ``"train"``, ``"val"`` (confusion matrix for ``val_miou``) or ``"test"``.
+
+        Returns:
+            ``{"loss", "error", "batch_size"}``: scalar loss, scalar error in % of the counted
+            pixels, and the counted pixels (at least 1), which weigh the batch in the epoch means.
+        """
+        x, y = batch["image"], batch["mask"]
         logits = self(x)
         counted = y != IGNORE_INDEX
         n_counted = counted.sum()
@@ -146,10 +158,7 @@ class SegmentationModule(FinetuneModule):
             k = self.num_classes
             counts = torch.bincount(y[counted] * k + pred[counted], minlength=k * k)
             self._confusion = counts if self._confusion is None else self._confusion + counts
-        n = int(n_counted.item()) or 1
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
-        self.log(f"{stage}_error", error, on_step=False, on_epoch=True, sync_dist=True, batch_size=n, prog_bar=True)
-        return loss
+        return {"loss": loss, "error": error, BATCH_SIZE_KEY: n_counted.clamp(min=1)}
 
 
 @dataclass
@@ -295,16 +304,10 @@ def train_segmentation(
     if early_stopping is not None and early_stopping < 1:
         raise LandsightValueError(f"early_stopping must be >= 1 epochs (or None), got {early_stopping!r}")
     ckpt_dir = check_run_outputs(out, resume=resume, overwrite=overwrite)
-    params = {
-        "images": str(images), "labels": str(labels), "classes": "dict" if isinstance(classes, dict) else str(classes),
-        "bands": bands, "arch": arch, "encoder": encoder, "weights": weights, "epochs": epochs, "chip_size": chip_size,
-        "chips_per_epoch": chips_per_epoch, "batch_size": batch_size, "context": context, "oversample": oversample,
-        "augment": augment, "optimizer": optimizer, "lr": lr, "lr_schedule": lr_schedule,
-        "backbone_lr_mult": backbone_lr_mult, "weight_decay": weight_decay, "val_size": val_size,
-        "random_state": random_state, "devices": devices, "num_nodes": num_nodes, "out": str(out),
-        "loss": loss, "early_stopping": early_stopping, "aux_rasters": aux_rasters,
-        "split": split, "block_size": block_size, "group": group,
-    }  # fmt: skip
+    params = run_params(
+        train_segmentation, locals(),
+        exclude=("progress", "track", "tracking_uri", "overwrite", "resume", "num_workers", "val_chips"),
+    )
     started = time.perf_counter()
     with tracked_run("segment-train", params, tracking_uri=tracking_uri, enabled=track) as run:
         result = _train(
@@ -370,7 +373,7 @@ def _train(
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from landsight.models.fit import fit_module, parse_lr_schedule, steps_per_epoch
+    from landsight.models.fit import data_fingerprint, fit_module, parse_lr_schedule, steps_per_epoch
     from landsight.segment.auxiliary import AuxSpec, aux_path, scan_codes
     from landsight.segment.chips import ChipDataset, class_pixels
     from landsight.segment.classmap import load_class_map
@@ -420,6 +423,9 @@ def _train(
         DataLoader(val_set, shuffle=False, **loader_args),
         ckpt_dir=ckpt_dir, epochs=epochs, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
         resume=resume, progress=progress, early_stopping=early_stopping, monitor="val_miou", mode="max",
+        identity={"task": "segmentation", "backbone": f"{arch}:{encoder}", "bands": list(band_list or []),
+                  "classes": class_map.names, "aux_rasters": aux_rasters,
+                  "data": data_fingerprint((q.image, q.label) for q in [*train_pairs, *val_pairs])},
     )  # fmt: skip
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle and evaluates

@@ -21,6 +21,7 @@ _API = {
     "run": "landsight.serve.app",
     "ServeSettings": "landsight.serve.settings",
     "MicroBatcher": "landsight.serve.batching",
+    "DecodeBudget": "landsight.serve.budget",
 }
 
 __all__ = list(_API)

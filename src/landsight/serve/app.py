@@ -23,7 +23,10 @@ Bad input answers 4xx with ``{"detail": ..., "error": ...}`` and the server keep
 body, 413 body / image / batch too large (images are checked from their header, before decoding,
 against ``max_pixels`` and the decoding-memory budget ``max_decode_bytes``), 415 unsupported
 ``Content-Type``, 422 unreadable image (with the reader's reason) or invalid request, 404 unknown
-model.
+model. Decoding is also bounded for the whole process: every request reserves its image's
+estimated decoding memory in a :class:`~landsight.serve.budget.DecodeBudget` of
+``max_decode_total_bytes`` before decoding, and answers 503 ``server_busy`` with a ``Retry-After``
+header when no room frees up within ``decode_wait_s`` seconds.
 
 Torch, timm and scikit-learn are never imported here: the service needs the bundle's ONNX graph
 and onnxruntime only.
@@ -246,7 +249,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc.status_code, exc.error, exc.detail)
+        return _error_response(exc.status_code, exc.error, exc.detail, exc.headers)
 
     @app.exception_handler(ImageReadError)
     async def image_error(request: Request, exc: ImageReadError) -> JSONResponse:
@@ -356,7 +359,11 @@ def _add_routes(app: FastAPI, name: str) -> None:  # noqa: C901 - one closure pe
         settings: SettingsDep,
         top_k: TopKQuery = None,
     ) -> BatchResponse:
-        """Classify several images (multipart field `files`); unreadable files get an `error`, not a 4xx."""
+        """Classify several images (multipart field `files`); unreadable files get an `error`, not a 4xx.
+
+        The files are decoded one after the other, each holding its estimate in the decoding
+        budget while it decodes; a budget that stays full answers 503 for the whole request.
+        """
         if len(files) > settings.max_batch_files:
             raise ApiError(
                 413,
@@ -375,6 +382,8 @@ def _add_routes(app: FastAPI, name: str) -> None:  # noqa: C901 - one closure pe
                 items.append(BatchItem(filename=filename, error=exc.reason))
                 continue
             except ApiError as exc:
+                if exc.status_code == 503:  # server busy: the whole request is retried, not one file
+                    raise
                 items.append(BatchItem(filename=filename, error=exc.detail))
                 continue
             ok.append((len(items), resized, image))

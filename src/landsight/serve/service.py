@@ -1,16 +1,19 @@
 """The loaded model behind the scoring service, and what every route shares.
 
 :class:`ModelService` (the bundle, its onnxruntime session, the micro-batcher, decoding under the
-pixel and memory budgets), :class:`ApiError` (an HTTP error answered as JSON), the FastAPI dependencies
-(:func:`get_settings`, :func:`get_service`, overridable in tests with
-``app.dependency_overrides``) and the shared OpenAPI response tables. Both route modules,
+pixel and memory budgets: per image, and process-wide through a
+:class:`~landsight.serve.budget.DecodeBudget`), :class:`ApiError` (an HTTP error answered as
+JSON), the FastAPI dependencies (:func:`get_settings`, :func:`get_service`, overridable in tests
+with ``app.dependency_overrides``) and the shared OpenAPI response tables. Both route modules,
 :mod:`landsight.serve.app` and :mod:`landsight.serve.v2`, import from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +24,7 @@ from fastapi import Path as PathParam
 from landsight.classify.bundle import Bundle, as_bundle
 from landsight.data.readers import ImageHeader, RasterImage, decode_image, peek_image
 from landsight.serve.batching import MicroBatcher
+from landsight.serve.budget import DecodeBudget
 from landsight.serve.schemas import ClassScore, ErrorResponse, Prediction
 from landsight.serve.settings import ServeSettings
 
@@ -37,6 +41,7 @@ __all__ = [
     "get_service",
     "get_settings",
     "model_name",
+    "server_busy",
     "too_many_pixels",
     "too_much_memory",
 ]
@@ -59,14 +64,16 @@ class ApiError(Exception):
         status_code: HTTP status, e.g. 413.
         error: Machine-readable code, e.g. ``"payload_too_large"``.
         detail: What went wrong and how to fix it.
+        headers: Extra response headers, e.g. ``{"Retry-After": "5"}`` with a 503.
 
     """
 
-    def __init__(self, status_code: int, error: str, detail: str) -> None:
+    def __init__(self, status_code: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.error = error
         self.detail = detail
+        self.headers = headers
 
 
 def model_name(path: str | Path) -> str:
@@ -98,6 +105,8 @@ class ModelService:
         settings: Limits and batching.
         batcher: The running micro-batcher, or None when batching is off.
         ready: True once the session is warmed up.
+        budget: The process-wide decoding budget (``settings.max_decode_total_bytes`` bytes),
+            shared by every request to this service; its ``in_use`` and ``peak`` are read-only.
 
     """
 
@@ -107,6 +116,10 @@ class ModelService:
     predict_fn: Callable[[np.ndarray], np.ndarray]
     batcher: MicroBatcher | None = None
     ready: bool = False
+    budget: DecodeBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.budget = DecodeBudget(self.settings.max_decode_total_bytes)
 
     @classmethod
     def load(cls, bundle_path: str | Path, settings: ServeSettings) -> ModelService:
@@ -178,23 +191,63 @@ class ModelService:
             return self.batcher.predict(images)
         return self.predict_fn(images)
 
+    @contextmanager
+    def reserve(self, nbytes: int, what: str) -> Iterator[None]:
+        """Hold ``nbytes`` bytes of the process-wide decoding budget for the ``with`` block.
+
+        Args:
+            nbytes: Estimated decoding memory, in bytes.
+            what: The image or tensor, for messages.
+
+        Yields:
+            None, once the bytes are reserved; they are released when the block ends.
+
+        Raises:
+            ApiError: 413 when ``nbytes`` alone is over ``max_decode_total_bytes``; 503
+                (``server_busy``, with ``Retry-After``) when the budget stayed full for
+                ``decode_wait_s`` seconds.
+
+        """
+        total = self.budget.total
+        if nbytes > total:
+            raise ApiError(
+                413,
+                "image_too_large",
+                f"{what!r} needs about {nbytes} bytes of memory to decode, over the process-wide decoding budget "
+                f"of {total} bytes (max_decode_total_bytes); send a smaller tile or raise "
+                "LANDSIGHT_SERVE_MAX_DECODE_TOTAL_BYTES",
+            )
+        wait = self.settings.decode_wait_s
+        if not self.budget.acquire(nbytes, wait):
+            raise server_busy(what, nbytes, total, wait)
+        try:
+            yield
+        finally:
+            self.budget.release(nbytes)
+
     def decode(self, data: bytes, filename: str) -> tuple[np.ndarray, RasterImage]:
         """Check the pixel and memory limits from the header, then decode and resize one image file.
 
         The header is read without decoding the pixels (:func:`~landsight.data.readers.peek_image`:
         rasterio for TIFFs of any sample type, Pillow for the rest), and the decoder checks the
-        header of what it actually decodes once more (``max_decode_bytes``).
+        header of what it actually decodes once more (``max_decode_bytes``). Decoding and resizing
+        hold the header's estimate (:attr:`~landsight.data.readers.ImageHeader.decode_bytes`) in the
+        process-wide :attr:`budget` (:meth:`reserve`); data whose header neither library reads
+        holds ``min(max_decode_bytes, max_decode_total_bytes)``, the most one image may take.
 
         Args:
             data: The file's bytes.
             filename: Its name, for messages.
 
         Returns:
-            ``(input_h, input_w, C)`` uint8 network input, and the decoded image.
+            ``(input_h, input_w, C)`` uint8 network input, and the decoded image's size and
+            georeference: its ``array`` has shape ``(H, W, 0)``, the pixels being freed once
+            resized (outside the budget, a full-size array must not outlive the decoding).
 
         Raises:
             ApiError: 400 empty data; 413 more than ``max_pixels`` pixels or more than
-                ``max_decode_bytes`` of estimated decoding memory.
+                ``max_decode_bytes`` (or ``max_decode_total_bytes``) of estimated decoding
+                memory; 503 the process-wide budget stayed full for ``decode_wait_s`` seconds.
             ImageReadError: Not an image, truncated, corrupt, or a decompression bomb
                 (:class:`~landsight.errors.ImageTooLargeError` over ``max_decode_bytes``).
 
@@ -208,13 +261,19 @@ class ModelService:
                 raise too_many_pixels(filename, header.pixels, limit)
             if header.decode_bytes > self.settings.max_decode_bytes:
                 raise too_much_memory(filename, header, self.settings.max_decode_bytes)
-        image = decode_image(
-            data, filename, self.bundle.preprocessing.bands, max_decode_bytes=self.settings.max_decode_bytes
-        )
-        h, w = image.array.shape[:2]
-        if h * w > limit:
-            raise too_many_pixels(filename, h * w, limit)
-        return self.bundle.preprocessing.resize(image.array), image
+            need = header.decode_bytes
+        else:  # unknown to both header readers (the decoder will most likely refuse it): the most it may take
+            need = min(self.settings.max_decode_bytes, self.budget.total)
+        with self.reserve(need, filename):
+            image = decode_image(
+                data, filename, self.bundle.preprocessing.bands, max_decode_bytes=self.settings.max_decode_bytes
+            )
+            h, w = image.array.shape[:2]
+            if h * w > limit:
+                raise too_many_pixels(filename, h * w, limit)
+            resized = self.bundle.preprocessing.resize(image.array)
+            image = RasterImage(np.empty((h, w, 0), dtype=np.uint8), image.bounds, image.crs)
+        return resized, image
 
     def prediction(self, filename: str, proba: np.ndarray, image: RasterImage, top_k: int) -> Prediction:
         """Turn one row of probabilities into a :class:`Prediction`.
@@ -251,6 +310,30 @@ def too_many_pixels(filename: str, pixels: int, limit: int) -> ApiError:
         "image_too_large",
         f"{filename!r} has {pixels} pixels, over the limit of {limit} (max_pixels); "
         "send a smaller tile or raise LANDSIGHT_SERVE_MAX_PIXELS",
+    )
+
+
+def server_busy(what: str, nbytes: int, total: int, wait_s: float) -> ApiError:
+    """Return the 503 error (with ``Retry-After``) for ``nbytes`` that found no room in the decoding budget.
+
+    Args:
+        what: The image or tensor.
+        nbytes: Its estimated decoding memory, in bytes.
+        total: The process-wide budget, in bytes (``max_decode_total_bytes``).
+        wait_s: Seconds waited (``decode_wait_s``); ``Retry-After`` is that, rounded up, at least 1.
+
+    Returns:
+        The error to raise.
+
+    """
+    retry = max(1, math.ceil(wait_s))
+    return ApiError(
+        503,
+        "server_busy",
+        f"the server is decoding other images: {what!r} needs about {nbytes} bytes of decoding memory and the "
+        f"process-wide budget of {total} bytes (max_decode_total_bytes) stayed full for {wait_s:g} s "
+        f"(decode_wait_s); retry in {retry} s, or raise LANDSIGHT_SERVE_MAX_DECODE_TOTAL_BYTES",
+        headers={"Retry-After": str(retry)},
     )
 
 
@@ -301,7 +384,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Body, image or batch too large",
         415: "Unsupported Content-Type",
         422: "Unreadable image or invalid request",
-        503: "Model not loaded yet",
+        503: "Model not loaded yet, or the decoding-memory budget stayed full (Retry-After says when to retry)",
     }.items()
 }
 

@@ -40,8 +40,21 @@ class ServeSettings(BaseModel):
             x bands x bytes per sample, plus 3 bytes per pixel, plus 17 more for samples that are
             not 8-bit (see :attr:`landsight.data.readers.ImageHeader.decode_bytes`). The default,
             512 MiB, admits a 40-megapixel 8-bit RGB image or a 4000 x 4000 single-band uint16
-            raster, and refuses a 4000 x 4000 float64 one. Requests decode in parallel threads, so
-            the worst case is this times the number of requests in flight.
+            raster, and refuses a 4000 x 4000 float64 one. Requests decode in parallel threads;
+            ``max_decode_total_bytes`` bounds them together.
+        max_decode_total_bytes: Process-wide decoding budget, in bytes: the estimated decoding
+            memory of all the images one process decodes at the same time (every route: the
+            image of ``/predict``, each file of ``/predict/batch`` in turn, v2 ``BYTES`` images
+            and ``UINT8`` tensors). Each request reserves its image's estimate (the same as
+            ``max_decode_bytes`` checks) before decoding and gives it back after; a request that
+            does not fit waits up to ``decode_wait_s`` for others to finish, then answers 503
+            (``"error": "server_busy"``) with a ``Retry-After`` header, and the server keeps
+            serving. An image whose estimate alone is over this budget answers 413. The default,
+            1 GiB, lets two images at the ``max_decode_bytes`` default decode at once (many more
+            small ones). With ``workers > 1`` every uvicorn process has its own budget.
+        decode_wait_s: Seconds a request waits for room in ``max_decode_total_bytes`` before
+            answering 503 (default 5; 0 does not wait). ``Retry-After`` says the same, rounded up
+            to whole seconds (at least 1).
         max_batch_files: Most files in one ``POST /predict/batch`` request (413 above it).
         top_k: Classes listed in ``top_k`` of a prediction by default (``?top_k=`` overrides it).
         batching: Collect concurrent requests into one forward pass (micro-batching).
@@ -63,6 +76,8 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
     max_decode_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    max_decode_total_bytes: int = Field(1024 * 1024 * 1024, ge=1)
+    decode_wait_s: float = Field(5.0, ge=0.0, le=300.0)
     max_batch_files: int = Field(64, ge=1)
     top_k: int = Field(5, ge=1)
     batching: bool = True

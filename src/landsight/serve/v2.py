@@ -141,7 +141,9 @@ def _v2_images(tensor: V2InferInput, service: ModelService, settings: ServeSetti
     Raises:
         ApiError: 422 shape, datatype or data that do not fit; 413 too many images or pixels, or
             UINT8 pixels needing more than ``max_decode_bytes`` (9 bytes a value: the int64 array
-            NumPy makes of the JSON numbers, then uint8), checked from ``shape`` before converting.
+            NumPy makes of the JSON numbers, then uint8), checked from ``shape`` before converting;
+            503 the process-wide decoding budget (``max_decode_total_bytes``, which BYTES images and
+            the UINT8 conversion hold while they decode) stayed full for ``decode_wait_s`` seconds.
         ImageReadError: A BYTES element is not a readable image.
 
     """
@@ -192,20 +194,22 @@ def _v2_images(tensor: V2InferInput, service: ModelService, settings: ServeSetti
             f"convert, over the limit of {settings.max_decode_bytes} bytes (max_decode_bytes); send fewer or "
             "smaller images per request or raise LANDSIGHT_SERVE_MAX_DECODE_BYTES",
         )
-    try:
-        array = np.asarray(tensor.data)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ApiError(422, "invalid_request", f"UINT8 data is not a (nested) list of integers: {exc}") from None
-    if array.size != expected:
-        raise ApiError(
-            422, "invalid_request", f"shape {tensor.shape!r} needs {expected} values; data holds {array.size}"
-        )
-    if array.size and (array.dtype.kind not in "iu" or array.min() < 0 or array.max() > 255):
-        raise ApiError(422, "invalid_request", "UINT8 data must hold integers in 0..255")
-    images = array.astype(np.uint8).reshape(n, h, w, c)
-    if (h, w) == service.input_size:
-        return images
-    return np.stack([service.bundle.preprocessing.resize(img) for img in images])
+    with service.reserve(expected * 9, tensor.name):
+        try:
+            array = np.asarray(tensor.data)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ApiError(422, "invalid_request", f"UINT8 data is not a (nested) list of integers: {exc}") from None
+        if array.size != expected:
+            raise ApiError(
+                422, "invalid_request", f"shape {tensor.shape!r} needs {expected} values; data holds {array.size}"
+            )
+        if array.size and (array.dtype.kind not in "iu" or array.min() < 0 or array.max() > 255):
+            raise ApiError(422, "invalid_request", "UINT8 data must hold integers in 0..255")
+        images = array.astype(np.uint8).reshape(n, h, w, c)
+        del array
+        if (h, w) == service.input_size:
+            return images
+        return np.stack([service.bundle.preprocessing.resize(img) for img in images])
 
 
 def _check_count(n: int, settings: ServeSettings) -> None:

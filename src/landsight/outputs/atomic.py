@@ -1,18 +1,23 @@
-"""Safe outputs: every file landsight writes is written atomically and never replaces a user's file.
+"""Atomic writes and temporary names: a failed or killed run leaves every existing file as it was.
 
 * :func:`atomic_path` yields a temporary path in the destination's folder and renames it over the
   destination only when the block finishes without an exception, so a failed run leaves any
   existing file byte-for-byte as it was (``os.replace`` is atomic within one file system).
-* :func:`check_output` refuses, before any work, an output that is one of the run's inputs, or
-  an existing file without ``overwrite``.
+* Temporary names start with :data:`TMP_PREFIX` and carry the writer's process id, so a later
+  run recognises and removes the ones a killed run left (:func:`remove_stale_tmp`).
 * :func:`write_json` writes strict JSON (NaN and infinity become ``null``; numpy scalars and
   arrays, tuples, sets and paths are converted) atomically.
+* :func:`check_output` refuses an output that is one of the run's inputs, or an existing file
+  without ``overwrite`` (the single-file check of the Python API; commands use
+  :func:`landsight.outputs.plan.check_plan`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +27,59 @@ import numpy as np
 
 from landsight.errors import LandsightValueError, OutputExistsError
 
-__all__ = ["atomic_path", "check_output", "json_safe", "same_file", "write_json"]
+#: Prefix of every temporary name landsight writes; followed by the writer's process id.
+TMP_PREFIX = ".landsight-tmp-"
+
+def tmp_name(path: str | Path, tag: str = "tmp") -> Path:
+    """A temporary sibling of ``path``: ``.landsight-tmp-<pid>-<tag>-<name>``, recognisable by later runs.
+
+    The suffix of ``path`` is kept, so writers that choose the format from it (rasterio,
+    matplotlib, pandas) still see it.
+    """
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{tag}-{path.name}")
+
+
+def scratch_dir(tag: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder in ``$TMPDIR`` named ``.landsight-tmp-<pid>-<tag>-*``; a later run removes it if left."""
+    return tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-{tag}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(folder: str | Path) -> list[Path]:
+    """Delete the temporary files and folders a killed landsight run left in ``folder``.
+
+    Only names with :data:`TMP_PREFIX` whose process id is not a running process are removed.
+
+    Args:
+        folder: A folder landsight is about to write into.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.glob(f"{TMP_PREFIX}*"):
+        pid_text = entry.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextmanager
@@ -35,13 +92,15 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
             format from the suffix, such as rasterio or matplotlib, still see it).
 
     Yields:
-        The temporary path (``.<name>.tmp<suffix>`` in the same folder). On an exception it is
-        deleted and ``path`` is left untouched.
+        The temporary path (:func:`tmp_name`, in the same folder). On an exception, a signal
+        handled as one, it is deleted and ``path`` is left untouched.
 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix if suffix is None else suffix}")
+    tmp = tmp_name(path)
+    if suffix is not None:
+        tmp = tmp.with_suffix(suffix)
     try:
         yield tmp
         os.replace(tmp, path)
