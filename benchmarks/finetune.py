@@ -43,6 +43,7 @@ from _common import DATA, machine, markdown_table, timed
 
 import landsight.classify.featurize
 import landsight.classify.finetune
+import landsight.classify.finetune_data
 from landsight.data.catalog import build_catalog
 from landsight.data.splitting import split_catalog
 
@@ -99,7 +100,7 @@ def cache_env(folder: Path) -> Iterator[None]:
 def prepass_timer() -> Iterator[dict[str, float]]:
     """Time finetune's one-time pass over the images (featurize for cached 'last', else _scan)."""
     spent: dict[str, float] = {"seconds": 0.0}
-    originals = landsight.classify.featurize.featurize, landsight.classify.finetune._scan
+    originals = landsight.classify.featurize.featurize, landsight.classify.finetune_data._scan
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed_fn(*args: Any, **kwargs: Any) -> Any:
@@ -112,11 +113,11 @@ def prepass_timer() -> Iterator[dict[str, float]]:
         return timed_fn
 
     landsight.classify.featurize.featurize = wrap(originals[0])  # finetune imports it at call time
-    landsight.classify.finetune._scan = wrap(originals[1])
+    landsight.classify.finetune_data._scan = wrap(originals[1])
     try:
         yield spent
     finally:
-        landsight.classify.featurize.featurize, landsight.classify.finetune._scan = originals
+        landsight.classify.featurize.featurize, landsight.classify.finetune_data._scan = originals
 
 
 def write_map(rows: list[tuple[str, str]], path: Path) -> Path:

@@ -304,3 +304,76 @@ def test_list_images_errors(tmp_path: Path) -> None:
     (tmp_path / "list.txt").write_text("missing.jpg\n")
     with pytest.raises(DataNotFoundError, match="missing.jpg"):
         list_images(tmp_path / "list.txt")
+
+
+# -- zip bounds on the whole archive, and the extraction cache's size quota ----------------------
+
+
+def _sample_zip(path: Path, n_images: int, prefix: str = "") -> Path:
+    """A zip of ``n_images`` real EuroSAT tiles (Forest) from the package's bundled sample."""
+    from landsight.data.sample import eurosat_sample
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for n in range(1, n_images + 1):
+            zf.write(eurosat_sample() / "Forest" / f"Forest_{n}.jpg", f"{prefix}Forest/Forest_{n}.jpg")
+    return path
+
+
+def test_zip_of_many_members_under_the_member_threshold_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A synthetic zip bomb: 20 members of 8 MiB - 1 zeros each (160 MiB from ~160 KB).
+
+    No member is over the 8 MiB per-member ratio threshold, so only the whole archive's ratio
+    (about 1000, over the default 200) catches it, before anything is written.
+    """
+    from landsight.data.archive import ZIP_RATIO_MIN_BYTES
+    from landsight.errors import ResourceLimitError
+
+    for var in ("LANDSIGHT_ZIP_MAX_BYTES", "LANDSIGHT_ZIP_MAX_RATIO", "LANDSIGHT_ZIP_MAX_MEMBERS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LANDSIGHT_CACHE_DIR", str(tmp_path / "cache"))
+    archive = tmp_path / "many.zip"
+    zeros = bytes(ZIP_RATIO_MIN_BYTES - 1)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(20):
+            zf.writestr(f"Forest/mask_{i}.tif", zeros)
+    assert archive.stat().st_size < 400_000
+    before = sorted(tmp_path.rglob("*"))
+    whole = r"in 20 members \(compression ratio \d+, over the limit of 200\)"  # the archive, no one member
+    with pytest.raises(ResourceLimitError, match=whole) as info:
+        safe_extract(archive, tmp_path / "out")
+    message = str(info.value)
+    assert str(archive) in message and "LANDSIGHT_ZIP_MAX_RATIO" in message and "\n" not in message
+    with pytest.raises(ResourceLimitError, match="max_ratio"):
+        build_catalog(archive)  # into the cache
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == [p for p in before if p.is_file()]
+    # a small archive of compressible members (one-class masks) still extracts: 3 MiB in all
+    small = tmp_path / "masks.zip"
+    with zipfile.ZipFile(small, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            zf.writestr(f"Forest/mask_{i}.tif", bytes(1024**2))
+    assert len(list(safe_extract(small, tmp_path / "masks").rglob("*.tif"))) == 3
+
+
+def test_zip_cache_quota_prunes_the_oldest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from landsight.cache import cache_dir
+
+    monkeypatch.setenv("LANDSIGHT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LANDSIGHT_ZIP_KEEP_EXTRACTIONS", raising=False)
+    archives = [_sample_zip(tmp_path / f"z{i}.zip", n_images=3, prefix=f"v{i}/") for i in range(4)]
+    one = sum(info.file_size for info in zipfile.ZipFile(archives[0]).infolist())
+    monkeypatch.setenv("LANDSIGHT_ZIP_CACHE_BYTES", str(int(2.5 * one)))  # room for two extractions
+    for i, archive in enumerate(archives[:3]):
+        safe_extract(archive, cache_dir("extracted") / f"z{i}")
+        os.utime(cache_dir("extracted") / f"z{i}" / ".landsight-extracted", (1000 + i, 1000 + i))
+    assert sorted(p.name for p in cache_dir("extracted").iterdir()) == ["z1", "z2"]
+    safe_extract(archives[1], cache_dir("extracted") / "z1")  # reused: now the most recent
+    safe_extract(archives[3], cache_dir("extracted") / "z3")
+    assert sorted(p.name for p in cache_dir("extracted").iterdir()) == ["z1", "z3"]
+    # outside the cache nothing is pruned
+    mine = [safe_extract(a, tmp_path / "mine" / a.stem) for a in archives]
+    assert all(p.is_dir() for p in mine)
+    monkeypatch.setenv("LANDSIGHT_ZIP_CACHE_BYTES", "lots")
+    with pytest.raises(LandsightValueError, match="LANDSIGHT_ZIP_CACHE_BYTES='lots'"):
+        safe_extract(archives[0], cache_dir("extracted") / "z0")

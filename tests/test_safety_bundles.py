@@ -179,3 +179,44 @@ def test_a_class_without_test_images_is_named(small_dataset: Path, tmp_path: Pat
     assert metrics["balanced_accuracy"] == 1.0 and metrics["classes_without_test_images"] == ["River"]
     with pytest.raises(LandsightValueError):
         compute_metrics(["Forest"], [[1.0]], ["Forest", "River"])
+
+
+def _pre(**change: object):  # noqa: ANN202
+    return lambda m: {**m, "preprocessing": {**m["preprocessing"], **change}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_pre(input_size=224), r"'preprocessing\.input_size' must be \[height, width\].*got 224"),
+        (_pre(input_size=[224]), r"'preprocessing\.input_size'.*got \[224\]"),
+        (_pre(input_size=[0, 224]), r"'preprocessing\.input_size'.*two positive integers"),
+        (_pre(input_size=["224", "224"]), r"'preprocessing\.input_size'"),
+        (_pre(input_size=[224.5, 224]), r"'preprocessing\.input_size'"),
+        (_pre(mean=[0.5, 0.5]), r"'preprocessing\.mean' has 2 values but the model reads 3 bands"),
+        (_pre(std=[0.2, 0.2, 0.2, 0.2]), r"'preprocessing\.std' has 4 values but the model reads 3 bands"),
+        (_pre(bands=[1, 2]), r"'preprocessing\.mean' has 3 values but the model reads 2 bands"),
+        (_pre(std=[0.2, 0.0, 0.2]), r"'preprocessing\.std' must be a list of positive numbers"),
+        (_pre(mean="0.5"), r"'preprocessing\.mean' must be a list of numbers"),
+        (_pre(interpolation="lanczos"), r"'preprocessing\.interpolation' must be one of"),
+        (_pre(bands=[0, 1, 2]), r"'preprocessing\.bands' must be null"),
+    ],
+    ids=["size-int", "size-one", "size-zero", "size-str", "size-float", "mean-short", "std-long", "bands-vs-mean",
+         "std-zero", "mean-str", "interp", "band-zero"],  # fmt: skip
+)
+def test_bad_preprocessing_entry_is_one_bundle_error_line(trained, tmp_path: Path, change, message: str) -> None:  # noqa: ANN001
+    bundle = _copy(trained.bundle_path, tmp_path)
+    assert (bundle / ".landsight-manifest.json").is_file()  # copytree keeps the manifest
+    _edit(bundle, change)
+    with pytest.raises(BundleError, match=message) as info:
+        load_bundle(bundle)
+    assert str(bundle / "bundle.json") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_preprocessing_entry_on_the_cli(trained, tmp_path: Path, small_dataset: Path) -> None:  # noqa: ANN001
+    bundle = _copy(trained.bundle_path, tmp_path)
+    _edit(bundle, _pre(mean=[0.5, 0.5]))
+    r = _cli("predict", str(bundle), str(small_dataset / "River"), "--out", str(tmp_path / "p.parquet"), "--no-track")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "preprocessing.mean" in r.stderr
+    assert not (tmp_path / "p.parquet").exists()

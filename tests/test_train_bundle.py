@@ -257,3 +257,59 @@ def test_cli_defaults_and_the_fast_preset(small_dataset: Path, tmp_path: Path) -
     r = runner.invoke(app, ["train", str(small_dataset), "--out", str(tmp_path / "bad.landsight"), "--no-track", "-q",
                             "--fast", "--stages", "blocks.9"])  # fmt: skip
     assert r.exit_code != 0 and "blocks.9" in r.output + str(r.exception) and not (tmp_path / "bad.landsight").exists()
+
+
+# -- --test must be held out ----------------------------------------------------------------------
+
+
+def test_test_that_is_the_training_data_is_refused_in_one_line(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    import landsight.classify.featurize
+
+    monkeypatch.setattr(landsight.classify.featurize, "featurize", lambda *a, **k: pytest.fail("featurized"))
+    same = small_dataset / "Forest" / ".."  # another spelling of DATA
+    with pytest.raises(LandsightValueError, match="--test is the same data as DATA") as info:
+        train(small_dataset, test=same, out=tmp_path / "x.landsight", progress=False)
+    assert "leave --test out to split DATA" in str(info.value)
+    listed = tmp_path / "test.csv"  # a map file naming images of DATA only
+    listed.write_text("path,label\n" + "".join(f"{small_dataset / c / f'{c}_1.jpg'},{c}\n" for c in CLASSES))
+    with pytest.raises(LandsightValueError, match=r"every --test image is also in DATA \(3, e\.g\. "):
+        train(small_dataset, test=listed, out=tmp_path / "x.landsight", progress=False)
+    assert not (tmp_path / "x.landsight").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "landsight", "train", str(small_dataset), "--test", str(same),
+         "--out", str(tmp_path / "y.landsight"), "--no-track", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "--test is the same data as DATA" in r.stderr
+    assert not (tmp_path / "y.landsight").exists()
+
+
+def test_test_images_shared_with_the_training_data_are_named(
+    small_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --test folder of 9 held-out images, a link to a training image and a copy of another."""
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    for cls in CLASSES:
+        files = sorted((small_dataset / cls).glob("*.jpg"))
+        (train_dir / cls).mkdir(parents=True)
+        (test_dir / cls).mkdir(parents=True)
+        for f in files[:9]:
+            shutil.copy(f, train_dir / cls)
+        for f in files[9:]:
+            shutil.copy(f, test_dir / cls)
+    (test_dir / "Forest" / "linked.jpg").symlink_to(train_dir / "Forest" / "Forest_1.jpg")  # the same file
+    shutil.copy(train_dir / "River" / "River_2.jpg", test_dir / "River" / "copy.jpg")  # the same content
+    result = train(train_dir, test=test_dir, out=tmp_path / "m.landsight", progress=False, **FAST)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, warnings
+    assert "1 of 11 --test images are also in DATA" in warnings[0] and "linked.jpg" in warnings[0]
+    assert "1 of 10 --test images have the same content as images in DATA" in warnings[1]
+    assert "copy.jpg" in warnings[1] and "River_2.jpg" in warnings[1] and "--dedup" in warnings[1]
+    assert result.n_train == 27 and result.n_test == 10  # the link left the test set, the copy stayed
+    assert not any(p.endswith("linked.jpg") for p in result.test_paths)

@@ -94,7 +94,7 @@ def test_pruning_callback_stops_finetune_after_the_first_epoch(small_dataset: Pa
     import optuna
 
     from landsight.classify.finetune import finetune
-    from landsight.classify.tune import _pruning_callback
+    from landsight.classify.tune_objectives import _pruning_callback
     from landsight.models.fit import extra_callbacks
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

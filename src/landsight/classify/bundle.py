@@ -77,6 +77,63 @@ def classifier_meta(
     }
 
 
+_INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+def _is_number(value: Any, *, positive: bool = False, integer: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        return False
+    return bool(np.isfinite(value)) and (value > 0 if positive else True)
+
+
+def check_preprocessing(pre: Any, where: str) -> None:
+    """Check the ``preprocessing`` entry of a classification ``bundle.json`` before it is used.
+
+    Args:
+        pre: The entry as read from the JSON.
+        where: Names the file in messages (``"bundle '.../bundle.json'"``).
+
+    Raises:
+        BundleError: It is not an object; ``input_size`` is not two positive integers;
+            ``interpolation`` is unknown; ``bands`` is not a list of positive integers; ``mean``
+            or ``std`` is not a list of numbers with one value per band (3 without ``bands``),
+            or a ``std`` is not positive. The message names the entry.
+    """
+    if not isinstance(pre, dict):
+        raise BundleError(f"{where}: 'preprocessing' must be an object, got {pre!r}")
+    size = pre.get("input_size")
+    if not isinstance(size, list | tuple) or len(size) != 2 or not all(_is_number(v, positive=True, integer=True)
+                                                                      for v in size):  # fmt: skip
+        raise BundleError(
+            f"{where}: 'preprocessing.input_size' must be [height, width], two positive integers; got {size!r}"
+        )
+    if pre.get("interpolation") not in _INTERPOLATIONS:
+        raise BundleError(
+            f"{where}: 'preprocessing.interpolation' must be one of {list(_INTERPOLATIONS)}; "
+            f"got {pre.get('interpolation')!r}"
+        )
+    bands = pre.get("bands")
+    if bands is not None and (
+        not isinstance(bands, list | tuple)
+        or not bands
+        or not all(_is_number(b, positive=True, integer=True) for b in bands)
+    ):
+        raise BundleError(
+            f"{where}: 'preprocessing.bands' must be null (RGB) or a list of 1-based band numbers; got {bands!r}"
+        )
+    n_bands = len(bands) if bands is not None else 3
+    for key in ("mean", "std"):
+        values = pre.get(key)
+        if not isinstance(values, list | tuple) or not all(_is_number(v, positive=key == "std") for v in values):
+            rule = "positive numbers" if key == "std" else "numbers"
+            raise BundleError(f"{where}: 'preprocessing.{key}' must be a list of {rule}; got {values!r}")
+        if len(values) != n_bands:
+            raise BundleError(
+                f"{where}: 'preprocessing.{key}' has {len(values)} values but the model reads {n_bands} bands "
+                f"('preprocessing.bands' is {bands!r}); give one value per band"
+            )
+
+
 class Bundle(OnnxBundleModel):
     """A loaded classification bundle; create it with :func:`landsight.load_bundle`.
 
@@ -96,6 +153,7 @@ class Bundle(OnnxBundleModel):
         if len(set(classes)) != len(classes):
             raise BundleError(f"bundle {str(path)!r}: 'classes' has duplicate names: {classes!r}")
         self.classes: list[str] = list(classes)
+        check_preprocessing(meta["preprocessing"], f"bundle {str(path / 'bundle.json')!r}")
         self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         if not isinstance(meta.get("backbone"), dict) or "name" not in meta["backbone"]:
             raise BundleError(f"bundle {str(path)!r}: 'backbone' must be an object with a 'name'")

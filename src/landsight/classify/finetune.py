@@ -33,21 +33,17 @@ itself), or from Spark with ``pyspark.ml.torch.distributor.TorchDistributor`` ca
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from landsight.errors import LandsightValueError
-from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
-from landsight.predictions import PROBABILITY_PREFIX
-
-if TYPE_CHECKING:
-    from landsight.models.trunk import TrunkSplit
+from landsight.models.backbones import DEFAULT_BACKBONE, SUPPORTED_TTA, stages_label
+from landsight.recipe import check_tta, run_params
 
 
 @dataclass
@@ -201,11 +197,14 @@ def finetune(
             ``resume`` is set.
         WeightsUnavailableError: The backbone's weights cannot be had.
     """
+    from landsight.classify.heldout import check_test_source
     from landsight.models.classifier import HEAD_INITS, RETRAIN_DEPTHS
-    from landsight.models.fit import BATCHNORM_MODES, OPTIMIZERS, check_run_outputs, parse_lr_schedule
+    from landsight.models.fit import check_run_outputs, parse_lr_schedule
+    from landsight.models.task import BATCHNORM_MODES, OPTIMIZERS
     from landsight.tracking import log_evaluation, tracked_run
 
     started = time.perf_counter()
+    check_test_source(data, test)
     if retrain not in RETRAIN_DEPTHS:
         raise LandsightValueError(f"retrain must be one of {list(RETRAIN_DEPTHS)}, got {retrain!r}")
     if head_init not in HEAD_INITS:
@@ -216,8 +215,7 @@ def finetune(
         lr = 0.001 if head_init == "probe" else 0.01
     if batchnorm not in BATCHNORM_MODES:
         raise LandsightValueError(f"batchnorm must be one of {list(BATCHNORM_MODES)}, got {batchnorm!r}")
-    if tta not in ("none", "rot4"):
-        raise LandsightValueError(f"tta must be 'none' or 'rot4', got {tta!r}")
+    tta = check_tta(tta, SUPPORTED_TTA, task="classification")
     if optimizer not in OPTIMIZERS:
         raise LandsightValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
     if epochs < 1 or batch_size < 1 or devices < 1 or num_nodes < 1:
@@ -239,18 +237,12 @@ def finetune(
             "augment=True needs the backbone in the loop; with retrain='last' pass cache_features=False"
         )
     ckpt_dir = check_run_outputs(out, resume=resume, overwrite=overwrite)
-    params = {
-        "data": str(data), "test": test, "backbone": backbone, "weights": weights, "bands": bands,
-        "retrain": retrain, "epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr,
-        "lr_schedule": lr_schedule, "momentum": momentum, "weight_decay": weight_decay,
-        "backbone_lr_mult": backbone_lr_mult, "gradient_clip": gradient_clip,
-        "augment": "rotations" if use_trunk else augment,
-        "cached_features": use_cache, "cached_trunk": use_trunk, "val_size": val_size, "test_size": test_size,
-        "early_stopping": early_stopping, "head_init": head_init, "batchnorm": batchnorm, "tta": tta,
-        "stages": stages_label(stages), "random_state": random_state, "devices": devices,
-        "num_nodes": num_nodes, "resume": resume, "out": str(out), "split": split, "block_size": block_size,
-        "group": group,
-    }  # fmt: skip
+    params = run_params(
+        finetune, locals(), exclude=("progress", "track", "tracking_uri", "overwrite", "class_names", "accelerator",
+                                     "num_workers", "cache_features"),
+        augment="rotations" if use_trunk else augment, cached_features=use_cache, cached_trunk=use_trunk,
+        stages=stages_label(stages),
+    )  # fmt: skip
     with tracked_run("finetune", params, tracking_uri=tracking_uri, enabled=track) as run:
         result = _finetune(
             data, out=Path(out), ckpt_dir=ckpt_dir, test=test, backbone=backbone, weights=weights, bands=bands,
@@ -316,38 +308,26 @@ def _finetune(
 ) -> FinetuneResult:
     import lightning.pytorch as pl
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader
 
-    from landsight.data.augment import AerialAugment
-    from landsight.data.catalog import build_catalog, check_test_labels, split_catalog
-    from landsight.data.dataset import ImageDataset
+    from landsight.classify.finetune_data import (
+        _catalog_splitter,
+        _datasets,
+        _probe_features,
+        _read_once,
+        _trunk_and_tail,
+        _with_cached_stages,
+    )
+    from landsight.classify.module import ClassificationModule
     from landsight.models.backbones import create_backbone
     from landsight.models.classifier import ImageClassifier, probe_init, trainable_parameters
-    from landsight.models.fit import FinetuneModule, fit_module, steps_per_epoch
+    from landsight.models.fit import data_fingerprint, fit_module, steps_per_epoch
 
     started = time.perf_counter()
-    import pandas as pd
-
-    labelled = build_catalog(data, class_names=class_names)
-    test_catalog = build_catalog(test, class_names=class_names, min_classes=1) if test is not None else None
-    if test_catalog is not None:
-        check_test_labels(labelled, test_catalog)
-
-    from landsight.data.catalog import MAP_EXTENSIONS
-
-    how = {"random_state": random_state, "split": split_method, "block_size": block_size, "group": group,
-           "map_file": data if Path(data).suffix.lower() in MAP_EXTENSIONS else None}  # fmt: skip
-
-    def split(frame: pd.DataFrame) -> pd.DataFrame:
-        if test_catalog is None:
-            return split_catalog(frame, test_size=test_size, val_size=val_size, **how)
-        held = test_catalog[test_catalog["path"].isin(frame["path"])].assign(split="test")
-        train_val = split_catalog(frame[~frame["path"].isin(held["path"])], test_size=0, val_size=val_size, **how)
-        both = pd.concat([train_val, held], ignore_index=True)
-        both.attrs["split"] = {**train_val.attrs.get("split", {}), "test": "given"}
-        return both
-
-    everything = labelled if test_catalog is None else pd.concat([labelled, test_catalog], ignore_index=True)
+    everything, split = _catalog_splitter(
+        data, test, class_names=class_names, test_size=test_size, val_size=val_size, random_state=random_state,
+        split_method=split_method, block_size=block_size, group=group,
+    )  # fmt: skip
     catalog = split(everything)  # every split check before the heavy work
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
 
@@ -366,96 +346,23 @@ def _finetune(
             augment = True
             notices.append(f"stages {list(bb.stages)!r} reach into the trained part: training on images, augmented")
 
-    # Every image is read once before training: unreadable ones are reported and left out, so no
-    # worker fails mid-epoch. For cached 'last' this pass is the featurization itself, for a cached
-    # trunk the trunk's pass over the training and validation images.
-    from landsight.classify.featurize import featurize
-
-    feats = featurize(list(catalog["path"]), bb, num_workers=2, progress=progress, cache=True) if use_cache else None
-    trunk_out: dict[str, np.ndarray] = {}
-    work = tempfile.TemporaryDirectory(prefix="landsight-trunk-") if split_net is not None else None
-
-    def cache_views(paths: list[str]) -> list[tuple[str, str]]:
-        from landsight.models.trunk import cache_trunk
-        from landsight.progress import progress_bar
-
-        assert split_net is not None and work is not None
-        todo = [p for p in paths if p not in trunk_out]
-        with progress_bar(len(todo), "frozen trunk, 4 rotations", enabled=progress) as bar:
-            out, failed = cache_trunk(split_net.cached, todo, bb.preprocessing, Path(work.name), progress=bar.advance)
-        trunk_out.update(out)
-        return failed
-
-    if feats is not None:
-        skipped = feats.failures
-    elif split_net is not None:
-        fitted_paths = list(catalog.loc[catalog["split"] != "test", "path"])
-        skipped = cache_views(fitted_paths) + _scan(list(catalog.loc[catalog["split"] == "test", "path"]),
-                                                    bb.preprocessing, progress)  # fmt: skip
-    else:
-        skipped = _scan(list(catalog["path"]), bb.preprocessing, progress)
-    bad = {p for p, _ in skipped}
-    if bad:  # split the readable images only, so no class loses its validation or test images to bad files
-        catalog = split(everything[~everything["path"].isin(bad)].reset_index(drop=True))
-        if split_net is not None:  # images that moved out of the test split
-            skipped += cache_views(list(catalog.loc[catalog["split"] != "test", "path"]))
-    for split in ("train", "val"):
-        missing = sorted(set(classes) - set(catalog.loc[catalog["split"] == split, "label"]))
-        if missing:
-            raise LandsightValueError(
-                f"after skipping {len(skipped)} unreadable image(s) the {split} split lacks classes {missing!r}; "
-                f"add readable images (first reasons: {skipped[:3]!r})"
-            )
+    read = _read_once(catalog, everything, split, classes=classes, backbone=bb, use_cache=use_cache,
+                      split_net=split_net, progress=progress)  # fmt: skip
+    catalog, skipped, work = read.catalog, read.skipped, read.work
     parts = {s: catalog[catalog["split"] == s] for s in ("train", "val", "test")}
 
     def labels(split: str) -> torch.Tensor:
         return torch.tensor([index[c] for c in parts[split]["label"]])
 
     backbone_params, head_params = trainable_parameters(classifier, retrain)
-    loader_args: dict[str, Any] = {"batch_size": batch_size}
-    augment_fn: Any = AerialAugment() if augment else None
-    if use_cache:
-        assert feats is not None
-        row_of = {p: i for i, p in enumerate(feats.paths)}
-
-        def tensors(split: str) -> TensorDataset:
-            rows = [row_of[p] for p in parts[split]["path"]]
-            return TensorDataset(torch.from_numpy(feats.X[rows]), labels(split))
-
-        train_set, val_set = tensors("train"), tensors("val")
-        model: torch.nn.Module = classifier.fc
-        notices.append("retrain='last' on cached features: the backbone runs once, augmentation is off")
-    elif split_net is not None:
-        from landsight.models.trunk import CachedTail, random_view
-
-        def views(split: str) -> TensorDataset:
-            stacked = np.stack([trunk_out[p] for p in parts[split]["path"]])
-            return TensorDataset(torch.from_numpy(stacked), labels(split))
-
-        train_set, val_set = views("train"), views("val")
-        model = CachedTail(split_net.tail, classifier.fc, pooled=split_net.pooled, shape=split_net.shape)
-        augment_fn = random_view
-        notices.append("retrain='fc' on a cached frozen trunk: augmentation is the 4 rotations")
-    else:
-        train_set, val_set = (
-            ImageDataset(list(parts[s]["path"]), [index[c] for c in parts[s]["label"]], bb.preprocessing)
-            for s in ("train", "val")
-        )
-        model = classifier
-        loader_args.update(num_workers=num_workers, persistent_workers=num_workers > 0)
+    train_set, val_set, model, augment_fn, loader_args = _datasets(
+        parts, index, labels, read, classifier=classifier, backbone=bb, split_net=split_net, augment=augment,
+        batch_size=batch_size, num_workers=num_workers, notices=notices,
+    )  # fmt: skip
     probe: dict[str, Any] = {}
     if head_init == "probe" and not resume:  # a resumed run restores its own weights
-        if isinstance(model, torch.nn.Linear):
-            X_train = train_set.tensors[0].numpy()
-        elif split_net is not None:  # the rotation-averaged features the exported rot4 graph computes
-            with torch.no_grad():
-                split_net.tail.eval()
-                X_train = torch.cat([model.features(x) for (x, _) in DataLoader(train_set, batch_size=64)]).numpy()
-        else:
-            train_paths = [str(p) for p in parts["train"]["path"]]
-            frozen = featurize(train_paths, bb, num_workers=2, progress=progress, cache=True)
-            row_of_path = {str(p): i for i, p in enumerate(frozen.paths)}
-            X_train = frozen.X[[row_of_path[p] for p in train_paths]]
+        X_train = _probe_features(model, train_set, [str(p) for p in parts["train"]["path"]], backbone=bb,
+                                  split_net=split_net, progress=progress)  # fmt: skip
         probe = probe_init(classifier.fc, np.asarray(X_train, dtype=np.float32), labels("train").numpy(),
                            random_state=random_state)  # fmt: skip
     if notices and progress:
@@ -465,7 +372,7 @@ def _finetune(
             Console(stderr=True).print(f"[cyan]{notice}[/cyan]")
 
     world = devices * num_nodes
-    module = FinetuneModule(
+    module = ClassificationModule(
         model, backbone_params, head_params, optimizer=optimizer, lr=lr, lr_schedule=schedule,
         backbone_lr_mult=backbone_lr_mult, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
         steps_per_epoch=steps_per_epoch(len(train_set), batch_size, world),
@@ -478,14 +385,18 @@ def _finetune(
         ckpt_dir=ckpt_dir, epochs=epochs, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
         resume=resume, progress=progress, early_stopping=early_stopping, gradient_clip=gradient_clip,
         monitor="val_loss",  # best epoch and early stop by validation loss (smoother than the error)
+        identity={"task": "classification", "backbone": backbone, "bands": list(bands or []), "retrain": retrain,
+                  "classes": list(classes), "data": data_fingerprint(
+                      pair for s in ("train", "val") for pair in parts[s][["path", "label"]].itertuples(index=False))},
     )  # fmt: skip
     if work is not None:
         work.cleanup()
-    trunk_out.clear()
+    read.trunk_out.clear()
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle
         return FinetuneResult(out, {}, history, best_epoch, skipped, "")
     from landsight.bundle import staged_bundle
+    from landsight.classify.finetune_bundle import _write_finetuned_bundle
 
     with staged_bundle(out, overwrite=True) as stage:  # permission to replace was checked before training
         metrics = _write_finetuned_bundle(
@@ -505,118 +416,3 @@ def _finetune(
     test_rows = parts["test"]
     return FinetuneResult(out, metrics, history, best_epoch, skipped, "", [str(p) for p in test_rows["path"]],
                           [str(c) for c in test_rows["label"]])  # fmt: skip
-
-
-def _trunk_and_tail(classifier: Any, backbone: Any) -> TrunkSplit | None:
-    """The frozen trunk and trained tail of ``retrain="fc"`` (:func:`landsight.models.trunk.split_trunk`), or None.
-
-    The trunk's own output is what gets cached (no pooled stages yet: :func:`_with_cached_stages`).
-    """
-    import torch
-
-    from landsight.models.classifier import fc_block_prefix
-    from landsight.models.trunk import TrunkSplit, split_trunk
-
-    net = classifier.network.eval()
-    try:
-        prefix = fc_block_prefix(net)
-    except LandsightValueError:
-        return None
-    h, w = backbone.preprocessing.input_size
-    example = torch.randn(2, len(backbone.preprocessing.mean), h, w, generator=torch.Generator().manual_seed(0))
-    split = split_trunk(net, prefix, example)
-    if split is None:
-        return None
-    with torch.no_grad():
-        shape = tuple(split[0](example[:1]).shape[1:])
-    return TrunkSplit(split[0], split[1], split[0], 0, shape)
-
-
-def _with_cached_stages(split: TrunkSplit, classifier: Any, backbone: Any) -> TrunkSplit | None:
-    """The trunk split with the backbone's pooled stages cached in front of the activations, or None.
-
-    None when a stage is not inside the frozen trunk (its output would change during training).
-    """
-    import math
-
-    import torch
-
-    from landsight.models.trunk import TrunkStages
-
-    trunk, shape = split.trunk, split.shape
-    inside = {id(m) for m in trunk.modules()}
-    stages = [classifier.network.get_submodule(name) for name in backbone.stages]
-    if not all(id(m) in inside for m in stages):
-        return None
-    cached = TrunkStages(trunk, stages)
-    h, w = backbone.preprocessing.input_size
-    with torch.no_grad():
-        width = int(cached(torch.zeros(1, len(backbone.preprocessing.mean), h, w)).shape[1])
-    return split._replace(cached=cached, pooled=width - math.prod(shape))
-
-
-def _scan(paths: list[str], preprocessing: Any, progress: bool) -> list[tuple[str, str]]:
-    """Decode every image once; return ``(path, reason)`` of the unreadable ones."""
-    from landsight.data.loader import iter_batches
-    from landsight.progress import progress_bar
-
-    failures: list[tuple[str, str]] = []
-    with progress_bar(len(paths), "check images", enabled=progress) as bar:
-        for batch in iter_batches(paths, preprocessing, batch_size=64):
-            failures += [(it.path, it.error) for it in batch.items if it.error]
-            bar.advance(len(batch.items))
-    return failures
-
-
-def _write_finetuned_bundle(
-    out: Path,
-    *,
-    classifier: Any,
-    backbone: Any,
-    classes: list[str],
-    test: Any,
-    skipped: list[tuple[str, str]],
-    history: list[dict[str, float]],
-    best_epoch: int,
-    retrain: str,
-    data: str | Path,
-    head_params: dict[str, Any],
-    seconds: float,
-    split_info: dict[str, Any] | None = None,
-    tta: str = "none",
-) -> dict[str, Any]:
-    """Export the best weights to ONNX + safetensors in ``out``, test them through the bundle, write reports."""
-    import dataclasses
-
-    from safetensors.torch import save_file
-
-    from landsight.bundle import MODEL_FILE, WEIGHTS_FILE, write_bundle, write_skipped
-    from landsight.classify.bundle import Bundle, classifier_meta
-    from landsight.classify.evaluate import compute_metrics, write_evaluation
-    from landsight.models.classifier import Probabilities, with_tta
-    from landsight.models.onnx_graph import PROBABILITIES_OUTPUT, export_image_model
-
-    classifier = classifier.eval().cpu()
-    backbone = dataclasses.replace(backbone, tta=tta)  # recorded in bundle.json
-    graph = Probabilities(with_tta(classifier, tta))
-    export_image_model(graph, backbone.preprocessing, out / MODEL_FILE, PROBABILITIES_OUTPUT)
-    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(out / WEIGHTS_FILE))
-    metrics: dict[str, Any] = {}
-    data_meta: dict[str, Any] = {"source": str(data), "n_skipped": len(skipped), "split": split_info or {}}
-    if len(test):  # test through the exported graph, exactly as predict and evaluate will run it
-        untested = classifier_meta(classes=classes, backbone=backbone, head={}, metrics={}, data={})
-        preds = Bundle(out, untested).predict(list(test["path"]))
-        proba = preds[[f"{PROBABILITY_PREFIX}{c}" for c in classes]].to_numpy(dtype=np.float32)
-        metrics = compute_metrics(list(test["label"]), proba, classes, paths=list(test["path"]))
-        split_info = split_info or {}
-        metrics.update(split=split_info.get("method", "random"), warnings=list(split_info.get("warnings", [])))
-        write_evaluation(metrics, out)
-        data_meta["n_test"] = int(len(test))
-    meta = classifier_meta(
-        classes=classes, backbone=backbone, head={"kind": "finetune", "retrain": retrain, "params": head_params},
-        metrics=metrics, data=data_meta,
-        training={"best_epoch": best_epoch, "history": history, "seconds": round(seconds, 2)},
-    )  # fmt: skip
-    write_bundle(out, model=None, meta=meta)
-    write_skipped(out, skipped)
-    return metrics

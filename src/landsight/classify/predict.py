@@ -56,6 +56,7 @@ def predict(
     asset: str | None = None,
     to_crs: str | None = None,
     max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+    allow_remote: bool = True,
 ) -> pd.DataFrame:
     """Predict every image of ``inputs`` with a bundle.
 
@@ -83,6 +84,8 @@ def predict(
             512 MiB, :data:`~landsight.data.readers.DEFAULT_MAX_DECODE_BYTES`), read from its
             header before decoding; an image over it is skipped with an ``error`` row (``"too
             large to decode: ..."``), never fatal. None: no byte limit.
+        allow_remote: False: a STAC ``inputs`` must not link to remote Items, Catalogs or
+            assets (``--no-remote``; see :func:`landsight.data.stac.stac_items`).
 
     A GIS ``out`` (``.gpkg``, ``.geojson`` or GeoParquet ``.geoparquet``) is a layer of one
     polygon per georeferenced tile with all the table's columns
@@ -127,7 +130,7 @@ def predict(
             f"out {str(out_path)!r} is a folder (a Parquet dataset of --engine spark?); the local engine writes one "
             "file: give another name"
         )
-    paths = list_images(inputs, asset=asset)
+    paths = list_images(inputs, asset=asset, allow_remote=allow_remote)
     if out_path is not None:
         _check_not_an_input(out_path, inputs, paths)
     if gis:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from landsight.classify.heldout import check_test_source, drop_shared_test_paths, warn, warn_same_content
 from landsight.errors import LandsightValueError
 from landsight.models.backbones import DEFAULT_BACKBONE, stages_label
 from landsight.ranges import check_ranges
@@ -116,7 +117,9 @@ def train(
             (see :func:`landsight.data.catalog.build_catalog`).
         out: Bundle folder to write (``*.landsight``).
         test: Separate labelled test images; when given, ``test_size`` is ignored and all of
-            ``data`` is used for training.
+            ``data`` is used for training. ``data`` itself is refused; test images that are also
+            in ``data`` (same file) are left out of the test set, and those with the same content
+            as a training image are named, each with a one-line warning on stderr.
         backbone: Backbone registry name (default ``tf_efficientnet_lite0``, offline weights).
         weights: ``"imagenet"``, a weights file, or ``None`` (random; explicit only).
         bands: 1-based bands to read (default R, G, B).
@@ -172,7 +175,7 @@ def train(
     Raises:
         LandsightValueError: Fewer than two classes, an empty class, a test label unseen in
             training, bad parameters (all before featurization), or a class left without
-            readable images.
+            readable images; ``test`` is ``data`` itself, or every test image is also in ``data``.
         WeightsUnavailableError: The backbone's weights cannot be had.
         OutputExistsError: ``out`` exists and ``overwrite`` is False, or is not a bundle.
 
@@ -186,6 +189,7 @@ def train(
     from landsight.tracking import tracked_run
 
     check_bundle_out(out, overwrite=overwrite)
+    check_test_source(data, test)
     if not 0 <= test_size < 1:
         raise LandsightValueError(f"test_size must be in [0, 1), got {test_size!r}")
     check_ranges(batch_size=batch_size, num_workers=num_workers, dedup_threshold=dedup_threshold)
@@ -300,6 +304,13 @@ def _train(
     split_args = {"test": test, "test_size": test_size, "random_state": random_state, "class_names": class_names,
                   "split": split, "block_size": block_size, "group": group}  # fmt: skip
     catalog = training_catalog(data, **split_args)  # every check before the heavy work
+    catalog, shared = drop_shared_test_paths(catalog)
+    if shared:
+        warn(
+            f"{len(shared)} of {len(shared) + int((catalog['split'] == 'test').sum())} --test images are also in DATA "
+            f"(same file, e.g. {shared[0]!r}); they were left out of the test set, which now holds only held-out "
+            "images"
+        )
     classes = sorted(catalog.loc[catalog["split"] == "train", "label"].unique())
     features = featurize(
         list(catalog["path"]),
@@ -316,6 +327,7 @@ def _train(
     )
     if features.failures:  # split the readable images only, so no class loses its test images to bad files
         catalog = training_catalog(data, **split_args, exclude=[p for p, _ in features.failures])
+        catalog, _ = drop_shared_test_paths(catalog)
     split_info = dict(catalog.attrs.get("split", {}))
     dropped: list[dict[str, str]] = []
     if dedup and (catalog["split"] == "test").any():
@@ -323,6 +335,8 @@ def _train(
 
         catalog, gone = drop_cross_split_duplicates(catalog, threshold=dedup_threshold, progress=progress)
         dropped = gone[["path", "duplicate_of"]].to_dict("records")
+    if test is not None:
+        warn_same_content(catalog, features.paths, features.sha256, dedup=dedup)
     kept = set(catalog["path"])
     features = features.subset([p in kept for p in features.paths]) if len(kept) < len(features.paths) else features
     by_path = catalog.set_index("path")

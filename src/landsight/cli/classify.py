@@ -1,6 +1,9 @@
 """The classification verbs of ``landsight``: train, evaluate, predict, featurize, finetune, tune, demo.
 
 Parse, call :mod:`landsight.classify` (or :mod:`landsight.spark`), print. Nothing else lives here.
+
+Longer than 500 lines because it holds the seven classification verbs, whose options Typer reads
+from their signatures (about 40 for ``finetune`` alone); each verb is only parse, call, print.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from landsight.cli.options import (
     weights_or_none,
 )
 from landsight.console import emit, err, note_skipped, parse_ints
+from landsight.models.heads import HEADS
 from landsight.outputs import Output
 from landsight.ranges import option_range
 from landsight.runconfig import configurable, record_config
@@ -83,7 +87,7 @@ def train(
         typer.Option(help="none | rot4 (mean features of 4 rotations; 4x compute). Default rot4; none with --fast."),
     ] = None,
     stages: StagesOpt = "auto",
-    head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
+    head: Annotated[str, typer.Option(help=f"Head: {' | '.join(HEADS)} (models.heads.HEADS).")] = "logreg",
     c: Annotated[
         str | None,
         typer.Option("--C", help="logreg inverse regularisation or 'auto' (cross-validated; default; 1 with --fast)."),
@@ -128,9 +132,11 @@ def train(
     fmt: FormatOpt = "table",
 ) -> None:
     """Featurize with a frozen pretrained backbone, fit a head, evaluate, write a bundle."""
+    from landsight.classify.heldout import check_test_source
     from landsight.classify.train import resolve_recipe
     from landsight.classify.train import train as train_api
 
+    check_test_source(data, test)  # both engines
     _check_precision(precision, out_, overwrite)
     on_spark = spark_engine(engine)
     if on_spark and (dedup or split != "random"):
@@ -259,6 +265,9 @@ def predict(
         str | None, typer.Option(help="GIS layer output: reproject tile polygons to this CRS (e.g. EPSG:4326).")
     ] = None,
     asset: AssetOpt = None,
+    no_remote: Annotated[
+        bool, typer.Option("--no-remote", help="STAC input: read local files only; refuse remote Items and assets.")
+    ] = False,
     batch_size: BatchOpt = 32,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
@@ -275,6 +284,8 @@ def predict(
     if spark_engine(engine):
         from landsight import spark
 
+        if no_remote:
+            raise typer.BadParameter("--no-remote (STAC inputs) works with --engine local only")
         res = spark.predict(
             bundle, inputs, out=out_, master=master, conf=spark.parse_conf(conf), batch_size=batch_size,
             tracking_uri=tracking_uri, track=track, overwrite=overwrite,
@@ -290,7 +301,7 @@ def predict(
 
     df = predict_api(
         bundle, inputs, out=out_, batch_size=batch_size, progress=not quiet, tracking_uri=tracking_uri, track=track,
-        overwrite=overwrite, to_crs=to_crs, asset=asset,
+        overwrite=overwrite, to_crs=to_crs, asset=asset, allow_remote=not no_remote,
     )  # fmt: skip
     errors = df[df["error"] != ""]
     note_skipped(list(zip(errors["path"], errors["error"], strict=True)), what="image")
@@ -497,7 +508,7 @@ def tune(
         int, typer.Option(help="Cross-validation folds of each frozen-feature trial.", **option_range("cv"))
     ] = 3,
     timeout: Annotated[float | None, typer.Option(help="Stop the search after this many seconds.")] = None,
-    heads: Annotated[str, typer.Option(help="Heads to search, comma-separated.")] = "logreg,forest",
+    heads: Annotated[str, typer.Option(help="Heads to search, comma-separated.")] = ",".join(HEADS),
     tta: Annotated[str, typer.Option(help="Feature views to search, comma-separated: none,rot4.")] = "none,rot4",
     retrain: Annotated[str, typer.Option(help="--finetune: depths to search, comma-separated.")] = "last,fc,all",
     epochs: Annotated[str, typer.Option(help="--finetune: epoch range MIN,MAX.")] = "2,10",
@@ -550,7 +561,7 @@ def demo(
     out_: Annotated[Path, typer.Option("--out", help="Folder for the bundle and predictions.")] = Path(
         "landsight-demo"
     ),
-    head: Annotated[str, typer.Option(help="logreg | forest")] = "logreg",
+    head: Annotated[str, typer.Option(help=f"Head: {' | '.join(HEADS)} (models.heads.HEADS).")] = "logreg",
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
     fmt: FormatOpt = "table",

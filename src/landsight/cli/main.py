@@ -278,12 +278,15 @@ def tile(
         int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).", **option_range("size"))
     ] = 256,
     asset: AssetOpt = None,
+    no_remote: Annotated[
+        bool, typer.Option("--no-remote", help="STAC input: read local files only; refuse remote Items and assets.")
+    ] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Cut a raster into a grid of GeoTIFF tiles (then `predict` them and `map` the predictions)."""
     from landsight.data.tiling import cut_tiles
 
-    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite, asset=asset)
+    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite, asset=asset, allow_remote=not no_remote)
     rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
     err().print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out_}[/bold]")
 

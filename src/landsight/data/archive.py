@@ -2,11 +2,12 @@
 
 :func:`safe_extract` checks every member from the central directory before anything is written
 (zip slip: absolute paths, ``..`` components, symlinks; zip bombs: member count, total size,
-compression ratio, free disk space), enforces the limits again while the bytes are written, and
-renames a complete extraction into place (a marker file holds the archive's sha256, so a complete
-extraction is reused and an interrupted one never is). Extractions into the landsight cache
-(:func:`landsight.cache.cache_dir`) are pruned to the :data:`ZIP_KEEP_EXTRACTIONS` most recently
-used.
+compression ratio of each large member and of the whole archive, free disk space), enforces the
+limits again while the bytes are written (counting the bytes actually inflated: declared sizes
+can lie), and renames a complete extraction into place (a marker file holds the archive's sha256,
+so a complete extraction is reused and an interrupted one never is). Extractions into the
+landsight cache (:func:`landsight.cache.cache_dir`) are pruned to the :data:`ZIP_KEEP_EXTRACTIONS`
+most recently used that fit in :data:`ZIP_CACHE_BYTES`.
 
 Used by :func:`landsight.data.catalog.build_catalog` (zipped training data) and
 :func:`landsight.bundle.load_bundle` (zipped bundles).
@@ -31,6 +32,7 @@ from landsight.cache import cache_dir, file_digest
 from landsight.errors import DataNotFoundError, LandsightValueError, ResourceLimitError, UnsafeArchiveError
 
 __all__ = [
+    "ZIP_CACHE_BYTES",
     "ZIP_KEEP_EXTRACTIONS",
     "ZIP_MAX_BYTES",
     "ZIP_MAX_MEMBERS",
@@ -54,13 +56,23 @@ Environment override: ``LANDSIGHT_ZIP_MAX_MEMBERS``."""
 
 ZIP_MAX_RATIO = 200.0
 """Largest compression ratio (uncompressed / compressed size) of a zip member over
-:data:`ZIP_RATIO_MIN_BYTES`; image files compress little, zip bombs by about 1000.
+:data:`ZIP_RATIO_MIN_BYTES`, and of the whole archive (total uncompressed size / archive file
+size) when it inflates to more than :data:`ZIP_RATIO_MIN_BYTES`; image files compress little, zip
+bombs by about 1000 (a zip of many members just under 8 MiB is caught by the whole-archive ratio).
 
 Environment override: ``LANDSIGHT_ZIP_MAX_RATIO``."""
 
 ZIP_RATIO_MIN_BYTES = 8 * 1024**2
 """Members up to this many uncompressed bytes (8 MiB) may compress any amount (a mask of one class
-does); larger ones must stay within :data:`ZIP_MAX_RATIO`."""
+does), and so may a whole archive that inflates to no more; larger ones must stay within
+:data:`ZIP_MAX_RATIO`."""
+
+ZIP_CACHE_BYTES = 8 * 1024**3
+"""Most bytes kept in each cache folder of extractions (8 GiB): after an extraction into the
+cache, older extractions are deleted from the oldest until the rest fit (the new one is always
+kept).
+
+Environment override: ``LANDSIGHT_ZIP_CACHE_BYTES``."""
 
 ZIP_KEEP_EXTRACTIONS = 5
 """Extractions kept in each cache folder (``<cache>/extracted``, ``<cache>/bundles``): the most
@@ -83,10 +95,11 @@ def safe_extract(
     paths, ``..`` components and symlink members raise
     :class:`~landsight.errors.UnsafeArchiveError` ("zip slip"); more than ``max_members``
     members, more than ``max_bytes`` uncompressed bytes in all (or more than the free disk space),
-    or a member over :data:`ZIP_RATIO_MIN_BYTES` compressed more than ``max_ratio`` times raise
-    :class:`~landsight.errors.ResourceLimitError`. The limits are enforced again while the bytes
-    are written (a member that inflates past its declared size stops at once), so a lying header
-    does not get past them.
+    a member over :data:`ZIP_RATIO_MIN_BYTES` compressed more than ``max_ratio`` times, or a whole
+    archive that inflates to more than :data:`ZIP_RATIO_MIN_BYTES` and more than ``max_ratio``
+    times its file size, raise :class:`~landsight.errors.ResourceLimitError`. The limits are
+    enforced again on the bytes actually inflated while they are written (a member that inflates
+    past its declared size stops at once), so a lying header does not get past them.
 
     Members are extracted to a temporary sibling folder that is renamed to ``dest`` only when
     complete, so an interrupted extraction is never reused; on any failure the temporary folder is
@@ -95,15 +108,16 @@ def safe_extract(
     ``build_catalog`` and ``load_bundle`` extract there), only the :data:`ZIP_KEEP_EXTRACTIONS`
     most recently used extractions of its cache folder are kept: older ones, and temporary folders
     left by killed processes over an hour ago, are deleted. Folders outside the cache are never
-    pruned.
+    pruned. The cache also keeps at most :data:`ZIP_CACHE_BYTES` of extractions
+    (``$LANDSIGHT_ZIP_CACHE_BYTES``): the oldest are deleted until the rest fit.
 
     Args:
         archive: The ``.zip`` file.
         dest: Folder to create; must not exist, be empty, or hold this archive's extraction.
         max_bytes: Largest total uncompressed size in bytes; default :data:`ZIP_MAX_BYTES`
             (``$LANDSIGHT_ZIP_MAX_BYTES``).
-        max_ratio: Largest compression ratio of a member over :data:`ZIP_RATIO_MIN_BYTES`; default
-            :data:`ZIP_MAX_RATIO` (``$LANDSIGHT_ZIP_MAX_RATIO``).
+        max_ratio: Largest compression ratio of a member over :data:`ZIP_RATIO_MIN_BYTES`, and of
+            the whole archive; default :data:`ZIP_MAX_RATIO` (``$LANDSIGHT_ZIP_MAX_RATIO``).
         max_members: Most members; default :data:`ZIP_MAX_MEMBERS` (``$LANDSIGHT_ZIP_MAX_MEMBERS``).
 
     Returns:
@@ -112,7 +126,8 @@ def safe_extract(
     Raises:
         DataNotFoundError: ``archive`` does not exist.
         LandsightValueError: ``archive`` is not a zip file or is corrupt, ``dest`` holds other
-            files, or a limit (argument or environment variable) is not a positive number.
+            files, or a limit (argument or environment variable, ``LANDSIGHT_ZIP_CACHE_BYTES``
+            included) is not a positive number.
         UnsafeArchiveError: A member would be written outside ``dest`` or is a symlink.
         ResourceLimitError: Over a size, ratio, member-count or disk-space limit; nothing is left
             behind.
@@ -186,7 +201,12 @@ def _zip_limit_error(archive: Path, what: str, key: str, needed: str) -> Resourc
 
 
 def _check_sizes(zf: zipfile.ZipFile, archive: Path, limits: dict[str, float]) -> int:
-    """Check the central directory against the limits; return the total uncompressed bytes."""
+    """Check the central directory against the limits; return the total uncompressed bytes.
+
+    Each member over :data:`ZIP_RATIO_MIN_BYTES` must stay within the ratio, and so must the
+    whole archive (declared uncompressed total / archive file size) once it inflates past
+    :data:`ZIP_RATIO_MIN_BYTES`: many members just under the per-member threshold add up.
+    """
     infos = zf.infolist()
     if len(infos) > limits["max_members"]:
         what = f"holds {len(infos)} members, over the limit of {limits['max_members']:.0f}"
@@ -203,16 +223,28 @@ def _check_sizes(zf: zipfile.ZipFile, archive: Path, limits: dict[str, float]) -
                 f"(compression ratio {ratio:.0f}, over the limit of {limits['max_ratio']:g})"
             )
             raise _zip_limit_error(archive, what, "max_ratio", f"{ratio + 1:.0f}")
+    size = archive.stat().st_size
+    ratio = total / max(size, 1)
+    if total > ZIP_RATIO_MIN_BYTES and ratio > limits["max_ratio"]:
+        what = (
+            f"inflates {size} bytes to {total} bytes in all, in {len(infos)} members (compression ratio "
+            f"{ratio:.0f}, over the limit of {limits['max_ratio']:g})"
+        )
+        raise _zip_limit_error(archive, what, "max_ratio", f"{ratio + 1:.0f}")
     return total
 
 
-def _write_members(zf: zipfile.ZipFile, archive: Path, root: Path, limits: dict[str, float]) -> None:
+def _write_members(zf: zipfile.ZipFile, archive: Path, root: Path, limits: dict[str, float]) -> int:
     """Write every member under ``root``, counting the bytes as they are written (1 MiB chunks).
 
     The central directory was checked already; this stops a member whose data inflates past its
-    declared size (a lying header) as soon as it does, and keeps the running total and ratio
-    within the limits whatever the headers say.
+    declared size (a lying header) as soon as it does, and keeps the running total, each member's
+    ratio and the whole archive's ratio within the limits whatever the headers say.
+
+    Returns:
+        The bytes written.
     """
+    archive_size = max(archive.stat().st_size, 1)
     written = 0
     for info in zf.infolist():
         parts = [p for p in info.filename.split("/") if p not in ("", ".")]
@@ -233,6 +265,7 @@ def _write_members(zf: zipfile.ZipFile, archive: Path, root: Path, limits: dict[
                     size > info.file_size
                     or written > limits["max_bytes"]
                     or (size > ZIP_RATIO_MIN_BYTES and ratio > limits["max_ratio"])
+                    or (written > ZIP_RATIO_MIN_BYTES and written / archive_size > limits["max_ratio"])
                 ):
                     raise ResourceLimitError(
                         f"archive {str(archive)!r} member {info.filename!r} inflated to {size} bytes "
@@ -242,6 +275,7 @@ def _write_members(zf: zipfile.ZipFile, archive: Path, root: Path, limits: dict[
                         "refusing to extract it, nothing was left behind. Re-create the archive"
                     )
                 out.write(chunk)
+    return written
 
 
 def extract_cached(archive: Path, dest: Path, digest: str, limits: dict[str, float] | None = None) -> Path:
@@ -256,9 +290,15 @@ def extract_cached(archive: Path, dest: Path, digest: str, limits: dict[str, flo
 
     Returns:
         ``dest``.
+
+    Raises:
+        LandsightValueError: Not a zip, corrupt, ``dest`` holds other files, or
+            ``LANDSIGHT_ZIP_CACHE_BYTES`` is not a positive number.
+        UnsafeArchiveError: A member would be written outside ``dest`` or is a symlink.
+        ResourceLimitError: Over a limit (see :func:`safe_extract`).
     """
     marker = dest / _EXTRACTED_MARKER
-    if marker.is_file() and marker.read_text().strip() == digest:
+    if _marked_digest(marker) == digest:
         os.utime(marker)  # most recently used: kept by _prune_extractions
         return dest
     if not zipfile.is_zipfile(archive):
@@ -270,6 +310,7 @@ def extract_cached(archive: Path, dest: Path, digest: str, limits: dict[str, flo
             f"extract_dir {str(dest)!r} already exists and holds other files; pass an empty or new folder"
         )
     limits = limits if limits is not None else _zip_limits()
+    quota = _cache_quota()
     with zipfile.ZipFile(archive) as zf:
         _check_members(zf, archive, dest)
         total = _check_sizes(zf, archive, limits)
@@ -283,14 +324,14 @@ def extract_cached(archive: Path, dest: Path, digest: str, limits: dict[str, flo
             )
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.part-", dir=dest.parent))
         try:
-            _write_members(zf, archive, tmp, limits)
-            (tmp / _EXTRACTED_MARKER).write_text(digest + "\n")
+            written = _write_members(zf, archive, tmp, limits)
+            (tmp / _EXTRACTED_MARKER).write_text(f"{digest}\n{written}\n")  # the size: for the cache quota
             if dest.exists():
                 dest.rmdir()  # empty (checked above)
             os.replace(tmp, dest)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            if marker.is_file() and marker.read_text().strip() == digest:
+            if _marked_digest(marker) == digest:
                 return dest  # a concurrent extraction of the same archive won the race
             if isinstance(exc, zipfile.BadZipFile | EOFError | zlib.error | NotImplementedError):
                 raise LandsightValueError(
@@ -298,16 +339,65 @@ def extract_cached(archive: Path, dest: Path, digest: str, limits: dict[str, flo
                     "re-create or re-download it"
                 ) from exc
             raise
-    _prune_extractions(dest)
+    _prune_extractions(dest, quota)
     return dest
 
 
-def _prune_extractions(dest: Path) -> None:
+def _marked_digest(marker: Path) -> str | None:
+    """The archive digest in an extraction marker (its first line), or None without one."""
+    try:
+        lines = marker.read_text().split()
+    except OSError:
+        return None
+    return lines[0] if lines else ""
+
+
+def _extraction_bytes(folder: Path) -> int:
+    """Bytes of an extraction: from its marker (second line), else by walking the folder."""
+    try:
+        lines = (folder / _EXTRACTED_MARKER).read_text().split()
+        if len(lines) > 1 and lines[1].isdigit():
+            return int(lines[1])
+    except OSError:
+        pass
+    total = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _cache_quota() -> int:
+    """Most bytes of extractions kept per cache folder: ``$LANDSIGHT_ZIP_CACHE_BYTES``, else :data:`ZIP_CACHE_BYTES`.
+
+    Raises:
+        LandsightValueError: The variable is set but not a positive number.
+    """
+    raw = os.environ.get("LANDSIGHT_ZIP_CACHE_BYTES", "").strip()
+    if not raw:
+        return ZIP_CACHE_BYTES
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise LandsightValueError(
+            f"LANDSIGHT_ZIP_CACHE_BYTES={raw!r} must be a positive number of bytes (default {ZIP_CACHE_BYTES})"
+        )
+    return int(value)
+
+
+def _prune_extractions(dest: Path, quota: int = ZIP_CACHE_BYTES) -> None:
     """Keep the most recently used complete extractions beside ``dest`` when it lies in the cache.
 
-    Only folders holding the extraction marker are deleted (never ``dest``), and temporary
-    ``.*.part-*`` folders older than an hour (left by killed processes). Outside the cache nothing
-    is touched: extractions the user placed are theirs.
+    Kept: ``dest``, then the most recently used others while they are fewer than
+    ``$LANDSIGHT_ZIP_KEEP_EXTRACTIONS`` and all of them fit in ``quota`` bytes; the older ones are
+    deleted. Only folders holding the extraction marker are deleted (never ``dest``), and
+    temporary ``.*.part-*`` folders older than an hour (left by killed processes). Outside the
+    cache nothing is touched: extractions the user placed are theirs.
     """
     parent = dest.parent.resolve()
     if not parent.is_relative_to(cache_dir().resolve()):
@@ -326,5 +416,11 @@ def _prune_extractions(dest: Path) -> None:
         except OSError:
             continue  # vanished meanwhile (another process pruned it)
     done.sort(reverse=True)
-    for _, old in done[keep - 1 :]:  # dest counts as one of the kept
-        shutil.rmtree(old, ignore_errors=True)
+    used, kept, full = _extraction_bytes(dest), 1, False  # dest counts as one of the kept
+    for _, entry in done:
+        size = _extraction_bytes(entry)
+        full = full or kept >= keep or used + size > quota
+        if full:  # this one and every older one
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            used, kept = used + size, kept + 1

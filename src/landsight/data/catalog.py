@@ -38,7 +38,7 @@ from landsight.cache import cache_dir, file_digest
 from landsight.data.archive import extract_cached
 from landsight.data.listing import is_hidden, is_listable, require_regular, walk_images
 from landsight.data.readers import IMAGE_EXTENSIONS
-from landsight.data.splits import PATH_HEADERS
+from landsight.data.split_groups import PATH_HEADERS
 from landsight.errors import DataNotFoundError, LandsightValueError
 
 __all__ = [

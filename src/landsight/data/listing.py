@@ -15,9 +15,13 @@ import glob
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from landsight.data.readers import IMAGE_EXTENSIONS
 from landsight.errors import DataNotFoundError, LandsightValueError
+
+if TYPE_CHECKING:
+    from landsight.data.stac import AllowRemote
 
 __all__ = ["NOT_REGULAR", "list_images"]
 
@@ -27,7 +31,7 @@ NOT_REGULAR = "not a regular file (a FIFO, device or socket); not read"
 """Error of a listed path that exists but is not a regular file: reading it could block forever."""
 
 
-def list_images(source: str | Path, *, asset: str | None = None) -> list[str]:
+def list_images(source: str | Path, *, asset: str | None = None, allow_remote: AllowRemote = True) -> list[str]:
     """List unlabelled images for prediction.
 
     Args:
@@ -39,6 +43,10 @@ def list_images(source: str | Path, *, asset: str | None = None) -> list[str]:
             one asset href per Item, in catalog order (URLs are kept as URLs).
         asset: STAC asset key (``None`` = the first raster asset with role ``"data"`` or type
             ``image/tiff``); only for a STAC ``source``.
+        allow_remote: For a STAC ``source``: which hosts it may make landsight contact, True any
+            (default), False none (the JSON, every linked document and every asset href must be
+            local; ``--no-remote``), or a collection of host names
+            (:func:`landsight.data.stac.stac_items`).
 
     Returns:
         Sorted absolute paths. Folders and globs keep only files with an extension in
@@ -48,10 +56,12 @@ def list_images(source: str | Path, *, asset: str | None = None) -> list[str]:
         blocking on it.
 
     Raises:
-        DataNotFoundError: Nothing matches, or a listed path is missing.
+        DataNotFoundError: Nothing matches, a listed path is missing, or a STAC JSON (or a local
+            document it links to) does not exist.
         LandsightValueError: ``source`` is a file that is neither an image nor a list file, or a
-            list file that is not a regular file; a STAC source without the asset; ``asset``
-            given for a source that is not STAC.
+            list file that is not a regular file; a STAC source without the asset, unreadable,
+            with a cycle or with a remote href ``allow_remote`` refuses; ``asset`` given for a
+            source that is not STAC.
 
     Example:
         >>> list_images("scenes/**/*.tif")  # doctest: +SKIP
@@ -60,7 +70,7 @@ def list_images(source: str | Path, *, asset: str | None = None) -> list[str]:
     from landsight.data.stac import is_stac_source, stac_assets
 
     if is_stac_source(source):
-        return stac_assets(source, asset)
+        return stac_assets(source, asset, allow_remote=allow_remote)
     if asset is not None:
         raise LandsightValueError(f"asset={asset!r} applies to a STAC JSON source, not {str(source)!r}; drop asset=")
     path = Path(source).expanduser()

@@ -1,17 +1,20 @@
 """Decode one image (JPEG, PNG, TIFF/GeoTIFF, ...) into an (H, W, C) uint8 array.
 
-This is the only module that opens rasters. TIFF and GeoTIFF files (recognised by their magic
-bytes, not their extension) go through rasterio, which handles multiband, 16-bit and float data
-and keeps the georeference; everything else goes through Pillow. ``rasterio`` is imported lazily
+This is the only module that decodes rasters (:mod:`landsight.data.headers` reads their
+headers). TIFF and GeoTIFF files (recognised by their magic bytes, not their extension) go
+through rasterio, which handles multiband, 16-bit and float data and keeps the georeference;
+everything else goes through Pillow. ``rasterio`` is imported lazily
 so that ``import landsight.data.readers`` needs only NumPy and Pillow.
 
 Memory limits: every decoder checks the image header before decoding the pixels. Pillow refuses
 images over ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels (179 million by default) and the rasterio path
 applies the same pixel limit, both as an :class:`~landsight.errors.ImageReadError` whose reason
 starts with ``"decompression bomb"``. ``max_decode_bytes`` (a keyword of :func:`read_image` and
-:func:`decode_image`, off by default for batch reading; the scoring service sets it) also refuses
-images whose estimated decoding memory (:attr:`ImageHeader.decode_bytes`) is over a byte budget,
-with :class:`~landsight.errors.ImageTooLargeError`. :func:`peek_image` reads that header alone.
+:func:`decode_image`, off by default; the scoring service and batch ``predict`` set it, by default
+to :data:`DEFAULT_MAX_DECODE_BYTES`) also refuses images whose estimated decoding memory
+(:attr:`ImageHeader.decode_bytes`) is over a byte budget, with
+:class:`~landsight.errors.ImageTooLargeError`. :func:`peek_image` reads that header alone; the
+header, its estimate and both checks live in :mod:`landsight.data.headers`.
 
 Example:
     >>> from landsight.data.readers import read_image
@@ -23,9 +26,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import io
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,30 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from landsight.data.headers import (
+    _TIFF_MAGIC,
+    DEFAULT_MAX_DECODE_BYTES,
+    ImageHeader,
+    _check_bomb,
+    _check_budget,
+    _ignore_not_georeferenced,
+    _pil_header,
+    peek_image,
+)
 from landsight.errors import DataNotFoundError, ImageReadError, ImageTooLargeError, LandsightValueError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageHeader", "RasterImage", "decode_image", "peek_image", "read_image"]
+__all__ = [
+    "DEFAULT_MAX_DECODE_BYTES",
+    "IMAGE_EXTENSIONS",
+    "ImageHeader",
+    "RasterImage",
+    "decode_image",
+    "peek_image",
+    "read_image",
+]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 """File extensions (lower case, with the dot) that landsight treats as images."""
-
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,139 +77,6 @@ class RasterImage:
     array: np.ndarray
     bounds: tuple[float, float, float, float] | None = None
     crs: str | None = None
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    """What an image file's header says, read without decoding its pixels (see :func:`peek_image`).
-
-    Attributes:
-        height: Rows, in pixels.
-        width: Columns, in pixels.
-        bands: Bands (channels) in the file; a palette image counts as 4 (it is expanded to RGB(A)).
-        itemsize: Bytes per sample of the widest band (1 for 8-bit, 2 for uint16, 8 for float64).
-        dtype: NumPy name of the samples, e.g. ``"uint8"``, ``"uint16"``, ``"float64"``.
-        decoder: ``"rasterio"`` or ``"pillow"``: the library that read the header.
-
-    """
-
-    height: int
-    width: int
-    bands: int
-    itemsize: int
-    dtype: str
-    decoder: str
-
-    @property
-    def pixels(self) -> int:
-        """``height * width``."""
-        return self.height * self.width
-
-    @property
-    def raw_bytes(self) -> int:
-        """Bytes of the decoded samples: ``height * width * bands * itemsize``."""
-        return self.pixels * self.bands * self.itemsize
-
-    @property
-    def decode_bytes(self) -> int:
-        """Estimated peak memory, in bytes, that :func:`decode_image` needs for this image.
-
-        ``2 * raw_bytes`` (the decoder's buffer and the NumPy array) plus 3 bytes per pixel (the
-        uint8 RGB result) plus, for samples that are not 8-bit, 17 bytes per pixel (the float64
-        copy of one band, its finite mask and the percentile sample of the 2-98 % stretch).
-        """
-        per_pixel = 3 if self.dtype in ("uint8", "bool") else 20
-        return 2 * self.raw_bytes + per_pixel * self.pixels
-
-
-def peek_image(data: bytes, name: str) -> ImageHeader | None:
-    """Read an image's size, bands and sample type from its header, without decoding the pixels.
-
-    TIFFs (by magic bytes) are read with rasterio (``MemoryFile``: the header and tags only), then
-    Pillow if rasterio cannot; other formats with Pillow (``Image.open`` reads the header only).
-    Costs about a millisecond, whatever the image size.
-
-    Args:
-        data: The file's bytes.
-        name: The file's path or name, used in error messages only.
-
-    Returns:
-        The header, or None when neither library recognises it (:func:`decode_image` then
-        fails with the reason).
-
-    Raises:
-        ImageReadError: More than ``2 * PIL.Image.MAX_IMAGE_PIXELS`` pixels (reason
-            ``"decompression bomb: ..."``).
-
-    Example:
-        >>> peek_image(Path("scene.tif").read_bytes(), "scene.tif")  # doctest: +SKIP
-        ImageHeader(height=4000, width=4000, bands=1, itemsize=8, dtype='float64', decoder='rasterio')
-
-    """
-    header = None
-    if data[:4] in _TIFF_MAGIC:
-        header = _peek_rasterio(data)
-    if header is None:
-        header = _peek_pil(data, name)
-    if header is not None:
-        _check_bomb(header.pixels, name)
-    return header
-
-
-def _peek_rasterio(data: bytes) -> ImageHeader | None:
-    import rasterio
-    from rasterio.enums import ColorInterp
-
-    _ignore_not_georeferenced()
-    try:
-        with rasterio.io.MemoryFile(data) as memfile, memfile.open() as src:
-            dtypes = [np.dtype(d) for d in src.dtypes] or [np.dtype(np.uint8)]
-            widest = max(dtypes, key=lambda d: d.itemsize)
-            palette = src.count == 1 and tuple(src.colorinterp)[0] == ColorInterp.palette
-            bands = 4 if palette else max(1, src.count)
-            return ImageHeader(int(src.height), int(src.width), bands, widest.itemsize, widest.name, "rasterio")
-    except Exception:  # noqa: BLE001 - not readable by rasterio: Pillow is tried next
-        return None
-
-
-_PIL_SAMPLES = {"I": (4, "int32"), "F": (4, "float32")}
-
-
-def _peek_pil(data: bytes, name: str) -> ImageHeader | None:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            mode = img.mode
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(name, f"decompression bomb: {exc}") from None
-    except Exception:  # noqa: BLE001 - unidentified or odd headers: decode_image reports them properly
-        return None
-    return _pil_header(int(height), int(width), mode)
-
-
-def _pil_header(height: int, width: int, mode: str) -> ImageHeader:
-    if mode.startswith("I;16"):
-        itemsize, dtype = 2, "uint16"
-    else:
-        itemsize, dtype = _PIL_SAMPLES.get(mode, (1, "uint8"))
-    bands = 4 if mode in ("P", "PA") else Image.getmodebands(mode)
-    return ImageHeader(height, width, bands, itemsize, dtype, "pillow")
-
-
-def _check_budget(header: ImageHeader, name: str, max_decode_bytes: int | None) -> None:
-    """Raise :class:`ImageTooLargeError` when decoding ``header`` would need over ``max_decode_bytes``."""
-    if max_decode_bytes is not None and header.decode_bytes > max_decode_bytes:
-        raise ImageTooLargeError(name, too_large_reason(header, max_decode_bytes))
-
-
-def too_large_reason(header: ImageHeader, max_decode_bytes: int) -> str:
-    """Say why ``header`` is over ``max_decode_bytes`` (for error messages)."""
-    return (
-        f"too large to decode: {header.height}x{header.width} pixels x {header.bands} band(s) of "
-        f"{header.dtype} need about {header.decode_bytes} bytes of memory, over the limit of "
-        f"{max_decode_bytes} bytes (max_decode_bytes); cut the image into tiles "
-        "(landsight tile) or raise the limit"
-    )
 
 
 def read_image(
@@ -416,17 +300,6 @@ def _rgb(array: np.ndarray, bands: list[int] | None) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-@functools.cache
-def _ignore_not_georeferenced() -> None:
-    """Silence rasterio's NotGeoreferencedWarning once, process-wide.
-
-    ``warnings.catch_warnings`` is not thread-safe, and decoding runs in threads.
-    """
-    from rasterio.errors import NotGeoreferencedWarning
-
-    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-
-
 def _decode_rasterio(data: bytes, name: str, bands: list[int] | None, max_decode_bytes: int | None) -> RasterImage:
     import rasterio
     from rasterio.enums import ColorInterp
@@ -471,16 +344,6 @@ def _decode_rasterio(data: bytes, name: str, bands: list[int] | None, max_decode
             crs = f"EPSG:{epsg}" if epsg is not None else src.crs.to_wkt()
             bounds = tuple(float(v) for v in src.bounds)  # type: ignore[assignment]
     return RasterImage(_rgb(_to_uint8(array), bands), bounds, crs)
-
-
-def _check_bomb(pixels: int, name: str) -> None:
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and pixels > 2 * limit:
-        raise ImageReadError(
-            name,
-            f"decompression bomb: {pixels} pixels exceeds the limit of {2 * limit} "
-            "(raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted)",
-        )
 
 
 def _decode_pil(data: bytes, name: str, bands: list[int] | None, max_decode_bytes: int | None) -> RasterImage:

@@ -43,6 +43,7 @@ def cut_tiles(
     prefix: str = "tile",
     overwrite: bool = False,
     asset: str | None = None,
+    allow_remote: bool = True,
 ) -> list[RasterTile]:
     """Write the ``size x size`` tiles of a raster as GeoTIFFs named ``<prefix>_<row>_<col>.tif``.
 
@@ -62,6 +63,8 @@ def cut_tiles(
             did not write; otherwise refused before anything is written).
         asset: STAC asset key (``None`` = the first raster asset with role ``"data"`` or type
             ``image/tiff``); only for a STAC ``raster``.
+        allow_remote: False: read local files only (``--no-remote``): a URL ``raster``, or a STAC
+            JSON linking to a remote Item, Catalog or asset, is refused before anything is read.
 
     Returns:
         The tiles written, in row-major order.
@@ -69,19 +72,25 @@ def cut_tiles(
     Raises:
         DataNotFoundError: ``raster`` does not exist.
         LandsightValueError: ``size`` < 1 or larger than the raster, or ``out`` is, holds or lies in the raster;
-            a STAC source without the asset; ``asset`` given for a plain raster.
+            a STAC source without the asset, unreadable, with a cycle or a remote href while
+            ``allow_remote`` is False; ``asset`` given for a plain raster; a URL ``raster`` while
+            ``allow_remote`` is False.
         OutputExistsError: ``out`` exists and ``overwrite`` is False, or it is not a tiles folder
             landsight made.
     """
     from landsight.data.stac import is_stac_source, stac_items
 
     if is_stac_source(raster):
-        items = stac_items(raster, asset)
+        items = stac_items(raster, asset, allow_remote=allow_remote)
         sources = [(it.href, prefix if len(items) == 1 else f"{prefix}_{it.item_id}") for it in items]
     else:
         if asset is not None:
             raise LandsightValueError(
                 f"asset={asset!r} applies to a STAC JSON source, not {str(raster)!r}; drop asset="
+            )
+        if not allow_remote and "://" in str(raster) and not str(raster).startswith("file://"):
+            raise LandsightValueError(
+                f"raster {str(raster)!r} is a URL but remote reads are off (--no-remote); use a local copy"
             )
         if "://" not in str(raster) and not Path(raster).is_file():
             raise DataNotFoundError(f"raster {str(raster)!r} does not exist")
