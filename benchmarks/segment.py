@@ -177,7 +177,7 @@ def unet_confusions(
         pairs = pair_rasters(_csv_pairs(work / f"{tag}_test.csv", test)).pairs
         plain = evaluate_segmentation(bundle, pairs, progress=False)
     with timed() as tt:
-        tta = evaluate_segmentation(bundle, pairs, progress=False, tta=True) if config.get("tta") else None
+        tta = evaluate_segmentation(bundle, pairs, progress=False, tta="d4") if config.get("tta") else None
     info = {"train_s": t.seconds, "tta_s": tt.seconds, "foreign": t.foreign, "best_epoch": result.best_epoch,
             "epochs_run": len(result.history), "bundle": str(out)}  # fmt: skip
     return (np.array(plain["confusion_matrix"]), None if tta is None else np.array(tta["confusion_matrix"]),

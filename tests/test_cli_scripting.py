@@ -130,7 +130,7 @@ def _table_and_json(args: list[str], env: dict[str, str] | None = None, again: t
 
 def test_demo_train_and_finetune_tables_in_a_pipe(small_dataset: Path, tmp_path: Path) -> None:
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
-    table, metrics = _table_and_json(["demo", "--out", str(tmp_path / "demo"), "-q"], env=env, again=())
+    table, metrics = _table_and_json(["demo", "--out", str(tmp_path / "demo"), "-q"], env=env)
     for name in ("HerbaceousVegetation", "PermanentCrop", "AnnualCrop"):  # the longest EuroSAT names, whole
         assert name in table and name in metrics["per_class"]
     table, metrics = _table_and_json(["train", str(small_dataset), "--out", str(tmp_path / "t.landsight"),

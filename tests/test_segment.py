@@ -194,21 +194,23 @@ def test_chips_context_oversampling_and_uint16(tmp_path: Path) -> None:
     pair = RasterPair(str(img), str(lab), 96, 96)
     assert band_stats([img]).mean[0] > 255  # uint16 values are not squeezed into uint8
     data = ChipDataset([pair], cm, chip_size=64, length=4, context=32, random_state=1)
-    x, y = data[0]
+    chip = data[0]
+    x, y = chip["image"], chip["mask"]
     assert x.shape == (3, 64, 64) and x.dtype.is_floating_point and float(x.max()) > 255
     assert y.shape == (64, 64)
     assert (y[:16] == IGNORE_INDEX).all() and (y[:, 48:] == IGNORE_INDEX).all()  # outside the 32 px centre
     assert (y[16:48, 16:48] != IGNORE_INDEX).any()
-    x2, y2 = data[0]  # fixed random_state: the same chip again
+    again = data[0]  # fixed random_state: the same chip again
+    x2, y2 = again["image"], again["mask"]
     assert np.array_equal(x.numpy(), x2.numpy()) and np.array_equal(y.numpy(), y2.numpy())
     # chips bigger than the raster are padded with the ignore index
     big = ChipDataset([pair], cm, chip_size=128, length=1, random_state=0)
-    assert (big[0][1][96:] == IGNORE_INDEX).all()
+    assert (big[0]["mask"][96:] == IGNORE_INDEX).all()
     # oversampling finds the 8x8 rare-class corner far more often than uniform sampling would
     rare = ChipDataset([pair], cm, chip_size=32, length=40, oversample=1.0, random_state=3)
-    hits = sum(int((rare[i][1] == 2).any()) for i in range(40))
+    hits = sum(int((rare[i]["mask"] == 2).any()) for i in range(40))
     plain = ChipDataset([pair], cm, chip_size=32, length=40, random_state=3)
-    assert hits > sum(int((plain[i][1] == 2).any()) for i in range(40)) and hits >= 10
+    assert hits > sum(int((plain[i]["mask"] == 2).any()) for i in range(40)) and hits >= 10
     with pytest.raises(LandsightValueError, match="context"):
         ChipDataset([pair], cm, chip_size=64, context=100)
 
@@ -291,9 +293,9 @@ def test_ddp_two_processes_train_on_their_own_chips(ches: Path, tmp_path: Path) 
     pairs = pair_rasters(str(ches / "train/images/*.tif"), str(ches / "train/labels/*_lc.tif")).pairs
     data = ChipDataset(pairs, load_class_map("chesapeake"), chip_size=64, length=8)
     torch.manual_seed(0)
-    a = data[0][0]
+    a = data[0]["image"]
     torch.manual_seed(0)  # DDP ranks share the seed; their sampler indices differ, and so do their chips
-    assert not torch.equal(a, data[1][0])
+    assert not torch.equal(a, data[1]["image"])
     result = train_segmentation(
         str(ches / "train/images/*.tif"), str(ches / "train/labels/*_lc.tif"), out=tmp_path / "ddp.landsight",
         epochs=1, chip_size=64, chips_per_epoch=8, val_chips=4, batch_size=2, devices=2, progress=False, track=False,

@@ -109,6 +109,106 @@ def test_predict_writes_vector_and_stats_that_round_trip(tile: dict[str, Path], 
     assert not (tmp_path / "other.tif").exists()
 
 
+def test_predict_stats_and_vector_are_gathered_while_writing(tile: dict[str, Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """--stats / --vector never reopen the written map, each output is checked once, and both equal a full read."""
+    import collections
+
+    import geopandas as gpd
+    import pandas as pd
+
+    import landsight.outputs
+    from landsight.segment import vector as seg_vector
+
+    bundle = _pixel_bundle(tmp_path / "px.landsight")
+    out, vec, stats, probs = tmp_path / "lc.tif", tmp_path / "lc.gpkg", tmp_path / "areas.csv", tmp_path / "p.tif"
+    opened: list[tuple[str, str]] = []
+    real_open, real_check = rasterio.open, landsight.outputs.check_output
+    checked: collections.Counter[str] = collections.Counter()
+
+    def spy_open(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
+        opened.append((str(path), mode))
+        return real_open(path, mode, *args, **kwargs)
+
+    def spy_check(path, **kwargs):  # noqa: ANN001, ANN202
+        checked[str(path)] += 1
+        return real_check(path, **kwargs)
+
+    def no_reread(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the finished map was read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(rasterio, "open", spy_open)
+        m.setattr(landsight.outputs, "check_output", spy_check)
+        m.setattr(seg_vector, "class_areas", no_reread)
+        m.setattr(seg_vector, "polygonize_raster", no_reread)
+        # 128-pixel windows: the 260 x 260 tile is written (and polygonized) in several cores
+        bundle.predict(tile["naip-new"], out, probabilities=probs, vector=vec, stats=stats, window_size=128,
+                       dissolve="region", progress=False)  # fmt: skip
+    assert {path for path, mode in opened if mode == "r"} == {str(tile["naip-new"])}  # only the input is read
+    assert all(Path(path).name.startswith(".") for path, mode in opened if mode == "w")  # temporary names
+    assert all(checked[str(p)] == 1 for p in (out, vec, stats, probs))
+    # the statistics equal those of a full read of the written map, exactly
+    table = pd.read_csv(stats, float_precision="round_trip")
+    with rasterio.open(out) as src:
+        codes, counts = np.unique(src.read(1), return_counts=True)
+        pixel = abs(src.transform.a * src.transform.e)
+    assert table.set_index("code").loc[codes, "pixels"].tolist() == counts.tolist() and table["pixels"].sum() == 260**2
+    np.testing.assert_allclose(table.set_index("code").loc[codes, "area_m2"], counts * pixel, rtol=1e-12)
+    pd.testing.assert_frame_equal(table, seg_vector.class_areas(out, bundle.class_map), check_exact=True)
+    # the polygons equal those of the written map polygonized in other windows, coordinate for coordinate
+    layer = gpd.read_file(vec)
+    again = seg_vector.polygonize_raster(out, bundle.class_map, dissolve="region", window=100)
+    assert len(layer) == len(again) and layer["code"].tolist() == again["code"].tolist()
+    assert layer.geometry.geom_equals_exact(again.geometry, 0).all()
+    np.testing.assert_array_equal(layer["area_m2"], again["area_m2"])
+    # options that cannot work fail before anything is written
+    with pytest.raises(LandsightValueError, match="dissolve"):
+        bundle.predict(tile["naip-new"], tmp_path / "x.tif", vector=tmp_path / "x.gpkg", dissolve="pixel",
+                       progress=False)  # fmt: skip
+    assert not (tmp_path / "x.tif").exists() and not list(tmp_path.glob(".*x.tif"))
+
+
+def test_polygons_do_not_depend_on_the_windows(tile: dict[str, Path]) -> None:
+    """The real land-cover tile polygonized in one window or in 64 / 100-pixel windows: the same layer."""
+    from landsight.segment.vector import polygonize_raster
+
+    for kwargs in ({"dissolve": "class"}, {"dissolve": "region"}, {"simplify": 30.0}):
+        whole = polygonize_raster(tile["lc"], window=2048, **kwargs)
+        for window in (64, 100):
+            cut = polygonize_raster(tile["lc"], window=window, **kwargs)
+            assert len(cut) == len(whole) and cut["code"].tolist() == whole["code"].tolist()
+            assert cut.geometry.geom_equals_exact(whole.geometry, 0).all(), (kwargs, window)
+            np.testing.assert_array_equal(cut["area_m2"], whole["area_m2"])
+
+
+def test_predict_geodesic_stats_equal_a_full_read(tile: dict[str, Path], tmp_path: Path) -> None:
+    """Synthetic: the real NAIP tile re-gridded in EPSG:4326 with a nodata hole; areas per row, exact."""
+    import geopandas as gpd
+    import pandas as pd
+    from rasterio.transform import from_origin
+
+    from landsight.segment.vector import class_areas, polygonize_raster
+
+    with rasterio.open(tile["naip-new"]) as src:
+        data, profile = src.read(), src.profile
+    data[:, 50:70, 10:90] = 0
+    geo = tmp_path / "synthetic_wgs84_naip.tif"
+    with rasterio.open(geo, "w", **{**profile, "crs": "EPSG:4326", "nodata": 0,
+                                    "transform": from_origin(-77.5, 39.0, 0.0002, 0.00025)}) as dst:  # fmt: skip
+        dst.write(data)
+    bundle = _pixel_bundle(tmp_path / "px.landsight")
+    out, stats, vec = tmp_path / "lc.tif", tmp_path / "areas.csv", tmp_path / "lc.parquet"
+    bundle.predict(geo, out, stats=stats, vector=vec, window_size=96, progress=False)
+    table = pd.read_csv(stats, float_precision="round_trip")
+    assert table["pixels"].sum() == 260 * 260 - 20 * 80
+    pd.testing.assert_frame_equal(table, class_areas(out, bundle.class_map), check_exact=True)
+    layer, again = gpd.read_parquet(vec), polygonize_raster(out, bundle.class_map)
+    assert layer.geometry.geom_equals_exact(again.geometry, 0).all()
+    expected = table.set_index("code").loc[layer["code"], "area_m2"]
+    np.testing.assert_allclose(layer.set_index("code")["area_m2"], expected, rtol=1e-6)
+
+
 def test_areas_geodesic_in_geographic_crs_and_nan_without_crs(tmp_path: Path) -> None:
     """Synthetic label rasters: 0.01 degree pixels at the equator, and one without a CRS."""
     from rasterio.transform import from_origin
@@ -198,7 +298,7 @@ def test_class_weights_and_dihedral_tta(tmp_path: Path) -> None:
     # a per-pixel network commutes with rotations / flips: TTA must map every view back exactly
     bundle = _pixel_bundle(tmp_path / "px.landsight")
     x = np.random.default_rng(0).integers(0, 255, (2, 4, 64, 64)).astype(np.float32)
-    np.testing.assert_allclose(predict_tiles(bundle, x, tta=True), predict_tiles(bundle, x), atol=1e-5)
+    np.testing.assert_allclose(predict_tiles(bundle, x, tta="d4"), predict_tiles(bundle, x), atol=1e-5)
 
 
 def test_nlcd_aux_input_trains_predicts_and_is_required(shared_data: Path, tmp_path: Path) -> None:
@@ -220,10 +320,38 @@ def test_nlcd_aux_input_trains_predicts_and_is_required(shared_data: Path, tmp_p
     assert all("val_miou" in row for row in result.history)
     assert bundle.meta["training"]["loss"] == "weighted_ce+dice" and len(bundle.meta["training"]["class_weights"]) == 4
     image = root / "images" / "wv_1m_2014-m_3708020_sw_17_1-7.tif"
-    out = bundle.predict(image, tmp_path / "lc.tif", tta=True, progress=False)  # template from the bundle
+    out = bundle.predict(image, tmp_path / "lc.tif", tta="d4", progress=False)  # template from the bundle
     with rasterio.open(out) as dst:
         assert set(np.unique(dst.read(1))) <= {1, 2, 3, 4}
     with pytest.raises(Exception, match="does not exist"):
         bundle.predict(image, tmp_path / "lc2.tif", aux=tmp_path / "missing_nlcd.tif", progress=False)
     with pytest.raises(LandsightValueError, match="loss"):
         train_segmentation(str(root / "images/*.tif"), str(root / "labels/*_lc.tif"), out=tmp_path / "x", loss="focal")
+
+
+def test_vector_cost_is_bounded_by_sieve_and_a_polygon_budget(tile: dict[str, Path], tmp_path: Path) -> None:
+    """A noisy per-pixel map: the budget stops it in one line with nothing written; --sieve makes it cheap."""
+    import geopandas as gpd
+
+    from landsight.errors import ResourceLimitError
+
+    bundle = _pixel_bundle(tmp_path / "px.landsight")
+    plain = tmp_path / "plain.gpkg"
+    bundle.predict(tile["naip-new"], tmp_path / "plain.tif", vector=plain, dissolve="region", progress=False)
+    n_plain = len(gpd.read_file(plain))
+    assert n_plain > 50  # the synthetic per-pixel head is noisy: many small regions
+    out, vec = tmp_path / "lc.tif", tmp_path / "lc.gpkg"
+    with pytest.raises(ResourceLimitError, match="--sieve PIXELS"):
+        bundle.predict(tile["naip-new"], out, vector=vec, max_polygons=10, progress=False)
+    assert not out.exists() and not vec.exists()  # group commit: nothing written
+    bundle.predict(tile["naip-new"], out, vector=vec, dissolve="region", sieve=16, progress=False)
+    sieved = gpd.read_file(vec)
+    assert len(sieved) < n_plain
+    with rasterio.open(out) as src:
+        codes = src.read(1)
+    from rasterio.features import shapes
+
+    from landsight.segment.classmap import NODATA_CODE
+
+    regions = list(shapes(codes, mask=codes != NODATA_CODE, connectivity=4))
+    assert len(regions) == len(sieved)  # the map itself was sieved: its regions are the layer's

@@ -282,7 +282,11 @@ def test_spark_train_writes_a_bundle_that_matches_mllib_and_the_local_head(spark
     from_bundle = compute_metrics(labels, proba, bundle.classes, paths=result.test_paths)
     n_test = len(result.test_paths)  # compare counts of images, not floats (0.8 - 0.7333 > 1/15 in binary)
     correct_bundle, correct_spark = (round(m["accuracy"] * n_test) for m in (from_bundle, result.metrics))
-    assert abs(correct_bundle - correct_spark) <= 1  # at most one tie broken otherwise
+    # The two may break ties between equally probable classes differently (a 20-tree forest gives
+    # probabilities in steps of 1/20): they may differ by at most the number of tied test images.
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    n_tied = int((top2[:, 1] - top2[:, 0] < 1e-4).sum())
+    assert abs(correct_bundle - correct_spark) <= max(1, n_tied)
     local = local_train(eurosat_60, out=tmp_path / "l.landsight", head=head, test_size=0.25, progress=False,
                         track=False, tta="none", C=1.0, **kw)  # fmt: skip  (Spark's own single-view, C=1 path)
     assert sorted(local.test_paths) == sorted(result.test_paths)  # same split

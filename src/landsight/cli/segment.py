@@ -30,7 +30,11 @@ app = typer.Typer(
 ImagesOpt = Annotated[str, typer.Option(help="Glob of image rasters (quote it), or a CSV with columns image,label.")]
 LabelsOpt = Annotated[str | None, typer.Option(help="Glob of label rasters whose wildcards match --images'.")]
 TtaOpt = Annotated[
-    bool, typer.Option("--tta/--no-tta", help="Average over the 8 flips / 90-degree rotations (8x compute).")
+    str,
+    typer.Option(
+        "--tta",
+        help="Test-time augmentation: none | d4 (the 8 flips and 90-degree rotations averaged, 8x compute).",
+    ),
 ]
 AuxOpt = Annotated[
     str | None,
@@ -152,7 +156,7 @@ def predict_cmd(
     cog: Annotated[bool, typer.Option("--cog", help="Write Cloud Optimized GeoTIFFs.")] = False,
     window_size: WindowOpt = 576,
     batch_size: Annotated[int, typer.Option(help="Windows per inference call.", **option_range("batch_size"))] = 2,
-    tta: TtaOpt = False,
+    tta: TtaOpt = "none",
     aux_rasters: AuxOpt = None,
     vector: Annotated[
         Path | None, typer.Option(help="Also write class polygons: .gpkg, .geojson or .parquet (GeoParquet).")
@@ -165,6 +169,13 @@ def predict_cmd(
     ),
     min_area: Annotated[float | None, typer.Option(help="--vector: drop regions smaller than this, m².")] = None,
     stats: Annotated[Path | None, typer.Option(help="Write area per class (m², ha, %) to this CSV.")] = None,
+    sieve: Annotated[
+        int | None,
+        typer.Option(help="Merge regions smaller than this many pixels into their neighbours (map and layers).", min=1),
+    ] = None,
+    max_polygons: Annotated[
+        int | None, typer.Option(help="--vector: stop with an error above this many polygons [100,000].", min=1)
+    ] = None,
     asset: Annotated[str | None, typer.Option(help="STAC input: the asset to read (default: the first image).")] = (
         None
     ),
@@ -173,12 +184,16 @@ def predict_cmd(
 ) -> None:
     """Write the land-cover map of a raster (same CRS and transform, colour table, nodata), and GIS layers."""
     from landsight.bundle import load_bundle
+    from landsight.recipe import check_tta
+    from landsight.segment.predict import SUPPORTED_TTA
 
+    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")  # before the bundle is read
     loaded = load_bundle(bundle, task="segmentation")
     path = loaded.predict(raster, out_, probabilities=probabilities, cog=cog, window_size=window_size,
                           batch_size=batch_size, progress=not quiet, overwrite=overwrite, tta=tta, aux=aux_rasters,
                           vector=vector, dissolve=dissolve, simplify=simplify, min_area=min_area, stats=stats,
-                          asset=asset)  # fmt: skip
+                          asset=asset, sieve=sieve,
+                          **({"max_polygons": max_polygons} if max_polygons is not None else {}))  # fmt: skip
     for extra, what in ((vector, "polygons"), (stats, "areas")):
         if extra is not None:
             err().print(f"{what}: [bold]{extra}[/bold]")
@@ -197,7 +212,7 @@ def evaluate_cmd(
     labels: LabelsOpt = None,
     out_: Annotated[Path, typer.Option("--out", help="Folder for segmentation_metrics.json.")] = Path("evaluation"),
     window_size: WindowOpt = 576,
-    tta: TtaOpt = False,
+    tta: TtaOpt = "none",
     aux_rasters: AuxOpt = None,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
@@ -206,7 +221,11 @@ def evaluate_cmd(
     fmt: FormatOpt = "table",
 ) -> None:
     """Pixel accuracy, per-class IoU / F1, mean IoU, areas and the confusion matrix over whole rasters."""
+    from landsight.recipe import check_tta
     from landsight.segment.evaluate import evaluate_rasters
+    from landsight.segment.predict import SUPPORTED_TTA
+
+    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")  # before the bundle is read
 
     metrics = evaluate_rasters(bundle, images, labels, out=out_, window_size=window_size, progress=not quiet,
                                tracking_uri=tracking_uri, track=track, overwrite=overwrite, tta=tta,

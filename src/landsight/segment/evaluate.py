@@ -26,8 +26,6 @@ from landsight.segment.classmap import IGNORE_INDEX
 METRICS_FILE = "segmentation_metrics.json"
 
 if TYPE_CHECKING:
-
-    from landsight.segment.bundle import SegmentationBundle
     from landsight.segment.pairs import RasterPair
 
 
@@ -85,7 +83,7 @@ def segmentation_metrics(matrix: np.ndarray, names: Sequence[str]) -> dict[str, 
 
 
 def evaluate_segmentation(
-    bundle: SegmentationBundle,
+    bundle: Any,
     pairs: Sequence[RasterPair],
     *,
     window_size: int = 576,
@@ -93,7 +91,7 @@ def evaluate_segmentation(
     progress: bool = True,
     write_to: str | Path | None = None,
     aux_rasters: str | None = None,
-    tta: bool = False,
+    tta: str | bool = "none",
 ) -> dict[str, Any]:
     """Score a segmentation bundle on whole labelled rasters.
 
@@ -106,7 +104,8 @@ def evaluate_segmentation(
         write_to: Folder for ``segmentation_metrics.json`` (optional).
         aux_rasters: Auxiliary raster template for a bundle trained with one (default: the
             bundle's own template, :class:`~landsight.segment.auxiliary.AuxSpec`).
-        tta: Dihedral test-time augmentation (:func:`landsight.segment.predict.predict_tiles`).
+        tta: ``"d4"`` (dihedral test-time augmentation, 8 views) or ``"none"``
+            (:func:`landsight.segment.predict.predict_tiles`).
 
     Returns:
         :func:`segmentation_metrics` output plus ``areas`` / ``areas_unit`` (see the module
@@ -188,7 +187,7 @@ def evaluate_rasters(
     track: bool = True,
     overwrite: bool = False,
     aux_rasters: str | None = None,
-    tta: bool = False,
+    tta: str | bool = "none",
 ) -> dict[str, Any]:
     """Evaluate a segmentation bundle on image / label rasters (the ``segment evaluate`` verb).
 
@@ -205,7 +204,8 @@ def evaluate_rasters(
         overwrite: Replace the ``segmentation_metrics.json`` of an earlier run in ``out``.
         aux_rasters: Extra-input path template, for bundles trained with ``aux_rasters`` (see
             :func:`evaluate_segmentation`).
-        tta: Dihedral test-time augmentation (see :func:`evaluate_segmentation`).
+        tta: ``"d4"`` (dihedral test-time augmentation, 8 views) or ``"none"`` (see
+            :func:`evaluate_segmentation`).
 
     Returns:
         :func:`evaluate_segmentation` output; its ``skipped`` also lists the files left out
@@ -224,6 +224,10 @@ def evaluate_rasters(
     if out is not None:
         check_output(Path(out) / METRICS_FILE, overwrite=overwrite, what="metrics file")
     found = pair_rasters(images, labels)
+    from landsight.recipe import check_tta
+    from landsight.segment.predict import SUPPORTED_TTA
+
+    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")
     params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size,
               "tta": tta, "aux_rasters": aux_rasters}  # fmt: skip
     with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:

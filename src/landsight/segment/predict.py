@@ -12,6 +12,12 @@ The output has the input's CRS and transform, uint8 class codes from the class m
 colour table; optionally a Cloud Optimized GeoTIFF (GDAL's COG driver) and a per-class
 probability raster (uint8, probability x 254, nodata 255, band descriptions = class names).
 
+Every raster is opened and written through :mod:`landsight.segment.raster` (one opener,
+window by window, outputs on the input's grid); this module only orchestrates. The optional
+polygons (``vector``) and area statistics (``stats``) are gathered while the cores are written,
+from the labels in memory (:class:`landsight.segment.vector.Polygonizer`, the writer's
+:class:`~landsight.segment.raster.ClassCounts`): the finished map is never read again.
+
 ``tta``: dihedral test-time augmentation: every window is predicted in the 8 orientations of the
 square (4 rotations by 90 degrees, each also mirrored), the probabilities mapped back and
 averaged (8x the compute; overhead imagery has no "up"). A bundle trained with an auxiliary
@@ -21,7 +27,6 @@ raster (:mod:`landsight.segment.auxiliary`) reads it window by window beside the
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +35,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landsight.errors import LandsightValueError
+from landsight.recipe import check_tta
 from landsight.segment.classmap import NODATA_CODE
 
+#: Default polygon budget of ``predict_raster(vector=...)`` (``--max-polygons``).
+DEFAULT_MAX_POLYGONS = 100_000
+#: The test-time augmentation modes (:data:`landsight.recipe.TTA_MODES`) segmentation implements.
+SUPPORTED_TTA: tuple[str, ...] = ("none", "d4")
+
 if TYPE_CHECKING:
-    from landsight.segment.bundle import SegmentationBundle
+    from landsight.segment.raster import LabelRasterWriter
+    from landsight.segment.vector import Polygonizer
 
 STRIDE = 32
 BLOCK = 256
@@ -86,18 +98,23 @@ def tile_layout(height: int, width: int, window_size: int, margin: int) -> tuple
     return math.ceil((core + 2 * margin) / STRIDE) * STRIDE, core
 
 
-def predict_tiles(bundle: SegmentationBundle, tiles: np.ndarray, *, tta: bool = False) -> np.ndarray:
+def predict_tiles(bundle: Any, tiles: np.ndarray, *, tta: str | bool = "none") -> np.ndarray:
     """Class probabilities of square tiles, optionally averaged over the 8 dihedral orientations.
 
     Args:
         bundle: The segmentation bundle.
         tiles: ``(N, C, S, S)`` raw values (S a multiple of 32).
-        tta: Average over 4 rotations x 2 mirrorings (each mapped back before averaging).
+        tta: ``"d4"``: average over 4 rotations x 2 mirrorings (each mapped back before
+            averaging); ``"none"``: one view (:data:`SUPPORTED_TTA`; ``True`` / ``False`` are
+            accepted for ``"d4"`` / ``"none"``).
 
     Returns:
         ``(N, K, S, S)`` float32 probabilities.
+
+    Raises:
+        LandsightValueError: ``tta`` is not a mode segmentation supports.
     """
-    if not tta:
+    if check_tta(tta, SUPPORTED_TTA, task="segmentation") == "none":
         return bundle.predict_proba(tiles)
     total = np.zeros((tiles.shape[0], bundle.class_map.num_classes, *tiles.shape[2:]), dtype=np.float32)
     for flip in (False, True):
@@ -111,14 +128,14 @@ def predict_tiles(bundle: SegmentationBundle, tiles: np.ndarray, *, tta: bool = 
 
 def iter_predictions(
     src: Any,
-    bundle: SegmentationBundle,
+    bundle: Any,
     *,
     window_size: int = 576,
     margin: int | None = None,
     batch_size: int = 2,
     progress: bool = False,
     aux_src: Any = None,
-    tta: bool = False,
+    tta: str | bool = "none",
 ) -> Iterator[TilePrediction]:
     """Predict an open raster core by core (see the module docstring).
 
@@ -182,17 +199,8 @@ def iter_predictions(
             bar.advance(len(batch))
 
 
-def _profile(src: Any, count: int, cog: bool) -> dict[str, Any]:
-    return {
-        "driver": "GTiff", "dtype": "uint8", "count": count, "height": src.height, "width": src.width,
-        "crs": src.crs, "transform": src.transform, "nodata": NODATA_CODE, "tiled": True,
-        "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
-        "interleave": "band" if cog else "pixel",
-    }  # fmt: skip
-
-
 def predict_raster(
-    bundle: SegmentationBundle,
+    bundle: Any,
     raster: str | Path,
     out: str | Path,
     *,
@@ -204,19 +212,27 @@ def predict_raster(
     cache_mb: int = 64,
     overwrite: bool = False,
     aux: str | Path | None = None,
-    tta: bool = False,
+    tta: str | bool = "none",
     vector: str | Path | None = None,
     stats: str | Path | None = None,
     simplify: float | None = None,
     min_area: float | None = None,
     dissolve: str = "class",
     asset: str | None = None,
+    sieve: int | None = None,
+    max_polygons: int | None = DEFAULT_MAX_POLYGONS,
 ) -> Path:
     """Write the land-cover map of a raster.
 
-    Every output is written to a temporary file in its own folder and renamed over ``out`` /
-    ``probabilities`` only when the whole map is done, so a failed run (wrong band count,
-    truncated input, interrupt) leaves an existing output byte-for-byte as it was.
+    Every output path is checked once, before any work (:func:`landsight.outputs.check_output`);
+    every output is written to a temporary file in its own folder and renamed over its path only
+    when all of them are done, so a failed run (wrong band count, truncated input, interrupt)
+    leaves existing outputs byte-for-byte as they were. The rasters are written window by window
+    through :func:`landsight.segment.raster.open_label_writer`; ``vector`` and ``stats`` come from
+    what was gathered while writing (the writer's per-class pixel counts, and each window
+    polygonized as it is written, :class:`landsight.segment.vector.Polygonizer`): the finished map
+    is never read again, and they equal :func:`~landsight.segment.vector.polygonize_raster` /
+    :func:`~landsight.segment.vector.class_areas` of it.
 
     Args:
         bundle: A segmentation bundle (:func:`landsight.load_bundle`).
@@ -235,13 +251,22 @@ def predict_raster(
         aux: The auxiliary raster of a bundle trained with one (e.g. the NLCD of this raster); a
             template of the bundle's kind (``{stem}``, ``{dir}``) is formatted with ``raster``.
             Default: the bundle's training template formatted with ``raster``.
-        tta: Dihedral test-time augmentation (8 orientations averaged; 8x the compute).
+        tta: ``"d4"``: dihedral test-time augmentation (8 orientations averaged; 8x the
+            compute); ``"none"`` (default): one view. One vocabulary with classification
+            (:data:`landsight.recipe.TTA_MODES`); ``True`` / ``False`` still mean ``"d4"`` / ``"none"``.
         vector: Also write the map as polygons per class (``.gpkg``, ``.geojson`` or GeoParquet
-            ``.parquet``; :func:`landsight.segment.vector.polygonize_raster`).
+            ``.parquet``; layer ``landcover``, see :func:`landsight.segment.vector.polygonize_raster`).
         stats: Also write the area per class (m², ha, % of valid pixels) as CSV
-            (:func:`landsight.segment.vector.class_areas`).
+            (:func:`landsight.segment.vector.class_area_table`).
         simplify: ``vector``: simplification tolerance in metres (CRS units).
         min_area: ``vector``: drop connected regions smaller than this, m².
+        sieve: Replace connected regions smaller than this many pixels (4-connected) by their
+            largest neighbour's class, in the map and so in every output (rasterio's ``sieve``,
+            GDAL's ``GDALSieveFilter``). It runs per prediction window: a region cut by a window
+            edge counts per window. ``None``: no sieving.
+        max_polygons: ``vector``: stop with an error once the polygons gathered exceed this many
+            (a noisy map can hold hundreds of thousands; polygonizing them costs minutes and
+            gigabytes). ``None``: no budget.
         dissolve: ``vector``: ``"class"`` (one multipolygon per class) or ``"region"`` (one
             polygon per connected region).
         asset: When ``raster`` is a STAC Item JSON (file or URL; :mod:`landsight.data.stac`),
@@ -254,91 +279,136 @@ def predict_raster(
     Raises:
         DataNotFoundError: The raster does not exist.
         ImageReadError: It cannot be opened, or its pixel data is truncated or corrupt.
-        LandsightValueError: Its band count does not fit the bundle; ``out`` or
-            ``probabilities`` is the input raster, or both are the same file.
-        OutputExistsError: ``out`` or ``probabilities`` exists and ``overwrite`` is False.
+        LandsightValueError: Its band count does not fit the bundle; an output is the input
+            raster, or ``probabilities`` and ``out`` are the same file; ``vector`` has another
+            suffix than ``.gpkg`` / ``.geojson`` / ``.parquet``; bad ``dissolve`` / ``simplify`` /
+            ``min_area`` (``min_area`` without a CRS, ``simplify`` in a geographic CRS); ``stats``
+            of a geographic raster with a rotated transform.
+        OutputExistsError: An output exists and ``overwrite`` is False.
     """
     import contextlib
 
-    import rasterio
-
     from landsight.data.stac import resolve_raster
-    from landsight.outputs import atomic_path, check_output, same_file
-    from landsight.segment.raster import open_raster
+    from landsight.outputs import atomic_path
+    from landsight.segment.raster import gdal_cache, label_profile, open_label_writer, open_raster
 
+    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")
+    if sieve is not None and (isinstance(sieve, bool) or not isinstance(sieve, int) or sieve < 1):
+        raise LandsightValueError(f"sieve must be a number of pixels >= 1 (or None), got {sieve!r}")
+    if max_polygons is not None and (isinstance(max_polygons, bool) or not isinstance(max_polygons, int)
+                                     or max_polygons < 1):  # fmt: skip
+        raise LandsightValueError(f"max_polygons must be an int >= 1 (or None), got {max_polygons!r}")
     raster = resolve_raster(raster, asset)  # a STAC Item JSON -> its asset's href
-    out = check_output(out, inputs=[raster], overwrite=overwrite, what="output raster")
-    extras = {}
-    if vector:
-        from landsight.vectors import check_vector_path
-
-        extras["vector"] = check_vector_path(check_output(vector, inputs=[raster], overwrite=overwrite,
-                                                          what="vector output"))  # fmt: skip
-    if stats:
-        extras["stats"] = check_output(stats, inputs=[raster], overwrite=overwrite, what="area statistics")
-    targets = [(out, 1)]
-    if probabilities:
-        probs = check_output(probabilities, inputs=[raster], overwrite=overwrite, what="probability raster")
-        if same_file(probs, out):
-            raise LandsightValueError(f"probabilities and out are the same file {str(out)!r}; give two paths")
-        targets.append((probs, bundle.class_map.num_classes))
-    lut = bundle.class_map.index_to_code()
+    paths = _check_outputs(raster, out, probabilities=probabilities, vector=vector, stats=stats, overwrite=overwrite,
+                           dissolve=dissolve, simplify=simplify, min_area=min_area)  # fmt: skip
+    class_map = bundle.class_map
     with contextlib.ExitStack() as stack:
         # Renamed over the outputs in reverse order on success; deleted on any failure.
-        finals = [stack.enter_context(atomic_path(p)) for p, _ in targets]
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=cache_mb))
+        tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+        stack.enter_context(gdal_cache(cache_mb))
         src = stack.enter_context(open_raster(raster))
         aux_src = None
         if getattr(bundle, "aux", None) is not None:
             from landsight.segment.auxiliary import aux_path, open_aligned
 
             aux_src = stack.enter_context(open_aligned(aux_path(str(aux or bundle.aux.template), raster), src))
-        plain = [f.with_name(f"{f.stem}.plain{f.suffix}") if cog else f for f in finals]  # COG: copied at the end
-        writes = [(w, n) for w, (_, n) in zip(plain, targets, strict=True)]
-        try:
-            dsts = [rasterio.open(p, "w", **_profile(src, n, cog)) for p, n in writes]
-            try:
-                _write_map(src, bundle, dsts, lut, window_size=window_size, batch_size=batch_size, progress=progress,
-                           aux_src=aux_src, tta=tta)  # fmt: skip
-            finally:
-                for d in dsts:
-                    d.close()
-            if cog:
-                from rasterio.shutil import copy as gdal_copy
+        polygons = None
+        if vector or stats:
+            from landsight.segment.vector import Polygonizer, check_polygon_crs, pixel_area_rows
 
-                for final, (tmp, _) in zip(finals, writes, strict=True):
-                    gdal_copy(tmp, final, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
-        finally:
-            if cog:
-                for tmp, _ in writes:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(tmp)
-    if extras:
-        from landsight.segment.vector import write_raster_layers
+            if vector:
+                check_polygon_crs(src.crs, simplify, min_area, raster)
+                polygons = Polygonizer(src.transform, nodata=NODATA_CODE, max_polygons=max_polygons)
+            if stats:
+                pixel_area_rows(src.crs, src.transform, 0, 1)  # a rotated geographic grid fails before the work
+        with open_label_writer(
+            tmp["out"], label_profile(src, nodata=NODATA_CODE, block=BLOCK, cog=cog), colormap=class_map.colormap(),
+            tags={"classes": ",".join(f"{c.code}={c.name}" for c in class_map.classes)},
+            probabilities=tmp.get("probabilities"), band_names=class_map.names, prob_scale=1 / PROB_SCALE, cog=cog,
+        ) as writer:  # fmt: skip
+            _write_map(src, bundle, writer, polygons, window_size=window_size, batch_size=batch_size,
+                       progress=progress, aux_src=aux_src, tta=tta, sieve=sieve)  # fmt: skip
+        if vector or stats:
+            from landsight.segment.vector import class_area_table, map_classes
 
-        write_raster_layers(out, bundle.class_map, vector=extras.get("vector"), stats=extras.get("stats"),
-                            simplify=simplify, min_area=min_area, dissolve=dissolve, overwrite=overwrite)  # fmt: skip
-    return out
+            classes = map_classes(class_map)
+            if polygons is not None:
+                from landsight.vectors import write_vector
+
+                layer = polygons.layer(src.crs, classes, dissolve=dissolve, simplify=simplify, min_area=min_area)
+                write_vector(layer, tmp["vector"], layer="landcover")  # a fresh temporary path
+            if stats:
+                class_area_table(writer.counts, src.crs, src.transform, classes).to_csv(tmp["stats"], index=False)
+    return paths["out"]
+
+
+def _check_outputs(
+    raster: str | Path, out: str | Path, *, probabilities: str | Path | None, vector: str | Path | None,
+    stats: str | Path | None, overwrite: bool, dissolve: str, simplify: float | None, min_area: float | None,
+) -> dict[str, Path]:  # fmt: skip
+    """Check every output of :func:`predict_raster` once, before any work.
+
+    Args:
+        raster: The input raster (no output may be it).
+        out: Label raster.
+        probabilities: Probability raster, or ``None``.
+        vector: Polygon layer, or ``None``.
+        stats: Area CSV, or ``None``.
+        overwrite: Existing outputs may be replaced.
+        dissolve: ``vector`` option, validated here.
+        simplify: ``vector`` option (metres), validated here.
+        min_area: ``vector`` option (m²), validated here.
+
+    Returns:
+        ``{"out": ..., "probabilities": ..., "vector": ..., "stats": ...}`` for those given, in
+        that order.
+
+    Raises:
+        LandsightValueError: See :func:`predict_raster`.
+        OutputExistsError: An output exists and ``overwrite`` is False.
+    """
+    from landsight.outputs import check_output, same_file
+
+    paths = {"out": check_output(out, inputs=[raster], overwrite=overwrite, what="output raster")}
+    if vector:
+        from landsight.segment.vector import check_polygon_options
+        from landsight.vectors import check_vector_path
+
+        paths["vector"] = check_vector_path(check_output(vector, inputs=[raster], overwrite=overwrite,
+                                                         what="vector output"))  # fmt: skip
+        check_polygon_options(dissolve, simplify, min_area)
+    if stats:
+        paths["stats"] = check_output(stats, inputs=[raster], overwrite=overwrite, what="area statistics")
+    if probabilities:
+        probs = check_output(probabilities, inputs=[raster], overwrite=overwrite, what="probability raster")
+        if same_file(probs, paths["out"]):
+            raise LandsightValueError(f"probabilities and out are the same file {str(out)!r}; give two paths")
+        paths["probabilities"] = probs
+    order = ("out", "probabilities", "vector", "stats")
+    return {key: paths[key] for key in order if key in paths}
 
 
 def _write_map(
-    src: Any, bundle: SegmentationBundle, dsts: list[Any], lut: np.ndarray, *, window_size: int, batch_size: int,
-    progress: bool, aux_src: Any = None, tta: bool = False,
+    src: Any, bundle: Any, writer: LabelRasterWriter, polygons: Polygonizer | None, *,
+    window_size: int, batch_size: int, progress: bool, aux_src: Any = None, tta: str | bool = "none",
+    sieve: int | None = None,
 ) -> None:  # fmt: skip
-    """Predict ``src`` core by core into the open label raster ``dsts[0]`` (and probabilities ``dsts[1]``)."""
+    """Predict ``src`` core by core into ``writer`` (labels, probabilities if it writes them), and ``polygons``."""
     from rasterio.windows import Window
 
-    dsts[0].write_colormap(1, bundle.class_map.colormap())
-    dsts[0].update_tags(1, classes=",".join(f"{c.code}={c.name}" for c in bundle.class_map.classes))
-    if len(dsts) > 1:
-        dsts[1].descriptions = tuple(bundle.class_map.names)
-        dsts[1].scales = (1 / PROB_SCALE,) * bundle.class_map.num_classes
+    lut = bundle.class_map.index_to_code()
     for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size, progress=progress,
                               aux_src=aux_src, tta=tta):  # fmt: skip
         h, w = t.valid.shape
-        window = Window(t.col, t.row, w, h)
         codes = np.where(t.valid, lut[t.probabilities.argmax(axis=0)], NODATA_CODE).astype(np.uint8)
-        dsts[0].write(codes, 1, window=window)
-        if len(dsts) > 1:
+        if sieve:
+            from rasterio.features import sieve as sieve_regions
+
+            codes = np.where(t.valid, sieve_regions(codes, size=sieve, mask=t.valid), NODATA_CODE).astype(np.uint8)
+        scaled = None
+        if writer.writes_probabilities:
             scaled = np.rint(t.probabilities * PROB_SCALE).astype(np.uint8)
-            dsts[1].write(np.where(t.valid[None], scaled, NODATA_CODE), window=window)
+            scaled = np.where(t.valid[None], scaled, NODATA_CODE)
+        writer.write(Window(t.col, t.row, w, h), codes, scaled)
+        if polygons is not None:
+            polygons.add(codes, t.row, t.col)

@@ -3,10 +3,17 @@
 Rasters bigger than memory are never read whole: every read is a window (``rasterio.windows``),
 padded where it runs past the raster's edge. Any GDAL format rasterio reads works (GeoTIFF,
 COG, JPEG, PNG), any band count, uint8 / uint16 / other numeric types.
+
+Label maps are written the same way (:func:`open_label_writer`): window by window, on the
+input's grid (:func:`label_profile` copies its size, CRS and transform), optionally with a
+probability raster beside them and as Cloud Optimized GeoTIFFs; the writer counts the pixels
+of each class as it writes (:class:`ClassCounts`), so the statistics of a map just written need
+no second read of it.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -279,3 +286,205 @@ def read_labels(src: Any, row: int, col: int, height: int, width: int, class_map
     outside[r0:r1, c0:c1] = False
     out[outside] = IGNORE_INDEX
     return out
+
+
+# --- writing label rasters ----------------------------------------------------------------------
+
+LABEL_CODES = 65536
+"""Class codes counted by :class:`ClassCounts`: every uint8 / uint16 value."""
+
+
+class ClassCounts:
+    """Pixels per class code of a label raster, accumulated window by window.
+
+    The label writer (:class:`LabelRasterWriter`) fills one while it writes, so the class areas
+    of a map just written need no second read of it; :func:`landsight.segment.vector.class_areas`
+    fills one from an existing raster. Per-row counts are kept only where the area of a pixel
+    depends on its row (geographic CRSs): ``len(codes present) x height`` int64, not the pixels.
+
+    Attributes:
+        height: Rows of the raster.
+        nodata: Code left out (``None`` = none).
+        pixels: ``(LABEL_CODES,)`` int64 valid pixels per code (codes < 0 or >= ``LABEL_CODES``
+            are left out).
+        rows: With ``by_row``: code -> ``(height,)`` int64 pixels of that code in each raster row,
+            for the codes seen; empty otherwise.
+    """
+
+    def __init__(self, height: int, *, nodata: int | None, by_row: bool = False) -> None:
+        """Start empty.
+
+        Args:
+            height: Rows of the raster.
+            nodata: Code that is not a class (the raster's nodata).
+            by_row: Also count pixels per raster row (for geodesic areas).
+        """
+        self.height = height
+        self.nodata = nodata
+        self.by_row = by_row
+        self.pixels = np.zeros(LABEL_CODES, dtype=np.int64)
+        self.rows: dict[int, np.ndarray] = {}
+
+    def add(self, labels: np.ndarray, row: int) -> None:
+        """Count a window of class codes.
+
+        Args:
+            labels: ``(h, w)`` class codes (any integer dtype; float values are truncated).
+            row: Raster row of the window's top line (``0 <= row``, ``row + h <= height``).
+        """
+        data = np.asarray(labels).astype(np.int64, copy=False)
+        valid = (data >= 0) & (data < LABEL_CODES)
+        if self.nodata is not None:
+            valid &= data != self.nodata
+        codes = data[valid]
+        counts = np.bincount(codes, minlength=LABEL_CODES)
+        self.pixels += counts
+        present = np.flatnonzero(counts)
+        if not self.by_row or not present.size:
+            return
+        h = data.shape[0]
+        column = np.zeros(LABEL_CODES, dtype=np.int64)
+        column[present] = np.arange(present.size)
+        per_row = np.bincount(np.nonzero(valid)[0] * present.size + column[codes], minlength=h * present.size)
+        per_row = per_row.reshape(h, present.size)
+        for j, code in enumerate(present.tolist()):
+            self.rows.setdefault(code, np.zeros(self.height, dtype=np.int64))[row : row + h] += per_row[:, j]
+
+
+class LabelRasterWriter:
+    """An open label raster (and optional probability raster), written window by window.
+
+    Made by :func:`open_label_writer`. Every window written is also counted
+    (:attr:`counts`), so statistics of the whole map are known when the last window is written.
+
+    Attributes:
+        counts: Valid pixels per class code written so far (:class:`ClassCounts`; per row in a
+            geographic CRS).
+    """
+
+    def __init__(self, labels: Any, probabilities: Any, counts: ClassCounts) -> None:
+        """Wrap open datasets (use :func:`open_label_writer`)."""
+        self._labels = labels
+        self._probabilities = probabilities
+        self.counts = counts
+
+    @property
+    def writes_probabilities(self) -> bool:
+        """Whether a probability raster is written beside the labels."""
+        return self._probabilities is not None
+
+    def write(self, window: Any, labels: np.ndarray, probabilities: np.ndarray | None = None) -> None:
+        """Write one window of the map and count its classes.
+
+        Args:
+            window: ``rasterio.windows.Window`` inside the raster (integer offsets and size).
+            labels: ``(window.height, window.width)`` uint8 class codes, nodata where not mapped.
+            probabilities: ``(K, window.height, window.width)`` uint8 scaled probabilities, written
+                to the probability raster (ignored when there is none).
+        """
+        self._labels.write(labels, 1, window=window)
+        if self._probabilities is not None and probabilities is not None:
+            self._probabilities.write(probabilities, window=window)
+        self.counts.add(labels, int(window.row_off))
+
+
+def label_profile(src: Any, *, nodata: int, block: int = 256, cog: bool = False) -> dict[str, Any]:
+    """Creation options of a uint8 label GeoTIFF on the grid of ``src``.
+
+    Args:
+        src: Open input raster: its size, CRS and transform are copied.
+        nodata: Nodata code of the labels.
+        block: Tile side, pixels.
+        cog: The file is converted to a COG afterwards (band interleaving).
+
+    Returns:
+        A 1-band rasterio profile (GTiff, tiled, deflate, BigTIFF if needed).
+    """
+    return {
+        "driver": "GTiff", "dtype": "uint8", "count": 1, "height": src.height, "width": src.width,
+        "crs": src.crs, "transform": src.transform, "nodata": nodata, "tiled": True,
+        "blockxsize": block, "blockysize": block, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+        "interleave": "band" if cog else "pixel",
+    }  # fmt: skip
+
+
+@contextmanager
+def gdal_cache(cache_mb: int) -> Iterator[None]:
+    """Limit GDAL's block cache (``GDAL_CACHEMAX``, MB) inside the block."""
+    import rasterio
+
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb):
+        yield
+
+
+@contextmanager
+def open_label_writer(
+    path: str | Path,
+    profile: dict[str, Any],
+    *,
+    colormap: dict[int, tuple[int, ...]] | None = None,
+    tags: dict[str, str] | None = None,
+    probabilities: str | Path | None = None,
+    band_names: Sequence[str] = (),
+    prob_scale: float | None = None,
+    cog: bool = False,
+) -> Iterator[LabelRasterWriter]:
+    """Open a label raster (and optionally a probability raster) for writing window by window.
+
+    With ``cog``, the windows go to plain GeoTIFFs beside the targets
+    (``<stem>.plain<suffix>``), copied to Cloud Optimized GeoTIFFs (GDAL's COG driver, deflate)
+    when the block ends without an exception, and deleted in any case. The caller chooses the
+    paths (temporary ones: see :func:`landsight.outputs.atomic_path`).
+
+    Args:
+        path: Label raster to write.
+        profile: Its rasterio profile (:func:`label_profile`); its ``crs`` decides whether
+            :attr:`LabelRasterWriter.counts` keeps per-row counts (geographic CRS).
+        colormap: Colour table of band 1 (code -> RGBA).
+        tags: Tags of band 1.
+        probabilities: Optional probability raster: the same profile with one band per name in
+            ``band_names``.
+        band_names: Band descriptions of the probability raster (one per class).
+        prob_scale: GDAL scale of every probability band (e.g. ``1 / 254``).
+        cog: Write Cloud Optimized GeoTIFFs.
+
+    Yields:
+        The :class:`LabelRasterWriter`; its datasets are closed (and converted) when the block ends.
+
+    Raises:
+        rasterio.errors.RasterioIOError: GDAL cannot create or convert a file.
+    """
+    import contextlib
+
+    import rasterio
+
+    targets = [(Path(path), dict(profile))]
+    if probabilities is not None:
+        targets.append((Path(probabilities), {**profile, "count": len(band_names)}))
+    plain = [p.with_name(f"{p.stem}.plain{p.suffix}") if cog else p for p, _ in targets]
+    crs = profile.get("crs")
+    counts = ClassCounts(int(profile["height"]), nodata=profile.get("nodata"),
+                         by_row=bool(crs) and bool(crs.is_geographic))  # fmt: skip
+    try:
+        with contextlib.ExitStack() as stack:
+            dsts = [stack.enter_context(rasterio.open(tmp, "w", **prof))
+                    for (_, prof), tmp in zip(targets, plain, strict=True)]  # fmt: skip
+            if colormap is not None:
+                dsts[0].write_colormap(1, colormap)
+            if tags:
+                dsts[0].update_tags(1, **tags)
+            if len(dsts) > 1:
+                dsts[1].descriptions = tuple(band_names)
+                if prob_scale is not None:
+                    dsts[1].scales = (prob_scale,) * len(band_names)
+            yield LabelRasterWriter(dsts[0], dsts[1] if len(dsts) > 1 else None, counts)
+        if cog:
+            from rasterio.shutil import copy as gdal_copy
+
+            for (target, _), tmp in zip(targets, plain, strict=True):
+                gdal_copy(tmp, target, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+    finally:
+        if cog:
+            for tmp in plain:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
