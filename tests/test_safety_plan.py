@@ -205,3 +205,55 @@ def test_predict_with_no_readable_input_fails(trained: Any, tmp_path: Path) -> N
     r = runner.invoke(app, ["predict", str(trained.bundle_path), str(bad), "--out", str(tmp_path / "p.parquet"), "-q",
                             "--no-track"])  # fmt: skip
     assert r.exit_code == 1 and "none of the 3 inputs could be read" in r.output
+
+
+@pytest.mark.parametrize("errno_name,code", [("ENOSPC", 1), ("EROFS", 2), ("EACCES", 2)])
+def test_failures_of_the_environment_are_one_line(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    errno_name: str, code: int,
+) -> None:  # fmt: skip
+    """A full disk, a read-only file system or a forbidden folder: one line from main()'s one handler."""
+    import errno
+    import os
+    import sys
+
+    from landsight.cli import main
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        number = getattr(errno, errno_name)
+        raise OSError(number, os.strerror(number), str(tmp_path / "r.html"))
+
+    monkeypatch.setattr("landsight.results.report.build_report", fail)
+    monkeypatch.setattr(sys, "argv", ["landsight", "report", str(world / "model.landsight"), "--out",
+                                      str(tmp_path / "r.html")])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == code and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1 and "r.html" in err
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import sys
+
+    from landsight.cli import main
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_bytes("sort: accuracy\nlimit: 3\ntitle: \xe9t\xe9\n".encode("latin-1"))
+    monkeypatch.setattr(sys, "argv", ["landsight", "runs", "--config", str(cfg)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "run.yaml" in err and "Traceback" not in err
+
+
+def test_overwrite_never_deletes_a_checkpoint_folder_holding_a_users_file(small_dataset: Path,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "f.landsight"
+    ckpt = Path(f"{out}.checkpoints")
+    ckpt.mkdir()
+    (ckpt / "mine.txt").write_text("a user's file")
+    r = runner.invoke(app, ["finetune", str(small_dataset), "--out", str(out), "--overwrite", "--epochs", "1"])
+    assert isinstance(r.exception, LandsightError) and "not made by landsight" in str(r.exception)
+    assert (ckpt / "mine.txt").read_text() == "a user's file"
