@@ -13,7 +13,14 @@ Phases (``--phases``, default all, in this order):
               the bands, NDVI and the 5 x 5 mean and standard deviation of every band, fitted on
               20,000 random labelled pixels per training raster; (c) the U-Net at
               ``train_segmentation``'s defaults; (d) the other configurations in ``--configs``
-              (losses, NLCD as an auxiliary input, TTA), each a ``key=value`` list.
+              (losses, NLCD as an auxiliary input, TTA), each a ``key=value`` list. The config key
+              ``polygons=true`` trains from polygon labels instead (the "polygons" config): the
+              training label rasters are polygonized (``rasterio.features.shapes``) into one
+              GeoPackage, and the training images copied with a made-up georeference (the patches
+              have no CRS; each is placed on its own 256 m square of EPSG:26917), so the run
+              differs from "defaults" only in reading its labels through
+              ``--labels polygons.gpkg --label-field code``; it is scored on the same held-out
+              label rasters. ``--folds`` limits the folds (a quick run).
   dubai       The same methods on the Dubai aerial set (RGB JPEG + colour masks): train on tiles
               1-4, score the 18 images of tiles 5-6 whole (one split: two other districts).
   predict     Prediction throughput (km^2 per minute at 1 m / pixel) and peak RSS of
@@ -151,6 +158,36 @@ def baseline_confusions(train: list[Pair], test: list[Pair], class_map: Any, ban
 # --- U-Net ----------------------------------------------------------------------------------------
 
 
+def polygon_training_set(train: list[Pair], work: Path, tag: str) -> tuple[str, Path]:
+    """Georeferenced copies of the training images and their label rasters polygonized into one GeoPackage.
+
+    Returns:
+        ``(image glob, GeoPackage path)`` for ``train_segmentation(images, labels, label_field="code")``.
+    """
+    import geopandas as gpd
+    import rasterio
+    from rasterio.features import shapes
+    from rasterio.transform import from_origin
+    from shapely.geometry import shape
+
+    folder = work / f"{tag}_polygons"
+    folder.mkdir(parents=True, exist_ok=True)
+    codes, geoms = [], []
+    for j, (image, label) in enumerate(train):
+        transform = from_origin(500_000 + 300 * j, 4_200_000, 1.0, 1.0)  # made up: one square per patch
+        with rasterio.open(image) as src:
+            profile = {**src.profile, "crs": "EPSG:26917", "transform": transform}
+            with rasterio.open(folder / f"{Path(image).stem}.tif", "w", **profile) as dst:
+                dst.write(src.read())
+        with rasterio.open(label) as lab:
+            for g, v in shapes(lab.read(1), transform=transform):
+                codes.append(int(v))
+                geoms.append(shape(g))
+    gpkg = folder / "labels.gpkg"
+    gpd.GeoDataFrame({"code": codes}, geometry=geoms, crs="EPSG:26917").to_file(gpkg)
+    return str(folder / "*.tif"), gpkg
+
+
 def unet_confusions(
     train: list[Pair],
     test: list[Pair],
@@ -169,10 +206,16 @@ def unet_confusions(
     from landsight.segment.evaluate import evaluate_segmentation
     from landsight.segment.pairs import pair_rasters
 
-    kwargs = {k: v for k, v in config.items() if k != "tta"}
+    kwargs = {k: v for k, v in config.items() if k not in ("tta", "polygons")}
     out = work / f"{tag}.landsight"
     with timed() as t:
-        result = train_segmentation_quiet(_csv_pairs(work / f"{tag}_train.csv", train), classes, out, bands, kwargs)
+        if config.get("polygons"):
+            images, gpkg = polygon_training_set(train, work, tag)
+            result = train_segmentation_quiet(images, classes, out, bands, {**kwargs, "labels": str(gpkg),
+                                                                            "label_field": "code"})  # fmt: skip
+        else:
+            result = train_segmentation_quiet(_csv_pairs(work / f"{tag}_train.csv", train), classes, out, bands,
+                                              kwargs)  # fmt: skip
         bundle = load_bundle(out)
         pairs = pair_rasters(_csv_pairs(work / f"{tag}_test.csv", test)).pairs
         plain = evaluate_segmentation(bundle, pairs, progress=False)
@@ -184,7 +227,7 @@ def unet_confusions(
             t.seconds, info)  # fmt: skip
 
 
-def train_segmentation_quiet(pairs_csv: Path, classes: str, out: Path, bands: tuple[int, ...],
+def train_segmentation_quiet(pairs_csv: Path | str, classes: str, out: Path, bands: tuple[int, ...],
                              kwargs: dict[str, Any]) -> Any:  # fmt: skip
     from landsight.segment.train import train_segmentation
 
@@ -288,10 +331,12 @@ def main() -> None:
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=["defaults:tta=true", "ce:loss=ce,tta=true", f"nlcd:aux_rasters={NLCD},tta=true"],
+        default=["defaults:tta=true", "ce:loss=ce,tta=true", f"nlcd:aux_rasters={NLCD},tta=true",
+                 "polygons:polygons=true"],
         help="U-Net runs, 'label:key=value,...' (train_segmentation keywords, tta=true also scores with TTA)",
     )
     parser.add_argument("--dubai-configs", nargs="+", default=["defaults:tta=true", "ce:loss=ce,tta=true"])
+    parser.add_argument("--folds", type=int, default=None, help="Chesapeake: run only the first N folds.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--log", type=Path, default=Path("segment_bench.jsonl"))
     args = parser.parse_args()
@@ -300,7 +345,7 @@ def main() -> None:
         work = Path(folder)
         results: list[dict[str, Any]] = []
         if "chesapeake" in args.phases:
-            results += run_dataset("chesapeake", chesapeake_folds(), "chesapeake", (1, 2, 3, 4),
+            results += run_dataset("chesapeake", chesapeake_folds()[: args.folds], "chesapeake", (1, 2, 3, 4),
                                    [parse_config(c) for c in args.configs], work, args.log)  # fmt: skip
         if "dubai" in args.phases:
             results += run_dataset("dubai", dubai_folds(), "dubai", (1, 2, 3),

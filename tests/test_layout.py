@@ -111,7 +111,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("errors", "cache", "runtime", "progress", "distributed"), 0),
     **dict.fromkeys(("outputs", "recipe", "ranges", "console"), 1),
     "data": 2,
-    **dict.fromkeys(("bundle", "predictions", "tracking", "vectors", "runconfig"), 3),
+    **dict.fromkeys(("bundle", "predictions", "tracking", "vectors", "styles", "runconfig"), 3),
     "models": 4,
     **dict.fromkeys(("classify", "segment"), 5),  # the tasks: never each other
     **dict.fromkeys(("quantize", "spark", "serve", "results"), 6),  # dispatchers, engines, looking at results

@@ -198,7 +198,7 @@ def test_cli_tile_cuts_whole_georeferenced_tiles(shared_data: Path, tmp_path: Pa
     out = CliRunner().invoke(app, ["tile", str(shared_data / TILE), "--out", str(tmp_path / "t"), "--size", "100"])
     assert out.exit_code == 0, out.output
     assert "4 tiles (2 x 2 of 100 px)" in out.output  # 260 px: the partial third row / column is left out
-    with rasterio.open(shared_data / TILE) as src, rasterio.open(tmp_path / "t" / "tile_1_0.tif") as tile:
+    with rasterio.open(shared_data / TILE) as src, rasterio.open(tmp_path / "t" / f"{Path(TILE).stem}_1_0.tif") as tile:
         assert tile.crs == src.crs and (tile.width, tile.height, tile.count) == (100, 100, 4)
         assert tile.transform == src.transform * rasterio.Affine.translation(0, 100)
         np.testing.assert_array_equal(tile.read(), src.read(window=rasterio.windows.Window(0, 100, 100, 100)))

@@ -267,7 +267,8 @@ def test_failed_segment_predict_leaves_existing_outputs_intact(
     with pytest.raises(LandsightValueError):
         predict_raster(synthetic_bundle, three, out, probabilities=probs, cog=cog, progress=False, overwrite=True)
     assert {p: _digest(p) for p in (out, probs)} == saved
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.tif", "probs.tif", "rgb.tif", "truncated.tif"]
+    names = ["map.tif", "map.tif.aux.xml", "probs.tif", "rgb.tif", "truncated.tif"]  # the map's PAM sidecar too
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     # and with overwrite a successful run does replace them
     predict_raster(synthetic_bundle, real, out, window_size=96, progress=False, overwrite=True)
     with rasterio.open(out) as dst:

@@ -140,8 +140,8 @@ def test_split_pairs_spatial_holds_out_whole_blocks(shared_data: Path, tmp_path:
     from landsight.data.tiling import cut_tiles
     from landsight.segment.pairs import pair_rasters, split_pairs, split_pairs_info
 
-    cut_tiles(shared_data / f"{TILE}_naip-new.tif", tmp_path / "img", size=64)
-    cut_tiles(shared_data / f"{TILE}_lc.tif", tmp_path / "lab", size=64)
+    cut_tiles(shared_data / f"{TILE}_naip-new.tif", tmp_path / "img", size=64, prefix="tile")  # same names
+    cut_tiles(shared_data / f"{TILE}_lc.tif", tmp_path / "lab", size=64, prefix="tile")
     found = pair_rasters(str(tmp_path / "img/*.tif"), str(tmp_path / "lab/*.tif"))
     assert len(found.pairs) == 16
     train, val, info = split_pairs_info(found.pairs, 0.25, 0, split="spatial", block_size=3000)

@@ -102,7 +102,7 @@ def test_list_images_and_cut_tiles_read_a_stac_item(naip: Path, tmp_path: Path) 
         assert (tile.read() == src.read(window=tiles[3].window)).all()
     two = _catalog(naip, tmp_path / "stac2", n_items=2)
     both = cut_tiles(two, tmp_path / "tiles2", size=130)
-    assert sorted(p.path.name for p in both)[:2] == ["tile_scene-0_0_0.tif", "tile_scene-0_0_1.tif"]
+    assert sorted(p.path.name for p in both)[:2] == ["scene-0_0_0.tif", "scene-0_0_1.tif"]  # Item ids
     assert len(both) == 8
 
 

@@ -46,10 +46,14 @@ _API = {
     "build_catalog": "landsight.data.catalog",
     "read_image": "landsight.data.readers",
     "cut_tiles": "landsight.data.tiling",
+    "tile_scene": "landsight.segment.scene_tiles",
+    "predict_scene": "landsight.classify.scene",
+    "VectorLabels": "landsight.data.vector_labels",
     "create_backbone": "landsight.models.backbones",
 }
 
 __all__ = [
+    "VectorLabels",
     "__version__",
     "build_catalog",
     "build_report",
@@ -65,8 +69,10 @@ __all__ = [
     "load_predictions",
     "predict",
     "predict_raster",
+    "predict_scene",
     "prediction_map",
     "read_image",
+    "tile_scene",
     "train",
     "train_segmentation",
     "tune",

@@ -8,7 +8,11 @@ A predictions table has one row per image, in this column order (:func:`predicti
 * ``prob_<class>`` per class (:data:`PROBABILITY_PREFIX`), float, rows summing to 1;
 * ``error``: why the image was skipped (empty when it was scored);
 * ``minx``, ``miny``, ``maxx``, ``maxy`` (:data:`BOUNDS_COLUMNS`): the tile's bounds in units of
-  its ``crs`` (NaN when not georeferenced), and ``crs`` (empty when not georeferenced).
+  its ``crs`` (NaN when not georeferenced), and ``crs`` (empty when not georeferenced);
+* only when the inputs were a STAC source (:data:`STAC_COLUMNS`, :func:`add_stac_columns`):
+  ``stac_item``, the id of the Item the image is an asset of, and ``datetime``, the Item's
+  ``datetime`` (else ``start_datetime``) as the Item writes it (RFC 3339), ``""`` when it has none.
+  Tables of plain files keep the columns above only, so their layout does not change.
 
 It is written by :func:`landsight.classify.predict.predict` (``.parquet`` or ``.csv``) and by the
 Spark engine (a folder of Parquet parts), and read by maps, change detection and reports through
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BOUNDS_COLUMNS",
     "FORMATS",
+    "STAC_COLUMNS",
+    "add_stac_columns",
     "HEADLINE_METRICS",
     "PROBABILITY_PREFIX",
     "PROVENANCE_KIND",
@@ -55,6 +61,9 @@ PROBABILITY_PREFIX = "prob_"
 BOUNDS_COLUMNS = ("minx", "miny", "maxx", "maxy")
 """Columns that hold a tile's bounds, in units of its ``crs``."""
 
+STAC_COLUMNS = ("stac_item", "datetime")
+"""Columns after ``crs`` in a table of STAC inputs: the Item's id and datetime (strings)."""
+
 FORMATS = (".parquet", ".csv")
 """File suffixes a predictions table can be written to."""
 
@@ -62,19 +71,40 @@ HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "n")
 """The classification metrics shown in tables, reports and run logs (``n`` = images scored)."""
 
 
-def prediction_columns(classes: Sequence[str]) -> list[str]:
+def prediction_columns(classes: Sequence[str], *, stac: bool = False) -> list[str]:
     """Return the columns of a predictions table, in order.
 
     Args:
         classes: Class names in the bundle's order.
+        stac: The inputs were a STAC source: :data:`STAC_COLUMNS` follow.
 
     Returns:
         ``path``, ``predicted``, ``confidence``, ``prob_<class>`` per class, ``error``,
-        ``minx``, ``miny``, ``maxx``, ``maxy``, ``crs``.
+        ``minx``, ``miny``, ``maxx``, ``maxy``, ``crs`` (then ``stac_item``, ``datetime``).
 
     """
     columns = ["path", "predicted", "confidence", *(f"{PROBABILITY_PREFIX}{c}" for c in classes)]
-    return [*columns, "error", *BOUNDS_COLUMNS, "crs"]
+    return [*columns, "error", *BOUNDS_COLUMNS, "crs", *(STAC_COLUMNS if stac else ())]
+
+
+def add_stac_columns(table: pd.DataFrame, assets: Sequence[Any]) -> pd.DataFrame:
+    """Add :data:`STAC_COLUMNS` to a predictions table of STAC inputs, matched by asset href.
+
+    Args:
+        table: Predictions table whose ``path`` column holds asset hrefs.
+        assets: The :class:`landsight.data.stac.StacAsset` the paths were listed from.
+
+    Returns:
+        A copy with ``stac_item`` and ``datetime`` after ``crs`` (replacing any already there);
+        ``""`` for a path that is no listed asset (a row of an earlier run) or an Item without a
+        datetime.
+    """
+    by_href = {str(a.href): (str(a.item_id), a.datetime or "") for a in assets}
+    out = table.drop(columns=[c for c in STAC_COLUMNS if c in table.columns])
+    found = [by_href.get(str(p), ("", "")) for p in out["path"]]
+    out["stac_item"] = [item for item, _ in found]
+    out["datetime"] = [when for _, when in found]
+    return out
 
 
 def probability_columns(table: pd.DataFrame | Sequence[str]) -> list[str]:
@@ -124,7 +154,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         path: A ``.csv`` file or a ``.parquet`` file / folder of Parquet parts.
 
     Returns:
-        The table. For CSV, ``path``, ``predicted``, ``error`` and ``crs`` are strings (a path
+        The table. For CSV, ``path``, ``predicted``, ``error``, ``crs`` (and the STAC columns) are strings (a path
         ``001.tif`` or a class ``1`` stays text) and their empty cells are ``""`` (not NaN), so a
         CSV round trip keeps "no error" as ``""``; empty numeric cells are NaN.
 
@@ -133,9 +163,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
     path = Path(path)
     if path.suffix == ".csv":
-        strings = {"path": str, "predicted": str, "error": str, "crs": str}
+        strings = {"path": str, "predicted": str, "error": str, "crs": str, **dict.fromkeys(STAC_COLUMNS, str)}
         table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=strings)
-        for col in ("error", "crs", "predicted", "path"):
+        for col in ("error", "crs", "predicted", "path", *STAC_COLUMNS):
             if col in table.columns:
                 table[col] = table[col].fillna("").astype(str)
         return table

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from landsight.classify.bundle import Bundle
+    from landsight.data.stac import StacAsset
 
 __all__ = ["FORMATS", "PARTS_RECORD", "predict", "read_table"]
 
@@ -91,12 +92,14 @@ def predict(
     polygon per georeferenced tile with all the table's columns
     (:func:`landsight.vectors.tile_polygons`), written once every image is scored (no resume,
     no ``.parts``); tiles without georeference are left out of the layer, not of the returned
-    table.
+    table. Its QGIS style ``<stem>.qml`` (loaded with the layer) and SLD ``<stem>.sld`` colour the
+    tiles by ``predicted`` (:mod:`landsight.styles`).
 
     Returns:
         All rows (earlier ones included), columns as in
         :meth:`landsight.bundle.Bundle.predict`: ``path``, ``predicted``, ``confidence``,
-        ``prob_<class>``..., ``error``, ``minx``, ``miny``, ``maxx``, ``maxy``, ``crs``.
+        ``prob_<class>``..., ``error``, ``minx``, ``miny``, ``maxx``, ``maxy``, ``crs``, and for
+        STAC ``inputs`` ``stac_item`` and ``datetime`` (:data:`landsight.predictions.STAC_COLUMNS`).
         A bad image gives a row with ``error`` set.
 
     Raises:
@@ -130,7 +133,10 @@ def predict(
             f"out {str(out_path)!r} is a folder (a Parquet dataset of --engine spark?); the local engine writes one "
             "file: give another name"
         )
-    paths = list_images(inputs, asset=asset, allow_remote=allow_remote)
+    from landsight.data.stac import is_stac_source, stac_items
+
+    stac = stac_items(inputs, asset, allow_remote=allow_remote) if is_stac_source(inputs) else None
+    paths = [a.href for a in stac] if stac else list_images(inputs, asset=asset, allow_remote=allow_remote)
     if out_path is not None:
         _check_not_an_input(out_path, inputs, paths)
     if gis:
@@ -144,11 +150,14 @@ def predict(
     with tracked_run("predict", params, tracking_uri=tracking_uri, enabled=track) as run:
         started = time.perf_counter()
         result, n_new = _predict(model, paths, None if gis else out_path, batch_size, num_workers, chunk_size,
-                                 progress, overwrite, max_decode_bytes)  # fmt: skip
+                                 progress, overwrite, max_decode_bytes, stac)  # fmt: skip
         if gis:
+            from landsight.styles import default_colours, write_layer_styles
             from landsight.vectors import tile_polygons, write_vector
 
             write_vector(tile_polygons(result, to_crs=to_crs), out_path, layer="predictions", overwrite=overwrite)
+            colours = default_colours(model.classes)  # the QGIS / SLD styles beside it, as landsight map colours it
+            write_layer_styles(out_path, "predicted", [(c, c, colours[c]) for c in model.classes])
         seconds = time.perf_counter() - started
         run.log_metrics({"n_images": len(result), "n_scored": n_new, "n_errors": int((result["error"] != "").sum()),
                          "images_per_second": n_new / seconds if n_new else 0.0})  # fmt: skip
@@ -231,10 +240,11 @@ def _predict(
     progress: bool,
     overwrite: bool = False,
     max_decode_bytes: int | None = DEFAULT_MAX_DECODE_BYTES,
+    stac: list[StacAsset] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     import pandas as pd
 
-    from landsight.predictions import prediction_columns, provenance
+    from landsight.predictions import add_stac_columns, prediction_columns, provenance
 
     columns = prediction_columns(model.classes)
     done: list[pd.DataFrame] = []
@@ -277,6 +287,8 @@ def _predict(
     frames = ([earlier] if earlier is not None and len(earlier) else []) + [d for d in new if len(d)]
     result = pd.concat(frames, ignore_index=True) if frames else model.predict([])
     result = result.reindex(columns=columns)
+    if stac:  # the Item's id and datetime of each asset (landsight.predictions.STAC_COLUMNS)
+        result = add_stac_columns(result, stac)
     if out_path is not None and parts_dir is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         write_table(result, out_path, metadata=expected)

@@ -247,12 +247,15 @@ def evaluate(
 @app.command()
 @configurable(
     inputs={"bundle": "BUNDLE", "inputs": "INPUTS"},
-    outputs={"out_": ("--out", "file")},
+    outputs={"out_": ("--out", "file"), "raster": ("--raster", "file")},
     resumable=lambda v: ["out_"],  # re-running resumes; predict checks the table is its own
 )
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
-    inputs: Annotated[str, typer.Argument(help="Folder, glob pattern, list file or one image.")],
+    inputs: Annotated[
+        str,
+        typer.Argument(help="Folder, glob pattern, list file or one image; with --tile-size: scene raster(s) or STAC."),
+    ],
     out_: Annotated[
         str,
         typer.Option(
@@ -268,6 +271,14 @@ def predict(
     no_remote: Annotated[
         bool, typer.Option("--no-remote", help="STAC input: read local files only; refuse remote Items and assets.")
     ] = False,
+    tile_size: Annotated[
+        int | None,
+        typer.Option(help="Classify whole scenes: windows of this many pixels (no tiles written).", min=1),
+    ] = None,
+    stride: Annotated[int | None, typer.Option(help="With --tile-size: window step in pixels.", min=1)] = None,
+    raster: Annotated[
+        Path | None, typer.Option("--raster", help="With --tile-size: class GeoTIFF, one pixel per window.")
+    ] = None,
     batch_size: BatchOpt = 32,
     tracking_uri: TrackingOpt = None,
     track: TrackOpt = True,
@@ -281,9 +292,13 @@ def predict(
     """Predict images with a bundle; bad images give rows with an error. Prints images per class."""
     import pandas as pd
 
+    if tile_size is None and (stride is not None or raster is not None):
+        raise typer.BadParameter("--stride and --raster apply to whole scenes: give --tile-size")
     if spark_engine(engine):
         from landsight import spark
 
+        if tile_size is not None:
+            raise typer.BadParameter("--tile-size (whole scenes) works with --engine local only")
         if no_remote:
             raise typer.BadParameter("--no-remote (STAC inputs) works with --engine local only")
         res = spark.predict(
@@ -297,12 +312,21 @@ def predict(
             raise typer.Exit(1)
         err().print(f"{res.images_per_second:.1f} images/s; rows in [bold]{out_}[/bold]")
         return
-    from landsight.classify.predict import predict as predict_api
+    if tile_size is not None:
+        from landsight.classify.scene import predict_scene
 
-    df = predict_api(
-        bundle, inputs, out=out_, batch_size=batch_size, progress=not quiet, tracking_uri=tracking_uri, track=track,
-        overwrite=overwrite, to_crs=to_crs, asset=asset, allow_remote=not no_remote,
-    )  # fmt: skip
+        df = predict_scene(
+            bundle, inputs, tile_size=tile_size, stride=stride, out=out_, raster=raster, batch_size=batch_size,
+            progress=not quiet, overwrite=overwrite, to_crs=to_crs, asset=asset, allow_remote=not no_remote,
+            tracking_uri=tracking_uri, track=track,
+        )  # fmt: skip
+    else:
+        from landsight.classify.predict import predict as predict_api
+
+        df = predict_api(
+            bundle, inputs, out=out_, batch_size=batch_size, progress=not quiet, tracking_uri=tracking_uri,
+            track=track, overwrite=overwrite, to_crs=to_crs, asset=asset, allow_remote=not no_remote,
+        )  # fmt: skip
     errors = df[df["error"] != ""]
     note_skipped(list(zip(errors["path"], errors["error"], strict=True)), what="image")
     if len(df) and len(errors) == len(df):  # nothing scored: a failure, not a partial success

@@ -267,28 +267,38 @@ def serve(
 
 
 @app.command()
-@configurable(
-    inputs={"raster": "RASTER"},
-    outputs={"out_": ("--out", "tiles")},
-)
+@configurable(inputs={"raster": "RASTER", "labels": "--labels"}, outputs={"out_": ("--out", "tiles")})
 def tile(
-    raster: Annotated[Path, typer.Argument(help="Georeferenced raster to cut (GeoTIFF, JPEG 2000...) or a STAC JSON.")],
+    raster: Annotated[list[Path], typer.Argument(help="Georeferenced raster(s) (GeoTIFF, JP2...) or a STAC JSON.")],
     out_: Annotated[Path, typer.Option("--out", help="Folder for the tiles.")] = Path("tiles"),
-    size: Annotated[
-        int, typer.Option(help="Tile side in pixels (partial edge tiles are left out).", **option_range("size"))
-    ] = 256,
+    size: Annotated[int, typer.Option(help="Tile side in pixels.", **option_range("size"))] = 256,
+    labels: Annotated[Path | None, typer.Option(help="Label raster (codes; any grid) or polygons (.gpkg...).")] = None,
+    label_field: Annotated[str | None, typer.Option(help="Polygons' attribute: class name or code.")] = None,
+    classes: Annotated[str, typer.Option(help="Class map of the codes: chesapeake | dubai | a YAML.")] = "chesapeake",
+    rule: Annotated[str, typer.Option(help="Tile label: majority | min-fraction:F (of the tile).")] = "majority",
+    keep_unlabelled: Annotated[bool, typer.Option("--keep-unlabelled", help="Keep tiles without a class.")] = False,
+    edge: Annotated[str, typer.Option(help="Partial edge tiles: drop | keep (padded with nodata).")] = "drop",
+    prefix: Annotated[str | None, typer.Option(help="Tile-name prefix (default: the scene's file stem).")] = None,
+    layout: Annotated[str, typer.Option(help="With --labels: folders (OUT/<class>/) | csv.")] = "folders",
     asset: AssetOpt = None,
-    no_remote: Annotated[
-        bool, typer.Option("--no-remote", help="STAC input: read local files only; refuse remote Items and assets.")
-    ] = False,
+    no_remote: Annotated[bool, typer.Option("--no-remote", help="STAC input: read local files only.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Cut a raster into a grid of GeoTIFF tiles (then `predict` them and `map` the predictions)."""
+    """Cut rasters into GeoTIFF tiles named <scene>_<row>_<col>.tif; with --labels, labelled for `train`."""
     from landsight.data.tiling import cut_tiles
+    from landsight.segment.scene_tiles import tile_scene
 
-    tiles = cut_tiles(raster, out_, size=size, overwrite=overwrite, asset=asset, allow_remote=not no_remote)
-    rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
-    err().print(f"{len(tiles)} tiles ({rows} x {cols} of {size} px) in [bold]{out_}[/bold]")
+    if labels is None and len(raster) == 1:
+        tiles = cut_tiles(raster[0], out_, size=size, prefix=prefix, edge=edge, overwrite=overwrite, asset=asset,
+                          allow_remote=not no_remote)  # fmt: skip
+        grid = f"{tiles[-1].row + 1} x {tiles[-1].col + 1} of {size} px"
+        err().print(f"{len(tiles)} tiles ({grid}) in [bold]{out_}[/bold]")
+        return
+    result = tile_scene(raster, out_, size=size, labels=labels, label_field=label_field, classes=classes, rule=rule,
+                        keep_unlabelled=keep_unlabelled, edge=edge, prefix=prefix, layout=layout, overwrite=overwrite,
+                        asset=asset, allow_remote=not no_remote)  # fmt: skip
+    for line in result.describe(rule):
+        err().print(line)
 
 
 @app.command("map")

@@ -28,7 +28,16 @@ app = typer.Typer(
 )
 
 ImagesOpt = Annotated[str, typer.Option(help="Glob of image rasters (quote it), or a CSV with columns image,label.")]
-LabelsOpt = Annotated[str | None, typer.Option(help="Glob of label rasters whose wildcards match --images'.")]
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(help="Glob of label rasters whose wildcards match --images', or a vector file of polygons "
+                      "(.gpkg .shp .geojson .json .fgb .parquet; needs --label-field)."),
+]  # fmt: skip
+LabelFieldOpt = Annotated[
+    str | None,
+    typer.Option(help="Vector --labels: the attribute holding class names or label codes (pixels outside "
+                      "every polygon are ignored)."),
+]  # fmt: skip
 TtaOpt = Annotated[
     str,
     typer.Option(
@@ -75,6 +84,7 @@ def metrics_table(metrics: dict[str, Any], fmt: str) -> None:
 def train_cmd(
     images: ImagesOpt,
     labels: LabelsOpt = None,
+    label_field: LabelFieldOpt = None,
     classes: Annotated[str, typer.Option(help="Class map YAML, or 'chesapeake' / 'dubai'.")] = "chesapeake",
     bands: Annotated[str | None, typer.Option(help="1-based image bands, e.g. 1,2,3,4 (default all).")] = None,
     out_: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")] = Path("landcover.landsight"),
@@ -130,7 +140,7 @@ def train_cmd(
         backbone_lr_mult=backbone_lr_mult, val_size=val_size, random_state=seed, devices=devices,
         num_nodes=num_nodes, num_workers=num_workers, resume=resume, progress=not quiet,
         tracking_uri=tracking_uri, track=track, overwrite=overwrite, loss=loss, early_stopping=early_stopping,
-        aux_rasters=aux_rasters, split=split, block_size=block_size, group=group,
+        aux_rasters=aux_rasters, split=split, block_size=block_size, group=group, label_field=label_field,
     )  # fmt: skip
     from landsight.distributed import global_rank
 
@@ -179,6 +189,13 @@ def predict_cmd(
     asset: Annotated[str | None, typer.Option(help="STAC input: the asset to read (default: the first image).")] = (
         None
     ),
+    pixel_size: Annotated[
+        float | None,
+        typer.Option(
+            metavar="METRES",
+            help="--stats of a raster without a CRS: pixel side in metres (areas in m²).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -192,7 +209,7 @@ def predict_cmd(
     path = loaded.predict(raster, out_, probabilities=probabilities, cog=cog, window_size=window_size,
                           batch_size=batch_size, progress=not quiet, overwrite=overwrite, tta=tta, aux=aux_rasters,
                           vector=vector, dissolve=dissolve, simplify=simplify, min_area=min_area, stats=stats,
-                          asset=asset, sieve=sieve,
+                          asset=asset, sieve=sieve, pixel_size=pixel_size,
                           **({"max_polygons": max_polygons} if max_polygons is not None else {}))  # fmt: skip
     for extra, what in ((vector, "polygons"), (stats, "areas")):
         if extra is not None:
@@ -210,6 +227,7 @@ def evaluate_cmd(
     bundle: Annotated[Path, typer.Argument(help="Segmentation bundle folder or zip.")],
     images: ImagesOpt,
     labels: LabelsOpt = None,
+    label_field: LabelFieldOpt = None,
     out_: Annotated[Path, typer.Option("--out", help="Folder for segmentation_metrics.json.")] = Path("evaluation"),
     window_size: WindowOpt = 576,
     tta: TtaOpt = "none",
@@ -229,7 +247,7 @@ def evaluate_cmd(
 
     metrics = evaluate_rasters(bundle, images, labels, out=out_, window_size=window_size, progress=not quiet,
                                tracking_uri=tracking_uri, track=track, overwrite=overwrite, tta=tta,
-                               aux_rasters=aux_rasters)  # fmt: skip
+                               aux_rasters=aux_rasters, label_field=label_field)  # fmt: skip
     note_skipped(metrics["skipped"], what="raster")
     metrics_table(metrics, fmt)
     err().print(f"metrics in [bold]{out_ / 'segmentation_metrics.json'}[/bold]")

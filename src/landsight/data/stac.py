@@ -60,6 +60,8 @@ class StacAsset:
         href: Absolute href: a local path or a URL (``https://``, ``s3://``...).
         media_type: The asset's ``type`` (``None`` when not given).
         bbox: The Item's ``(west, south, east, north)`` in WGS84 degrees, or ``None``.
+        datetime: The Item's ``datetime`` property as written (RFC 3339), else its
+            ``start_datetime``, else ``None``.
     """
 
     item_id: str
@@ -67,6 +69,7 @@ class StacAsset:
     href: str
     media_type: str | None
     bbox: tuple[float, float, float, float] | None
+    datetime: str | None = None
 
 
 def _is_url(source: str) -> bool:
@@ -347,7 +350,9 @@ def stac_items(source: str | Path, asset: str | None = None, *, allow_remote: Al
         href = _absolute(a.get_absolute_href() or a.href, where)
         _check_remote(href, allowed, f"asset {key!r} ({href!r}) of STAC item {item.id!r} in {where!r}")
         bbox = tuple(float(v) for v in item.bbox[:4]) if item.bbox else None
-        found.append(StacAsset(str(item.id), key, href, a.media_type, bbox))  # type: ignore[arg-type]
+        when = item.properties.get("datetime") or item.properties.get("start_datetime")
+        found.append(StacAsset(str(item.id), key, href, a.media_type, bbox,  # type: ignore[arg-type]
+                               str(when) if when else None))  # fmt: skip
     if not found:
         raise LandsightValueError(f"STAC source {text!r} holds no Item; pass an Item or a catalog with Items")
     return found

@@ -21,6 +21,8 @@ HIGHLIGHT_COLOR = "#ff00ff"
 def class_colors(classes: Sequence[str]) -> dict[str, str]:
     """Give each class a distinct, stable colour (matplotlib ``tab10``; ``tab20`` + ``tab20b`` above 10 classes).
 
+    The palette is :func:`landsight.styles.default_colours`, so a map and a QGIS style agree.
+
     Args:
         classes: Class names; the same list always gives the same colours.
 
@@ -28,11 +30,6 @@ def class_colors(classes: Sequence[str]) -> dict[str, str]:
         Class name -> ``"#rrggbb"``.
 
     """
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
+    from landsight.styles import default_colours
 
-    if len(classes) <= 10:
-        palette = [to_hex(c) for c in colormaps["tab10"].colors]
-    else:  # 40 distinct colours (UC Merced has 21 classes); beyond that they repeat
-        palette = [to_hex(c) for name in ("tab20", "tab20b") for c in colormaps[name].colors]
-    return {c: palette[i % len(palette)] for i, c in enumerate(classes)}
+    return default_colours(classes)

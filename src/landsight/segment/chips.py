@@ -16,6 +16,9 @@ memory are never read whole. Options:
 
 Labels are mapped to class indices through the class map (codes or RGB colour masks), with
 :data:`~landsight.segment.classmap.IGNORE_INDEX` where ignored, nodata or outside the raster.
+Vector labels (:class:`~landsight.data.vector_labels.VectorLabels`) are rasterized chip by chip
+onto the image's grid (:func:`~landsight.segment.pairs.open_labels`); pixels outside every
+polygon are ignored.
 """
 
 from __future__ import annotations
@@ -30,51 +33,51 @@ from torch.utils.data import Dataset
 from landsight.errors import LandsightValueError
 from landsight.segment.auxiliary import AuxSpec
 from landsight.segment.classmap import IGNORE_INDEX, ClassMap
-from landsight.segment.pairs import RasterPair
+from landsight.segment.pairs import RasterPair, open_labels
 
 
 def class_pixels(pairs: Sequence[RasterPair], class_map: ClassMap, *, window: int = 1024) -> np.ndarray:
-    """Labelled pixels per class over label rasters, read window by window.
+    """Labelled pixels per class over label rasters (or vector labels), read window by window.
 
     Args:
-        pairs: Pairs whose label rasters are counted.
+        pairs: Pairs whose labels are counted.
         class_map: Maps codes / colours to class indices (ignored pixels are not counted).
         window: Block side in pixels.
 
     Returns:
         ``(K,)`` int64 pixel counts.
     """
-    from landsight.segment.raster import iter_blocks, open_raster, read_labels
+    from landsight.segment.raster import iter_blocks
 
     k = class_map.num_classes
     counts = np.zeros(k, dtype=np.int64)
     for pair in pairs:
-        with open_raster(pair.label) as src:
+        with open_labels(pair) as src:
             for r, c, h, w in iter_blocks(pair.height, pair.width, window):
-                counts += np.bincount(read_labels(src, r, c, h, w, class_map).ravel(), minlength=256)[:k]
+                counts += np.bincount(src.read(r, c, h, w, class_map).ravel(), minlength=256)[:k]
     return counts
 
 
 def class_presence(pair: RasterPair, class_map: ClassMap, block: int) -> np.ndarray:
-    """Which classes occur in each ``block x block`` cell of a label raster.
+    """Which classes occur in each ``block x block`` cell of a pair's labels.
 
     Args:
-        pair: The pair whose label raster is indexed (read window by window).
+        pair: The pair whose label raster (or vector labels) is indexed, window by window.
         class_map: Maps codes / colours to class indices.
         block: Cell size in pixels.
 
     Returns:
         ``(rows, cols, K)`` bool: ``[i, j, k]`` is True when class k occurs in cell (i, j).
     """
-    from landsight.segment.raster import iter_blocks, open_raster, read_labels
+    from landsight.segment.raster import iter_blocks
 
     k = class_map.num_classes
     rows, cols = -(-pair.height // block), -(-pair.width // block)
     out = np.zeros((rows, cols, k), dtype=bool)
     side = max(block, (4096 // block) * block)  # windows of whole cells, at most ~4096 px square
-    with open_raster(pair.label) as src:
+    with open_labels(pair) as src:
         for r, c, h, w in iter_blocks(pair.height, pair.width, side):
-            idx = read_labels(src, r, c, h, w, class_map)
+            idx = src.read(r, c, h, w, class_map)
             for i in range(0, h, block):
                 for j in range(0, w, block):
                     present = np.bincount(idx[i : i + block, j : j + block].ravel(), minlength=256)[:k] > 0
@@ -175,6 +178,13 @@ class ChipDataset(Dataset):
             self._handles[path] = open_dataset(path)
         return self._handles[path]
 
+    def _labels(self, pair: RasterPair) -> Any:
+        """The pair's labels opened for window reads (a label raster, or vector labels on the image grid)."""
+        key = f"labels:{pair.image}"
+        if key not in self._handles:
+            self._handles[key] = open_labels(pair)
+        return self._handles[key]
+
     def _rng(self, index: int) -> np.random.Generator:
         if self.random_state is not None:
             return np.random.default_rng([self.random_state, index])
@@ -203,13 +213,13 @@ class ChipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Read chip ``index`` (see the class docstring)."""
-        from landsight.segment.raster import read_labels, read_window
+        from landsight.segment.raster import read_window
 
         rng = self._rng(index)
         i, r, c = self._position(rng)
         pair, s = self.pairs[i], self.chip_size
         image, valid = read_window(self._open(pair.image), r, c, s, s, bands=self.bands, masks=True)
-        y = np.where(valid, read_labels(self._open(pair.label), r, c, s, s, self.class_map), IGNORE_INDEX)
+        y = np.where(valid, self._labels(pair).read(r, c, s, s, self.class_map), IGNORE_INDEX)
         if self.context is not None and self.context < s:
             m0 = (s - self.context) // 2
             centre = np.full_like(y, IGNORE_INDEX)
@@ -227,5 +237,3 @@ class ChipDataset(Dataset):
                 x, y = x[:, :, ::-1], y[:, ::-1]
         image = torch.from_numpy(np.ascontiguousarray(x))
         return {"image": image, "mask": torch.from_numpy(np.ascontiguousarray(y).astype(np.int64))}
-
-

@@ -117,8 +117,9 @@ def evaluate_segmentation(
 
     from landsight.errors import ImageReadError
     from landsight.segment.auxiliary import aux_path, open_aligned
+    from landsight.segment.pairs import open_labels
     from landsight.segment.predict import iter_predictions
-    from landsight.segment.raster import open_raster, read_labels
+    from landsight.segment.raster import open_raster
     from landsight.segment.vector import label_areas, pixel_area_rows
 
     k = bundle.class_map.num_classes
@@ -134,14 +135,14 @@ def evaluate_segmentation(
         try:
             with contextlib.ExitStack() as stack:
                 src = stack.enter_context(open_raster(pair.image))
-                lab = stack.enter_context(open_raster(pair.label))
+                lab = stack.enter_context(open_labels(pair))
                 aux_src = None
                 if spec is not None:
                     aux_src = stack.enter_context(open_aligned(aux_path(aux_rasters or spec.template, pair.image), src))
                 for t in iter_predictions(src, bundle, window_size=window_size, batch_size=batch_size,
                                           progress=progress, aux_src=aux_src, tta=tta):  # fmt: skip
                     h, w = t.valid.shape
-                    y = read_labels(lab, t.row, t.col, h, w, bundle.class_map)
+                    y = lab.read(t.row, t.col, h, w, bundle.class_map)
                     y = np.where(t.valid, y, IGNORE_INDEX)
                     pred = t.probabilities.argmax(axis=0)
                     matrix += confusion(y, pred, k)
@@ -155,7 +156,7 @@ def evaluate_segmentation(
             skipped.append((exc.path, str(exc)))
             continue
         one = segmentation_metrics(matrix, bundle.class_map.names)
-        rasters.append({"image": pair.image, "label": pair.label, "pixel_accuracy": one["pixel_accuracy"],
+        rasters.append({"image": pair.image, "label": pair.label_path, "pixel_accuracy": one["pixel_accuracy"],
                         "mean_iou": one["mean_iou"], "n_pixels": one["n_pixels"]})  # fmt: skip
         total += matrix
         areas += one_areas
@@ -188,13 +189,15 @@ def evaluate_rasters(
     overwrite: bool = False,
     aux_rasters: str | None = None,
     tta: str | bool = "none",
+    label_field: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a segmentation bundle on image / label rasters (the ``segment evaluate`` verb).
 
     Args:
         bundle: Segmentation bundle folder or zip.
         images: Glob pattern of image rasters, or a CSV of pairs.
-        labels: Glob pattern of label rasters (``None`` with a CSV).
+        labels: Glob pattern of label rasters (``None`` with a CSV), or a vector file of
+            polygons (see :mod:`landsight.segment.pairs`); pixels outside them are not scored.
         out: Folder for ``segmentation_metrics.json``.
         window_size: Prediction window side (multiple of 32).
         batch_size: Tiles per onnxruntime call.
@@ -206,6 +209,7 @@ def evaluate_rasters(
             :func:`evaluate_segmentation`).
         tta: ``"d4"`` (dihedral test-time augmentation, 8 views) or ``"none"`` (see
             :func:`evaluate_segmentation`).
+        label_field: Vector ``labels``: the attribute of class names or label codes.
 
     Returns:
         :func:`evaluate_segmentation` output; its ``skipped`` also lists the files left out
@@ -223,13 +227,13 @@ def evaluate_rasters(
     loaded = load_bundle(bundle, task="segmentation")
     if out is not None:
         check_output(Path(out) / METRICS_FILE, overwrite=overwrite, what="metrics file")
-    found = pair_rasters(images, labels)
+    found = pair_rasters(images, labels, label_field=label_field, class_map=loaded.class_map)
     from landsight.recipe import check_tta
     from landsight.segment.predict import SUPPORTED_TTA
 
     tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")
     params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size,
-              "tta": tta, "aux_rasters": aux_rasters}  # fmt: skip
+              "tta": tta, "aux_rasters": aux_rasters, "label_field": label_field}  # fmt: skip
     with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
         metrics = evaluate_segmentation(
             loaded, found.pairs, window_size=window_size, batch_size=batch_size, progress=progress, write_to=out,

@@ -221,6 +221,7 @@ def predict_raster(
     asset: str | None = None,
     sieve: int | None = None,
     max_polygons: int | None = DEFAULT_MAX_POLYGONS,
+    pixel_size: float | None = None,
 ) -> Path:
     """Write the land-cover map of a raster.
 
@@ -272,6 +273,14 @@ def predict_raster(
         asset: When ``raster`` is a STAC Item JSON (file or URL; :mod:`landsight.data.stac`),
             the asset to read (``None`` = the first raster asset with role ``"data"`` or type
             ``image/tiff``); its COG is read window by window.
+        pixel_size: ``stats``: the side of a pixel in metres, for a raster without a CRS
+            (``--pixel-size``), so its areas come out in m² (NaN otherwise). Refused for a
+            raster that has a CRS (its own pixel size counts).
+
+    The map also gets GDAL's PAM sidecar ``<out>.aux.xml`` (band category names and a raster
+    attribute table: QGIS shows class names, :func:`landsight.styles.write_raster_pam`) and
+    ``vector`` its QGIS ``.qml`` and SLD ``.sld`` styles beside it
+    (:func:`landsight.styles.write_layer_styles`), renamed into place with the outputs.
 
     Returns:
         The output path.
@@ -298,9 +307,13 @@ def predict_raster(
     if max_polygons is not None and (isinstance(max_polygons, bool) or not isinstance(max_polygons, int)
                                      or max_polygons < 1):  # fmt: skip
         raise LandsightValueError(f"max_polygons must be an int >= 1 (or None), got {max_polygons!r}")
+    if pixel_size is not None and (isinstance(pixel_size, bool) or not isinstance(pixel_size, int | float)
+                                   or not 0 < pixel_size < math.inf):  # fmt: skip
+        raise LandsightValueError(f"pixel_size must be a positive number of metres (or None), got {pixel_size!r}")
     raster = resolve_raster(raster, asset)  # a STAC Item JSON -> its asset's href
     paths = _check_outputs(raster, out, probabilities=probabilities, vector=vector, stats=stats, overwrite=overwrite,
                            dissolve=dissolve, simplify=simplify, min_area=min_area)  # fmt: skip
+    paths.update(_sidecars(paths))  # GIS styles, committed with the outputs they describe
     class_map = bundle.class_map
     with contextlib.ExitStack() as stack:
         # Renamed over the outputs in reverse order on success; deleted on any failure.
@@ -321,6 +334,11 @@ def predict_raster(
                 polygons = Polygonizer(src.transform, nodata=NODATA_CODE, max_polygons=max_polygons)
             if stats:
                 pixel_area_rows(src.crs, src.transform, 0, 1)  # a rotated geographic grid fails before the work
+        if pixel_size is not None and src.crs:
+            raise LandsightValueError(
+                f"pixel_size is for a raster without a CRS, but {str(raster)!r} has one "
+                f"({src.crs}): its areas use its own grid; drop pixel_size / --pixel-size"
+            )
         with open_label_writer(
             tmp["out"], label_profile(src, nodata=NODATA_CODE, block=BLOCK, cog=cog), colormap=class_map.colormap(),
             tags={"classes": ",".join(f"{c.code}={c.name}" for c in class_map.classes)},
@@ -328,17 +346,22 @@ def predict_raster(
         ) as writer:  # fmt: skip
             _write_map(src, bundle, writer, polygons, window_size=window_size, batch_size=batch_size,
                        progress=progress, aux_src=aux_src, tta=tta, sieve=sieve)  # fmt: skip
-        if vector or stats:
-            from landsight.segment.vector import class_area_table, map_classes
+        from landsight.segment.vector import class_area_table, map_classes
+        from landsight.styles import write_layer_styles, write_raster_pam
 
-            classes = map_classes(class_map)
+        classes = map_classes(class_map)
+        write_raster_pam(tmp["out_aux"], classes)  # category names + RAT, read by GDAL / QGIS with the map
+        if vector or stats:
             if polygons is not None:
                 from landsight.vectors import write_vector
 
                 layer = polygons.layer(src.crs, classes, dissolve=dissolve, simplify=simplify, min_area=min_area)
                 write_vector(layer, tmp["vector"], layer="landcover")  # a fresh temporary path
+                styles = {k: tmp[f"vector_{k}"] for k in ("qml", "sld")}
+                write_layer_styles(paths["vector"], "code", classes, targets=styles)
             if stats:
-                class_area_table(writer.counts, src.crs, src.transform, classes).to_csv(tmp["stats"], index=False)
+                table = class_area_table(writer.counts, src.crs, src.transform, classes, pixel_size=pixel_size)
+                table.to_csv(tmp["stats"], index=False)
     return paths["out"]
 
 
@@ -386,6 +409,21 @@ def _check_outputs(
         paths["probabilities"] = probs
     order = ("out", "probabilities", "vector", "stats")
     return {key: paths[key] for key in order if key in paths}
+
+
+def _sidecars(paths: dict[str, Path]) -> dict[str, Path]:
+    """The styles of :func:`predict_raster`'s outputs (:mod:`landsight.styles`), renamed into place with them.
+
+    ``out_aux``: the map's GDAL PAM sidecar (``<out>.aux.xml``: category names and attribute
+    table); ``vector_qml`` / ``vector_sld``: the polygon layer's QGIS / SLD styles. They are
+    derived from the outputs, so an existing one is replaced with its output, unchecked.
+    """
+    from landsight.styles import pam_path, style_paths
+
+    found = {"out_aux": pam_path(paths["out"])}
+    if "vector" in paths:
+        found.update({f"vector_{k}": p for k, p in style_paths(paths["vector"]).items()})
+    return found
 
 
 def _write_map(

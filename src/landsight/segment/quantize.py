@@ -138,7 +138,8 @@ class SegmentationQuantizeData:
                 f"bundle {str(self.bundle.path)!r} records no held-out rasters; pass test= (--images/--labels)"
             )
         labels = data.get("labels")
-        found = pair_rasters(data["images"], None if labels in (None, "None") else labels)
+        found = pair_rasters(data["images"], None if labels in (None, "None") else labels,
+                             label_field=data.get("label_field"), class_map=self.bundle.class_map)  # fmt: skip
         pairs = [p for p in found.pairs if p.image in val]
         if not pairs:
             raise LandsightValueError(

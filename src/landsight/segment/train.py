@@ -225,12 +225,13 @@ def train_segmentation(
     loss: str = "weighted_ce+dice",
     early_stopping: int | None = None,
     aux_rasters: str | None = None,
+    label_field: str | None = None,
 ) -> SegmentTrainResult:
     """Train a U-Net (or DeepLabV3+) on image / label raster pairs; write a segmentation bundle.
 
     Args:
         images: Glob pattern of image rasters, or a CSV of pairs (``image,label``).
-        labels: Glob pattern of label rasters (codes or RGB colour masks); ``None`` with a CSV.
+        labels: Glob of label rasters (codes / RGB masks; ``None`` with a CSV) or a polygon vector file.
         classes: Class map YAML, built-in name (``"chesapeake"``, ``"dubai"``) or dict.
         out: Bundle folder; checkpoints go to ``<out>.checkpoints/``.
         bands: 1-based image bands (``None`` = all bands of the first raster).
@@ -278,6 +279,7 @@ def train_segmentation(
             image path), one-hot encoded as extra input channels over the codes of the training
             rasters (:mod:`landsight.segment.auxiliary`); prediction then needs the same kind of
             raster. ``None``: image bands only.
+        label_field: Vector ``labels``: the attribute of class names or label codes.
 
     Returns:
         A :class:`SegmentTrainResult`.
@@ -319,7 +321,7 @@ def train_segmentation(
             random_state=random_state, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
             num_workers=num_workers, resume=resume, progress=progress, loss=loss, early_stopping=early_stopping,
             aux_rasters=aux_rasters, split=split, block_size=block_size,
-            group=group,
+            group=group, label_field=label_field,
         )  # fmt: skip
         for row in result.history:
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -369,6 +371,7 @@ def _train(
     split: str = "random",
     block_size: float | None = None,
     group: str | None = None,
+    label_field: str | None = None,
 ) -> SegmentTrainResult:
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
@@ -385,7 +388,7 @@ def _train(
     started = time.perf_counter()
     schedule = parse_lr_schedule(lr_schedule)
     class_map = load_class_map(classes)
-    found = pair_rasters(images, labels)
+    found = pair_rasters(images, labels, label_field=label_field, class_map=class_map)
     with open_raster(found.pairs[0].image) as src:
         band_list = raster_bands(src, bands)
     train_pairs, val_pairs, split_info = split_pairs_info(
@@ -425,7 +428,7 @@ def _train(
         resume=resume, progress=progress, early_stopping=early_stopping, monitor="val_miou", mode="max",
         identity={"task": "segmentation", "backbone": f"{arch}:{encoder}", "bands": list(band_list or []),
                   "classes": class_map.names, "aux_rasters": aux_rasters,
-                  "data": data_fingerprint((q.image, q.label) for q in [*train_pairs, *val_pairs])},
+                  "data": data_fingerprint((q.image, str(q.label)) for q in [*train_pairs, *val_pairs])},
     )  # fmt: skip
     history, best_epoch = fitted.history, fitted.best_epoch
     if not fitted.is_global_zero:  # torchrun / SLURM: rank 0 writes the bundle and evaluates
@@ -443,7 +446,7 @@ def _train(
                      "seconds": round(time.perf_counter() - started, 2)},
         "data": {"images": str(images), "labels": str(labels), "train": [p.image for p in train_pairs],
                  "val": [p.image for p in val_pairs], "n_skipped": len(found.skipped),
-                 "split": split_info.to_dict()},
+                 "split": split_info.to_dict(), "label_field": label_field},
     }  # fmt: skip
     from landsight.bundle import staged_bundle
     from landsight.segment.evaluate import evaluate_segmentation

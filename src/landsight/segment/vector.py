@@ -13,7 +13,7 @@
   raster's transform (:func:`class_area_table`): pixel count times the pixel area
   ``|det(transform)|`` times the square of the CRS's linear unit in metres for projected CRSs,
   geodesic areas on the CRS's ellipsoid (``pyproj.Geod``, per row of pixels) for geographic ones;
-  without a CRS the areas are NaN (pixel counts and percentages only).
+  without a CRS, ``pixel_size`` metres a side (``--pixel-size``), else NaN (counts and percentages).
 
 ``segment predict`` feeds the same :class:`Polygonizer` and counts with the windows it writes,
 so its ``--vector`` and ``--stats`` equal these functions run on the finished map, without
@@ -140,8 +140,9 @@ def class_areas(raster: str | Path, class_map: ClassMap | None = None, *, window
 
 
 def class_area_table(
-    counts: ClassCounts, crs: Any, transform: Any, classes: Sequence[tuple[int, str, str]]
-) -> pd.DataFrame:
+    counts: ClassCounts, crs: Any, transform: Any, classes: Sequence[tuple[int, str, str]], *,
+    pixel_size: float | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Area per class from the pixel counts of a label raster.
 
     The areas depend only on the counts, not on the windows they were counted in: pixels x the
@@ -155,10 +156,12 @@ def class_area_table(
         transform: Its affine transform.
         classes: ``(code, name, #rrggbb)`` of the classes to report, in order; codes counted but
             not listed follow as ``code_<n>``.
+        pixel_size: Side of a pixel in metres, for a raster without a CRS (``--pixel-size``):
+            its pixels are then ``pixel_size²`` m² each. Ignored when there is a CRS.
 
     Returns:
         One row per class (:data:`AREA_COLUMNS`): ``code``, ``name``, ``pixels`` (int),
-        ``area_m2``, ``area_ha`` (float; NaN without a CRS) and ``percent`` of the valid pixels.
+        ``area_m2``, ``area_ha`` (float; NaN without a CRS or ``pixel_size``) and ``percent``.
 
     Raises:
         LandsightValueError: A geographic CRS with a rotated transform; a geographic CRS whose
@@ -173,13 +176,15 @@ def class_area_table(
     listed = {code for code, _, _ in classes}
     extra = [(int(code), f"code_{code}", "") for code in np.flatnonzero(pixels) if int(code) not in listed]
     row_areas = pixel_area_rows(crs, transform, 0, counts.height if crs and crs.is_geographic else 1)
-    if row_areas is not None and crs.is_geographic and not counts.by_row and total:
+    if row_areas is None and pixel_size is not None:  # no CRS: the pixel side the user gave, in metres
+        row_areas, crs = np.full(1, float(pixel_size) ** 2), None
+    if row_areas is not None and crs and crs.is_geographic and not counts.by_row and total:
         raise LandsightValueError("geodesic class areas need pixel counts per row (ClassCounts(by_row=True))")
     records = []
     for code, name, _ in [*classes, *extra]:
         if row_areas is None:
             m2 = float("nan")
-        elif crs.is_geographic:
+        elif crs and crs.is_geographic:
             per_row = counts.rows.get(code)
             m2 = math.fsum(per_row * row_areas) if per_row is not None else 0.0
         else:
@@ -311,14 +316,9 @@ class Polygonizer:
             self._pieces.setdefault(code, []).append(geom)
 
     def layer(
-        self,
-        crs: Any,
-        classes: Sequence[tuple[int, str, str]],
-        *,
-        dissolve: str = "class",
-        simplify: float | None = None,
-        min_area: float | None = None,
-    ) -> gpd.GeoDataFrame:
+        self, crs: Any, classes: Sequence[tuple[int, str, str]], *, dissolve: str = "class",
+        simplify: float | None = None, min_area: float | None = None,
+    ) -> gpd.GeoDataFrame:  # fmt: skip
         """The polygons fed so far as a layer (see :func:`polygonize_raster`).
 
         Args:
@@ -459,6 +459,7 @@ def write_raster_layers(
     import contextlib
 
     from landsight.outputs import atomic_path, check_output
+    from landsight.styles import write_layer_styles
     from landsight.vectors import check_vector_path, write_vector
 
     paths: dict[str, Path] = {}  # each output checked once, before any work
@@ -475,6 +476,8 @@ def write_raster_layers(
             write_vector(layer, tmp["vector"], layer="landcover")  # a fresh temporary path
         if stats:
             class_areas(raster, class_map).to_csv(tmp["stats"], index=False)
+    if vector:  # its QGIS / SLD styles (landsight.styles), once the layer is in place
+        write_layer_styles(paths["vector"], "code", list(layer[["code", "name", "colour"]].itertuples(False, None)))
     return paths
 
 
