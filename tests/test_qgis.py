@@ -234,6 +234,11 @@ def test_pixel_size_gives_areas_in_square_metres_without_a_crs(mapped: dict, tmp
     np.testing.assert_allclose(table["area_ha"], table["area_m2"] / 1e4)
     assert table["area_m2"].sum() == pytest.approx(80 * 96 * 0.36)
     assert table[["code", "pixels"]].equals(blank[["code", "pixels"]])
+    import geopandas as gpd
+
+    bundle.predict(plain, tmp_path / "v.tif", vector=tmp_path / "v.gpkg", pixel_size=0.6, progress=False)
+    layer = gpd.read_file(tmp_path / "v.gpkg")  # the polygons' areas too, not blank
+    assert layer["area_m2"].sum() == pytest.approx(80 * 96 * 0.36)
     with pytest.raises(LandsightValueError, match="without a CRS"):  # a georeferenced raster has its own size
         bundle.predict(mapped["naip"], tmp_path / "c.tif", stats=tmp_path / "c.csv", pixel_size=0.6, progress=False)
     for bad in (0, -1.0, float("nan"), True):

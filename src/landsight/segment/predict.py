@@ -355,7 +355,8 @@ def predict_raster(
             if polygons is not None:
                 from landsight.vectors import write_vector
 
-                layer = polygons.layer(src.crs, classes, dissolve=dissolve, simplify=simplify, min_area=min_area)
+                layer = polygons.layer(src.crs, classes, dissolve=dissolve, simplify=simplify, min_area=min_area,
+                                       pixel_size=pixel_size)  # fmt: skip
                 write_vector(layer, tmp["vector"], layer="landcover")  # a fresh temporary path
                 styles = {k: tmp[f"vector_{k}"] for k in ("qml", "sld")}
                 write_layer_styles(paths["vector"], "code", classes, targets=styles)

@@ -15,12 +15,9 @@
   geodesic areas on the CRS's ellipsoid (``pyproj.Geod``, per row of pixels) for geographic ones;
   without a CRS, ``pixel_size`` metres a side (``--pixel-size``), else NaN (counts and percentages).
 
-``segment predict`` feeds the same :class:`Polygonizer` and counts with the windows it writes,
-so its ``--vector`` and ``--stats`` equal these functions run on the finished map, without
-reading it again.
-
-Areas of polygons are computed the same way (planar in projected CRSs, geodesic in geographic
-ones), so without ``simplify`` / ``min_area`` the polygon areas per class equal the raster's.
+``segment predict`` feeds the same :class:`Polygonizer` and counts with the windows it writes (so
+``--vector`` / ``--stats`` equal these functions on the finished map, never read again). Polygon
+areas are computed the same way, so without ``simplify`` / ``min_area`` they equal the raster's.
 """
 
 from __future__ import annotations
@@ -317,7 +314,7 @@ class Polygonizer:
 
     def layer(
         self, crs: Any, classes: Sequence[tuple[int, str, str]], *, dissolve: str = "class",
-        simplify: float | None = None, min_area: float | None = None,
+        simplify: float | None = None, min_area: float | None = None, pixel_size: float | None = None,
     ) -> gpd.GeoDataFrame:  # fmt: skip
         """The polygons fed so far as a layer (see :func:`polygonize_raster`).
 
@@ -327,6 +324,8 @@ class Polygonizer:
             dissolve: ``"class"`` or ``"region"``.
             simplify: Tolerance in metres (``None`` = exact pixel edges).
             min_area: Drop regions smaller than this, m².
+            pixel_size: Without a CRS: a pixel's side in metres, so ``area_m2`` is pixels x
+                ``pixel_size²`` instead of NaN.
 
         Returns:
             GeoDataFrame, see :func:`polygonize_raster`.
@@ -361,6 +360,8 @@ class Polygonizer:
             tolerance = simplify / (_unit_metres(crs) if crs else 1.0)
             geoms_arr = shapely.simplify(geoms_arr, tolerance, preserve_topology=True)
         area = _areas_m2(geoms_arr, crs)
+        if crs is None and pixel_size is not None and len(geoms_arr):  # pixels x the side the user gave
+            area = shapely.area(geoms_arr) / abs(self.transform.determinant) * float(pixel_size) ** 2
         frame = gpd.GeoDataFrame(
             {"code": np.asarray(codes, dtype=np.int32),
              "name": [names.get(k, (f"code_{k}", ""))[0] for k in codes],
