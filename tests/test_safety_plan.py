@@ -257,3 +257,19 @@ def test_overwrite_never_deletes_a_checkpoint_folder_holding_a_users_file(small_
     r = runner.invoke(app, ["finetune", str(small_dataset), "--out", str(out), "--overwrite", "--epochs", "1"])
     assert isinstance(r.exception, LandsightError) and "not made by landsight" in str(r.exception)
     assert (ckpt / "mine.txt").read_text() == "a user's file"
+
+
+def test_a_bad_to_crs_is_refused_before_scoring(trained: Any, small_dataset: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import landsight.classify.predict as predict_module
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("scored before the CRS was checked")
+
+    monkeypatch.setattr(predict_module, "_predict", never)
+    r = runner.invoke(app, ["predict", str(trained.bundle_path), str(small_dataset), "--out",
+                            str(tmp_path / "p.gpkg"), "--to-crs", "EPSG:99999", "-q", "--no-track"])  # fmt: skip
+    assert isinstance(r.exception, LandsightError) and "--to-crs 'EPSG:99999'" in str(r.exception)
+    with pytest.raises(LandsightError, match="to_crs 'nonsense'"):
+        predict_module.predict(trained.bundle_path, small_dataset, out=tmp_path / "q.gpkg", to_crs="nonsense",
+                               progress=False, track=False)  # fmt: skip

@@ -46,6 +46,31 @@ def check_vector_path(path: str | Path) -> Path:
     return path
 
 
+def check_crs(crs: str | None, option: str = "to_crs") -> str | None:
+    """Refuse, before any work, a CRS that pyproj cannot read (``--to-crs EPSG:99999``).
+
+    Args:
+        crs: Any pyproj CRS string (``"EPSG:4326"``, WKT, PROJ), or None.
+        option: How the user named it, for the message.
+
+    Returns:
+        ``crs`` unchanged.
+
+    Raises:
+        LandsightValueError: pyproj cannot read it.
+    """
+    if crs is None:
+        return None
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(crs)
+    except CRSError:
+        raise LandsightValueError(f"{option} {crs!r} is not a CRS pyproj knows; give e.g. 'EPSG:4326'") from None
+    return crs
+
+
 def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, layer: str | None = None, overwrite: bool = False) -> Path:
     """Write a GeoDataFrame to a GeoPackage, GeoJSON or GeoParquet file, atomically.
 

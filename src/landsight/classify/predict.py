@@ -115,7 +115,7 @@ def predict(
     from landsight.classify.bundle import as_bundle
     from landsight.data.listing import list_images
     from landsight.tracking import tracked_run
-    from landsight.vectors import CLASSIFY_VECTOR_FORMATS
+    from landsight.vectors import CLASSIFY_VECTOR_FORMATS, check_crs
 
     if max_decode_bytes is not None and (
         isinstance(max_decode_bytes, bool) or not isinstance(max_decode_bytes, int) or max_decode_bytes < 1
@@ -124,6 +124,7 @@ def predict(
             f"max_decode_bytes must be a positive number of bytes or None; got {max_decode_bytes!r}"
         )
     check_ranges(batch_size=batch_size, num_workers=num_workers)
+    check_crs(to_crs)  # before any image is scored
     out_path = Path(out) if out is not None else None
     gis = out_path is not None and out_path.suffix.lower() in CLASSIFY_VECTOR_FORMATS
     if out_path is not None and not gis and out_path.suffix not in FORMATS:

@@ -346,8 +346,9 @@ def predict_scene(
     from landsight.predictions import FORMATS
     from landsight.ranges import check_ranges
     from landsight.tracking import tracked_run
-    from landsight.vectors import CLASSIFY_VECTOR_FORMATS
+    from landsight.vectors import CLASSIFY_VECTOR_FORMATS, check_crs
 
+    check_crs(to_crs)  # before any window is scored
     tile_size = _positive("tile_size", tile_size)
     stride = tile_size if stride is None else _positive("stride", stride)
     check_ranges(batch_size=batch_size)

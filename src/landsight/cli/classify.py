@@ -292,6 +292,9 @@ def predict(
     """Predict images with a bundle; bad images give rows with an error. Prints images per class."""
     import pandas as pd
 
+    from landsight.vectors import check_crs
+
+    check_crs(to_crs, "--to-crs")  # before anything is scored
     if tile_size is None and (stride is not None or raster is not None):
         raise typer.BadParameter("--stride and --raster apply to whole scenes: give --tile-size")
     if spark_engine(engine):
