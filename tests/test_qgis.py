@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from test_segment_gis import _pixel_bundle  # the synthetic per-pixel bundle (seeded)
 
 from landsight.errors import LandsightValueError
 
@@ -25,28 +26,6 @@ TILE = "chesapeake/tile_downsampled/m_3907833_nw_17_1_naip-new.tif"
 SLD = "{http://www.opengis.net/sld}"
 SE = "{http://www.opengis.net/se}"
 OGC = "{http://www.opengis.net/ogc}"
-
-
-def _pixel_bundle(folder: Path):  # noqa: ANN202
-    """Untrained per-pixel bundle (1x1 convolution, synthetic): class k wins where band k is largest."""
-    import torch
-
-    from landsight.segment.classmap import load_class_map
-    from landsight.segment.model import SegmentationNet
-    from landsight.segment.train import write_segmentation_bundle
-
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(4, 4, 1, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.eye(4).view(4, 4, 1, 1) * 0.1 + torch.randn(4, 4, 1, 1) * 0.01)
-    meta = {
-        "class_map": load_class_map("chesapeake").to_dict(),
-        "bands": [1, 2, 3, 4],
-        "chip_size": 64,
-        "context": None,
-        "band_stats": {"bands": [1, 2, 3, 4], "mean": [0.0] * 4, "std": [1.0] * 4, "pixels": 1},
-    }
-    return write_segmentation_bundle(folder, SegmentationNet(conv, [0.0] * 4, [1.0] * 4), meta)
 
 
 @pytest.fixture(scope="module")

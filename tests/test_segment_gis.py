@@ -32,6 +32,7 @@ def _pixel_bundle(folder: Path):  # noqa: ANN202
     from landsight.segment.model import SegmentationNet
     from landsight.segment.train import write_segmentation_bundle
 
+    torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 4, 1, bias=False)
     with torch.no_grad():
         conv.weight.copy_(torch.eye(4).view(4, 4, 1, 1) * 0.1 + torch.randn(4, 4, 1, 1) * 0.01)
@@ -206,7 +207,9 @@ def test_predict_geodesic_stats_equal_a_full_read(tile: dict[str, Path], tmp_pat
     layer, again = gpd.read_parquet(vec), polygonize_raster(out, bundle.class_map)
     assert layer.geometry.geom_equals_exact(again.geometry, 0).all()
     expected = table.set_index("code").loc[layer["code"], "area_m2"]
-    np.testing.assert_allclose(layer.set_index("code")["area_m2"], expected, rtol=1e-6)
+    # a polygon's geodesic area joins its vertices by geodesics, the raster's rows follow parallels:
+    # the two differ by up to ~1e-5 relative on a class with long east-west edges at this latitude
+    np.testing.assert_allclose(layer.set_index("code")["area_m2"], expected, rtol=5e-5)
 
 
 def test_areas_geodesic_in_geographic_crs_and_nan_without_crs(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ def naip_tiles(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from landsight.data.tiling import cut_tiles
 
     root = tmp_path_factory.mktemp("naip_tiles")
-    tiles = cut_tiles(shared_data / f"{TILE}_naip-new.tif", root / "tiles", size=20)
+    tiles = cut_tiles(shared_data / f"{TILE}_naip-new.tif", root / "tiles", size=20, prefix="tile")
     with rasterio.open(shared_data / f"{TILE}_lc.tif") as src:
         codes = src.read(1)
     rows = []
