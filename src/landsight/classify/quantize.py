@@ -201,7 +201,7 @@ class ClassificationQuantizeData:
         import onnx.utils
 
         from landsight.data.loader import iter_batches
-        from landsight.models.heads import describe_head, fit_head, make_head
+        from landsight.models.heads import describe_head, fit_head, head_from_description
         from landsight.models.onnx_graph import FEATURES_OUTPUT, IMAGE_INPUT, head_to_onnx, merge_backbone_head
         from landsight.progress import progress_bar
         from landsight.runtime import OnnxModel
@@ -232,12 +232,7 @@ class ClassificationQuantizeData:
             return quantized
         old = self.bundle.meta["head"]
         params = old.get("params", {})
-        if old["kind"] == "logreg":
-            head = make_head("logreg", C=float(params["C"]), standardize=bool(params.get("standardize", True)),
-                             class_weight=params.get("class_weight"), random_state=self.seed)  # fmt: skip
-        else:
-            head = make_head("forest", n_estimators=int(params["n_estimators"]), max_depth=params.get("max_depth"),
-                             class_weight=params.get("class_weight"), random_state=self.seed)  # fmt: skip
+        head = head_from_description(old, random_state=self.seed)  # the same head, settings and C
         X = np.concatenate(features)
         fit_head(head, X, np.asarray(y, dtype=object))
         if [str(c) for c in head.classes_] != list(self.bundle.classes):

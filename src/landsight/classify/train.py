@@ -203,7 +203,7 @@ def train(
         random_state=random_state,
     )
     params = run_params(
-        train, locals(), exclude=(*EXECUTION_ARGS, "batch_size"), stages=stages_label(stages),
+        train, locals(), exclude=EXECUTION_ARGS, stages=stages_label(stages),
         dedup_threshold=dedup_threshold if dedup else None,
     )
     with tracked_run("train", params, tracking_uri=tracking_uri, enabled=track) as run:

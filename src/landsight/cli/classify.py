@@ -137,7 +137,7 @@ def train(
     from landsight.classify.train import train as train_api
 
     check_test_source(data, test)  # both engines
-    _check_precision(precision, out_, overwrite)
+    _check_precision(precision)
     on_spark = spark_engine(engine)
     if on_spark and (dedup or split != "random"):
         raise typer.BadParameter("--dedup and --split spatial|group work with --engine local only")
@@ -173,17 +173,12 @@ def train(
     _quantize_after_training(result.bundle_path, precision, max_drop, overwrite, quiet)
 
 
-def _check_precision(precision: str, out_: Path, overwrite: bool) -> None:
-    """Refuse a bad ``--precision`` or an existing quantized sibling before any training."""
+def _check_precision(precision: str) -> None:
+    """Refuse a bad ``--precision`` before any training (the quantized sibling is in the output plan)."""
     from landsight.quantize import PRECISIONS
 
     if precision not in ("fp32", *PRECISIONS):
         raise typer.BadParameter(f"--precision must be one of {['fp32', *PRECISIONS]}, got {precision!r}")
-    if precision != "fp32":
-        from landsight.bundle import check_bundle_out
-        from landsight.quantize import quantized_sibling
-
-        check_bundle_out(quantized_sibling(out_, precision), overwrite=overwrite)
 
 
 def _quantize_after_training(
@@ -476,7 +471,7 @@ def finetune(
     """Fine-tune a pretrained CNN at a retraining depth (last | fc | all) and write a bundle."""
     from landsight.classify.finetune import finetune as finetune_api
 
-    _check_precision(precision, out_, overwrite)
+    _check_precision(precision)
 
     result = finetune_api(
         data, out=out_, test=test, backbone=backbone, weights=weights_or_none(weights),

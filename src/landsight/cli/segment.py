@@ -239,11 +239,7 @@ def evaluate_cmd(
     fmt: FormatOpt = "table",
 ) -> None:
     """Pixel accuracy, per-class IoU / F1, mean IoU, areas and the confusion matrix over whole rasters."""
-    from landsight.recipe import check_tta
     from landsight.segment.evaluate import evaluate_rasters
-    from landsight.segment.predict import SUPPORTED_TTA
-
-    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")  # before the bundle is read
 
     metrics = evaluate_rasters(bundle, images, labels, out=out_, window_size=window_size, progress=not quiet,
                                tracking_uri=tracking_uri, track=track, overwrite=overwrite, tta=tta,

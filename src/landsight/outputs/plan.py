@@ -194,7 +194,8 @@ def commit_plan(plan: OutputPlan) -> None:
     """
     for out in plan.outputs:
         if out.path.is_dir() and out.kind != "file":
-            mark_folder(out.path, out.kind)
+            earlier = read_manifest(out.path) or {}  # keep the patterns of a folder filled over time (checkpoints)
+            mark_folder(out.path, out.kind, patterns=earlier.get("patterns") or ())
         elif out.path.is_file():
             mark_file(out.path)
 

@@ -221,17 +221,16 @@ def evaluate_rasters(
     """
     from landsight.bundle import load_bundle
     from landsight.outputs import check_output
+    from landsight.recipe import check_tta
     from landsight.segment.pairs import pair_rasters
+    from landsight.segment.predict import SUPPORTED_TTA
     from landsight.tracking import tracked_run
 
+    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")  # before the bundle is read
     loaded = load_bundle(bundle, task="segmentation")
     if out is not None:
         check_output(Path(out) / METRICS_FILE, overwrite=overwrite, what="metrics file")
     found = pair_rasters(images, labels, label_field=label_field, class_map=loaded.class_map)
-    from landsight.recipe import check_tta
-    from landsight.segment.predict import SUPPORTED_TTA
-
-    tta = check_tta(tta, SUPPORTED_TTA, task="segmentation")
     params = {"bundle": str(bundle), "images": str(images), "labels": str(labels), "window_size": window_size,
               "tta": tta, "aux_rasters": aux_rasters, "label_field": label_field}  # fmt: skip
     with tracked_run("segment-evaluate", params, tracking_uri=tracking_uri, enabled=track) as run:
